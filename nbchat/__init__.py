@@ -1,0 +1,60 @@
+"""nbchat: chat with language models from Jupyter.
+
+`%load_ext nbchat` registers `%%chat` and `%models`. The same core is usable from plain Python:
+`nbchat.chat`, `nbchat.stream`, `nbchat.Conversation`, `nbchat.models`.
+Imports are lazy so that loading the extension stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "chat": "nbchat.core.api",
+    "achat": "nbchat.core.api",
+    "stream": "nbchat.core.api",
+    "astream": "nbchat.core.api",
+    "batch": "nbchat.core.api",
+    "abatch": "nbchat.core.api",
+    "models": "nbchat.core.api",
+    "amodels": "nbchat.core.api",
+    "Conversation": "nbchat.core.conversation",
+    "Reply": "nbchat.core.types",
+    "Usage": "nbchat.core.types",
+    "ToolCall": "nbchat.core.types",
+    "Message": "nbchat.core.types",
+    "ModelInfo": "nbchat.core.types",
+    "errors": "nbchat.core.errors",
+    "register": "nbchat.core.registry",
+    "ChatPanel": "nbchat.notebook.panel",
+    "CompareView": "nbchat.notebook.compare",
+    "compare": "nbchat.notebook.compare",
+    "acompare": "nbchat.notebook.compare",
+}
+
+__all__ = [*_LAZY, "last", "load_ipython_extension", "__version__"]
+
+#: the most recent reply of `%%chat` (also of the panel and compare)
+last: Any = None
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = module if name == "errors" else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nbchat' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .notebook.magics import ChatMagics
+
+    ipython.register_magics(ChatMagics(shell=ipython))

@@ -1,0 +1,168 @@
+"""Errors, each with a message that says what to do next.
+
+    NbchatError
+    ├── UsageError             bad input from the user
+    │   ├── UnknownModel       an id no provider knows (with close matches)
+    │   ├── UnknownOption      a keyword nbchat does not take
+    │   ├── BadOption          a keyword with a bad value
+    │   └── UnsupportedInput   e.g. images sent to a model that cannot see
+    ├── MissingKey             the provider's key variable is not set
+    ├── ProviderError          the provider answered with an error (status, message)
+    │   ├── AuthenticationError  401/403
+    │   ├── RateLimited          429 (retry_after)
+    │   ├── ContextTooLong       the prompt does not fit
+    │   └── ServiceGone          an endpoint that no longer exists (Anyscale's shared URL)
+    ├── ConnectionFailed       could not reach the host, the connection dropped, or it stalled
+    ├── ProtocolError          the peer sent something we cannot parse (malformed SSE, HTML)
+    ├── ReplyNotJSON           reply.json on a reply that is not JSON (also a ValueError)
+    └── Interrupted            the user stopped the stream (the partial reply is kept)
+
+A message never contains an API key: `redact()` is applied to every provider-supplied text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+
+_KEY_PATTERNS = [
+    re.compile(r"nvapi-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"r8_[A-Za-z0-9]{6,}"),
+    re.compile(r"csk-[A-Za-z0-9]{6,}"),
+    re.compile(r"esecret_[A-Za-z0-9]{6,}"),
+    re.compile(r"sk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.]{6,}"),
+]
+_known_secrets: set[str] = set()
+
+
+def remember_secret(secret: str | None) -> None:
+    """Register a key so that it is scrubbed from every message, whatever its shape."""
+    if secret and len(secret) >= 4:
+        _known_secrets.add(secret)
+
+
+def redact(text: str) -> str:
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    for pat in _KEY_PATTERNS:
+        text = pat.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
+
+
+class NbchatError(Exception):
+    """Base of every nbchat error."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UsageError(NbchatError, ValueError):
+    pass
+
+
+class UnknownModel(UsageError):
+    def __init__(self, model: str, candidates: Iterable[str] = ()) -> None:
+        self.model = model
+        self.matches = close_matches(model, candidates)
+        hint = f" Did you mean: {', '.join(self.matches)}?" if self.matches else ""
+        super().__init__(
+            f"unknown model {model!r}.{hint} Run %models or nbchat.models() to list them."
+        )
+
+
+class UnknownOption(UsageError):
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        matches = close_matches(name, known)
+        hint = f" Did you mean {matches[0]!r}?" if matches else ""
+        super().__init__(f"unknown option {name!r}.{hint} Options: {', '.join(sorted(known))}.")
+
+
+class BadOption(UsageError):
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        super().__init__(f"bad value for option {name!r}: {problem}")
+
+
+class UnsupportedInput(UsageError):
+    pass
+
+
+class MissingKey(NbchatError):
+    def __init__(self, provider: str, env: str) -> None:
+        self.provider = provider
+        self.env = env
+        super().__init__(
+            f"no API key for {provider}: set the environment variable {env} "
+            f"(or pass api_key=...)."
+        )
+
+
+class ProviderError(NbchatError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        provider: str = "",
+        partial_text: str = "",
+    ) -> None:
+        self.status = status
+        self.provider = provider
+        self.partial_text = partial_text
+        where = f"{provider} " if provider else ""
+        code = f"HTTP {status}: " if status else ""
+        super().__init__(f"{where}error: {code}{message}")
+
+
+class AuthenticationError(ProviderError):
+    pass
+
+
+class RateLimited(ProviderError):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class ContextTooLong(ProviderError):
+    pass
+
+
+class ServiceGone(ProviderError):
+    pass
+
+
+class ConnectionFailed(NbchatError):
+    pass
+
+
+class ProtocolError(NbchatError):
+    pass
+
+
+class ReplyNotJSON(NbchatError, ValueError):
+    pass
+
+
+class Interrupted(NbchatError):
+    pass
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    cands = list(dict.fromkeys(candidates))
+    found = difflib.get_close_matches(word, cands, n=n, cutoff=0.5)
+    if not found and ":" in word:  # match on the model part alone
+        tail = word.split(":", 1)[1]
+        by_tail = {c.split(":", 1)[-1]: c for c in cands}
+        found = [by_tail[m] for m in difflib.get_close_matches(tail, list(by_tail), n=n, cutoff=0.5)]
+    if not found:
+        found = [c for c in cands if word.lower() in c.lower()][:n]
+    return found

@@ -1,0 +1,117 @@
+"""Model output made safe to show as Markdown, and the one-line footer under a reply.
+
+Model output is untrusted. `safe_markdown` keeps code blocks and code spans as they are
+(Markdown shows them literally) and, everywhere else:
+- escapes `<` and `>`, so raw HTML (`<script>`, `<img onerror=...>`) shows as text;
+- turns images into plain links (`![a](u)` -> `!​[a](u)`), so nothing is fetched until clicked;
+- keeps only http(s), mailto and in-page link targets; `javascript:` and friends become `#`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .types import Reply
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
+_LINK_TARGET = re.compile(r"\]\(\s*(<[^>]*>|[^)\s]*)")
+_REF_DEF = re.compile(r"^( {0,3}\[[^\]]+\]:\s*)(\S+)", re.M)
+_SAFE_SCHEME = re.compile(r"^(https?:|mailto:|#)", re.I)
+_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
+
+
+def _safe_target(target: str) -> str:
+    raw = target[1:-1] if target.startswith("<") and target.endswith(">") else target
+    plain = _CONTROL.sub("", html.unescape(raw.replace("\\", "")))
+    if _SAFE_SCHEME.match(plain) or (plain and ":" not in plain.split("/")[0]):
+        return target
+    return "#"
+
+
+def _escape_prose(text: str) -> str:
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("![", "!\u200b[")
+    text = _LINK_TARGET.sub(lambda m: "](" + _safe_target(m.group(1)), text)
+    text = _REF_DEF.sub(lambda m: m.group(1) + _safe_target(m.group(2)), text)
+    return text
+
+
+def _escape_inline(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for m in _CODE_SPAN.finditer(text):
+        out.append(_escape_prose(text[pos : m.start()]))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(_escape_prose(text[pos:]))
+    return "".join(out)
+
+
+def safe_markdown(text: str) -> str:
+    """Markdown that shows model output as written, with nothing in it able to run or fetch."""
+    out: list[str] = []
+    prose: list[str] = []
+    fence: str | None = None
+    for line in text.splitlines(keepends=True):
+        m = _FENCE.match(line)
+        if fence is None:
+            if m:
+                out.append(_escape_inline("".join(prose)))
+                prose = []
+                fence = m.group(1)
+                out.append(line)
+            else:
+                prose.append(line)
+        else:
+            out.append(line)
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
+                if not line.strip().strip(fence[0]):
+                    fence = None
+    out.append(_escape_inline("".join(prose)))
+    return "".join(out)
+
+
+def _fmt_tokens(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+def footer(reply: Reply) -> str:
+    bits = [reply.model]
+    u = reply.usage
+    if u.input_tokens is not None or u.output_tokens is not None:
+        bits.append(f"{_fmt_tokens(u.input_tokens)} in / {_fmt_tokens(u.output_tokens)} out tokens")
+    if reply.time_to_first_token is not None:
+        bits.append(f"first token {reply.time_to_first_token:.2f} s")
+    tps = reply.tokens_per_second
+    if tps is not None:
+        bits.append(f"{tps:.1f} tok/s")
+    if reply.interrupted:
+        bits.append("interrupted")
+    return " · ".join(bits)
+
+
+def reply_markdown(reply: Reply, *, with_footer: bool = True) -> str:
+    body = safe_markdown(reply.text)
+    if reply.tool_calls:
+        calls = "\n".join(f"- `{t.name}({t.arguments_json})`" for t in reply.tool_calls)
+        body += f"\n\n**Tool calls**\n\n{calls}"
+    if reply.error is not None and not reply.text:
+        body = f"**Error:** {html.escape(str(reply.error))}"
+    if with_footer:
+        body += f"\n\n<sub>{html.escape(footer(reply))}</sub>"
+    return body
+
+
+def reply_mimebundle(reply: Reply) -> dict[str, Any]:
+    from .images import png_bytes
+
+    md = reply_markdown(reply)
+    for part in reply.image_parts:
+        b64 = base64.b64encode(png_bytes(part)).decode("ascii")
+        md += f"\n\n![image](data:image/png;base64,{b64})"
+    return {"text/markdown": md, "text/plain": reply.text or repr(reply)}

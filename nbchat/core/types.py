@@ -1,0 +1,281 @@
+"""Pure value types shared by every provider and every front end.
+
+Messages are lists of parts; a provider turns them into its own wire form. Streams are
+sequences of events; every front end (functions, magics, panel, compare) consumes the same ones.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL.Image import Image
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image as raw bytes; providers choose data URI, asset upload or string form."""
+
+    data: bytes
+    mime: str = "image/png"
+    url: str | None = None  # the remote URL it came from, when it had one
+
+    def data_uri(self) -> str:
+        import base64
+
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def __repr__(self) -> str:
+        return f"ImagePart(mime={self.mime!r}, {len(self.data)} bytes)"
+
+
+Part = Union[TextPart, ImagePart]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+    id: str | None = None
+
+    @property
+    def arguments_json(self) -> str:
+        return _json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    parts: tuple[Part, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None  # for role="tool"
+    interrupted: bool = False  # an assistant turn that was stopped before it finished
+
+    @classmethod
+    def of(cls, role: Role, text: str, images: tuple[ImagePart, ...] = ()) -> Message:
+        parts: tuple[Part, ...] = ((TextPart(text),) if text else ()) + tuple(images)
+        return cls(role, parts)
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.input_tokens is None or self.output_tokens is None:
+            return None
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool the model may call: a JSON schema for its parameters, and the function if given."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    function: Any = None
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated request options; None means the provider's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    json: bool = False
+    schema: dict[str, Any] | None = None
+    schema_name: str = "response"
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | None = None  # "auto" | "required" | "none" | a tool's name
+    logprobs: int | None = None  # None: off; N: top N alternatives (0 = chosen token only)
+    extra: dict[str, Any] = field(default_factory=dict)  # provider-specific inputs passed through
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a provider is asked to do: one model, a history, options and connection settings."""
+
+    model: str  # the provider-local id (without "provider:")
+    messages: tuple[Message, ...]
+    options: Options = field(default_factory=Options)
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+
+
+# ---- stream events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    logprobs: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    tool_call: ToolCall
+
+
+@dataclass(frozen=True)
+class ImageEvent:
+    image: ImagePart
+
+
+@dataclass(frozen=True)
+class Done:
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """A failure, as an event, for front ends that show errors in place (panel, compare)."""
+
+    error: BaseException
+
+
+Event = Union[TextDelta, ToolCallEvent, ImageEvent, Done, ErrorEvent]
+
+
+# ---- model listing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str  # full id: "provider:model"
+    provider: str
+    stream: bool = True
+    tools: bool = False
+    json: bool = False
+    vision: bool = False
+    image_generation: bool = False
+    key_set: bool = False
+    key_env: str | None = None
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.id.split(":", 1)[1]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+# ---- the result of a turn ------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """One assistant turn: text, tool calls, images, usage and timing."""
+
+    text: str = ""
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    image_parts: list[ImagePart] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None
+    interrupted: bool = False
+    error: BaseException | None = None
+    json_mode: bool = False
+    time_to_first_token: float | None = None  # seconds
+    duration: float | None = None  # seconds, request start to end
+
+    @property
+    def images(self) -> list[Image]:
+        from .images import to_pil
+
+        return [to_pil(p) for p in self.image_parts]
+
+    @property
+    def json(self) -> Any:
+        """The reply parsed as JSON (JSON mode or a schema); raises ValueError if it is not JSON."""
+        from .errors import ReplyNotJSON
+
+        text = self.text.strip()
+        if text.startswith("```"):
+            text = text.strip("`")
+            text = text[4:] if text.startswith("json") else text
+        try:
+            return _json.loads(text)
+        except ValueError as exc:
+            raise ReplyNotJSON(
+                f"the reply is not valid JSON ({exc.args[0]}); ask with json=True or schema=..."
+            ) from None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        n = self.usage.output_tokens
+        if not n or self.duration is None or self.time_to_first_token is None:
+            return None
+        gen = self.duration - self.time_to_first_token
+        return n / gen if gen > 0 else None
+
+    def footer(self) -> str:
+        from .render import footer
+
+        return footer(self)
+
+    def _repr_markdown_(self) -> str:
+        from .render import reply_markdown
+
+        return reply_markdown(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .render import reply_mimebundle
+
+        return reply_mimebundle(self)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        bits = [f"model={self.model!r}", f"text={self.text[:60]!r}"]
+        if self.tool_calls:
+            bits.append(f"tool_calls={[t.name for t in self.tool_calls]!r}")
+        if self.image_parts:
+            bits.append(f"images={len(self.image_parts)}")
+        if self.interrupted:
+            bits.append("interrupted=True")
+        return f"Reply({', '.join(bits)})"
+
+    def to_message(self) -> Message:
+        parts: tuple[Part, ...] = ((TextPart(self.text),) if self.text else ()) + tuple(
+            self.image_parts
+        )
+        return Message(
+            "assistant", parts, tuple(self.tool_calls), interrupted=self.interrupted
+        )

@@ -1,0 +1,1 @@
+"""The notebook layer: magics, streaming display and widgets. It only talks to the core."""

@@ -1,0 +1,1 @@
+"""One module per provider; each subclasses `nbchat.core.provider.Provider`."""

