@@ -1,0 +1,201 @@
+"""NVIDIA text-to-image: the `ai.api.nvidia.com/v1/genai/<model>` endpoints.
+
+The NVIDIA provider delegates image models here (`is_image_model`). Two request shapes exist
+(PROVIDERS.md, unconfirmed): Stable Diffusion XL takes `text_prompts`; newer models (SD3, FLUX)
+take a flat `prompt`. Answers carry `artifacts[].base64` or `image`; each becomes an ImageEvent.
+A `202` with `NVCF-REQID` is polled on the NVCF status URL until it answers 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from ..core.errors import ProtocolError, ProviderError, UnsupportedInput
+from ..core.images import parse_data_uri, sniff_mime
+from ..core.types import Done, Event, ImageEvent, ImagePart, ModelInfo, Request
+
+GENAI_BASE = "https://ai.api.nvidia.com/v1/genai"
+NVCF_STATUS = "https://api.nvcf.nvidia.com/v2/nvcf/pexec/status"
+POLL_INTERVAL = 1.0
+POLL_LIMIT = 300  # polls before giving up (about five minutes)
+
+#: model -> request shape: "sdxl" (text_prompts) or "prompt" (flat prompt)
+IMAGE_MODELS: dict[str, tuple[str, str]] = {
+    "stabilityai/stable-diffusion-xl": ("sdxl", "Stable Diffusion XL"),
+    "stabilityai/sdxl-turbo": ("sdxl", "SDXL Turbo"),
+    "stabilityai/stable-diffusion-3-medium": ("prompt", "Stable Diffusion 3 Medium"),
+    "stabilityai/stable-diffusion-3.5-large": ("prompt", "Stable Diffusion 3.5 Large"),
+    "black-forest-labs/flux.1-dev": ("prompt", "FLUX.1 [dev]"),
+    "black-forest-labs/flux.1-schnell": ("prompt", "FLUX.1 [schnell]"),
+}
+
+
+def _local(model: str) -> str:
+    return model.removeprefix("nvidia:")
+
+
+def is_image_model(model: str) -> bool:
+    """Whether `model` (with or without the `nvidia:` prefix) is a genai text-to-image model."""
+    return _local(model) in IMAGE_MODELS
+
+
+def known_models() -> list[ModelInfo]:
+    import os
+
+    key_set = bool(os.environ.get("NVIDIA_API_KEY"))
+    return [
+        ModelInfo(
+            id=f"nvidia:{m}",
+            provider="nvidia",
+            stream=False,
+            image_generation=True,
+            key_set=key_set,
+            key_env="NVIDIA_API_KEY",
+            description=f"{label} (text-to-image)",
+        )
+        for m, (_, label) in IMAGE_MODELS.items()
+    ]
+
+
+# ---- pure request / parse functions ---------------------------------------------------------
+
+
+def genai_url(model: str) -> str:
+    return f"{GENAI_BASE}/{_local(model)}"
+
+
+def prompt_text(request: Request) -> str:
+    """The text of the last user message; earlier turns do not matter to an image model."""
+    for m in reversed(request.messages):
+        if m.role == "user":
+            if m.images:
+                raise UnsupportedInput(
+                    f"nvidia:{_local(request.model)} draws from text only; leave out images=..."
+                )
+            return m.text
+    raise UnsupportedInput("an image model needs a text prompt")
+
+
+def image_request_body(request: Request) -> dict[str, Any]:
+    """The JSON body for the model's request shape; `input={...}` overrides any field."""
+    model = _local(request.model)
+    shape = IMAGE_MODELS.get(model, ("prompt", ""))[0]
+    text = prompt_text(request)
+    seed = request.options.seed if request.options.seed is not None else 0
+    body: dict[str, Any]
+    if shape == "sdxl":
+        body = {"text_prompts": [{"text": text, "weight": 1}], "seed": seed}
+    else:
+        body = {"prompt": text, "mode": "base", "seed": seed}
+    body.update(request.options.extra)
+    return body
+
+
+def _decode(b64: str) -> ImagePart:
+    if b64.startswith("data:"):
+        return parse_data_uri(b64)
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("NVIDIA sent an image that is not valid base64") from None
+    return ImagePart(data, sniff_mime(data))
+
+
+def parse_image_response(body: Any) -> list[ImagePart]:
+    """Images from `{"artifacts":[{"base64",...}]}` or `{"image": ...}`."""
+    if not isinstance(body, dict):
+        raise ProtocolError("NVIDIA's image endpoint answered with something that is not JSON")
+    parts: list[ImagePart] = []
+    for art in body.get("artifacts") or []:
+        reason = art.get("finishReason") or art.get("finish_reason")
+        if reason in ("CONTENT_FILTERED", "ERROR"):
+            raise ProviderError(
+                "the image was withheld by the content filter; change the prompt"
+                if reason == "CONTENT_FILTERED"
+                else "the model failed to draw the image; try again",
+                provider="nvidia",
+            )
+        if art.get("base64"):
+            parts.append(_decode(art["base64"]))
+    if isinstance(body.get("image"), str):
+        parts.append(_decode(body["image"]))
+    if not parts:
+        raise ProtocolError("NVIDIA's image endpoint answered without an image")
+    return parts
+
+
+def error_for(response: httpx.Response) -> ProviderError:
+    """Core errors from an error answer (problem details or OpenAI-shaped)."""
+    try:
+        from ..core import http as core_http
+    except ImportError:
+        core_http = None  # type: ignore[assignment]
+    mapper = getattr(core_http, "error_from_response", None) if core_http else None
+    if mapper is not None:
+        return mapper(response, provider="nvidia")  # type: ignore[no-any-return]
+    from ..core.errors import AuthenticationError, RateLimited
+
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    msg = ""
+    if isinstance(body, dict):
+        err = body.get("error")
+        msg = (err.get("message") if isinstance(err, dict) else err) or body.get("detail") or (
+            body.get("title") or body.get("message") or ""
+        )
+    msg = str(msg or response.reason_phrase or "request failed")
+    status = response.status_code
+    if status in (401, 403):
+        return AuthenticationError(
+            f"{msg}; check NVIDIA_API_KEY", status=status, provider="nvidia"
+        )
+    if status == 429:
+        ra = response.headers.get("retry-after")
+        return RateLimited(
+            f"{msg}; wait a moment and try again",
+            retry_after=float(ra) if ra and ra.replace(".", "", 1).isdigit() else None,
+            status=status,
+            provider="nvidia",
+        )
+    return ProviderError(msg, status=status, provider="nvidia")
+
+
+# ---- I/O ------------------------------------------------------------------------------------
+
+
+async def stream_image(
+    client: httpx.AsyncClient, request: Request, api_key: str
+) -> AsyncIterator[Event]:
+    """POST the prompt, poll a 202 until done, and yield one ImageEvent per image, then Done."""
+    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+    body = image_request_body(request)
+    response = await client.post(genai_url(request.model), json=body, headers=headers)
+    polls = 0
+    while response.status_code == 202:
+        reqid = response.headers.get("nvcf-reqid")
+        if not reqid:
+            raise ProtocolError("NVIDIA answered 202 without an NVCF-REQID header to poll")
+        polls += 1
+        if polls > POLL_LIMIT:
+            raise ProviderError("the image is still not ready; try again later", provider="nvidia")
+        await asyncio.sleep(POLL_INTERVAL if polls > 1 else 0)
+        response = await client.get(f"{NVCF_STATUS}/{reqid}", headers=headers)
+    if response.status_code >= 400:
+        raise error_for(response)
+    try:
+        payload = response.json()
+    except ValueError:
+        raise ProtocolError(
+            "NVIDIA's image endpoint answered with something that is not JSON"
+        ) from None
+    for part in parse_image_response(payload):
+        yield ImageEvent(part)
+    yield Done("stop")
