@@ -1,0 +1,222 @@
+"""Retries, error bodies and transport failures of the shared HTTP layer (MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+
+import httpx
+import pytest
+
+from nbchat.core import http
+from nbchat.core.errors import (
+    AuthenticationError,
+    ConnectionFailed,
+    ContextTooLong,
+    ProtocolError,
+    ProviderError,
+    RateLimited,
+    remember_secret,
+)
+
+URL = "https://api.example.test/v1/chat/completions"
+
+
+@pytest.fixture
+def delays(monkeypatch):
+    """Record retry delays instead of sleeping."""
+    seen: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        seen.append(seconds)
+
+    monkeypatch.setattr(http, "_sleep", fake_sleep)
+    return seen
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def replies(*responses: httpx.Response):
+    """A MockTransport answering with the given responses in order; records requests."""
+    queue = list(responses)
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return queue.pop(0)
+
+    return httpx.MockTransport(handler), calls
+
+
+async def send(transport, **kw):
+    client = httpx.AsyncClient(transport=transport)
+    try:
+        resp = await http.open_stream(client, "POST", URL, provider="acme", json_body={"a": 1},
+                                      **kw)
+        body = await resp.aread()
+        await resp.aclose()
+        return resp.status_code, body
+    finally:
+        await client.aclose()
+
+
+def test_retries_429_honouring_retry_after_then_succeeds(delays):
+    transport, calls = replies(
+        httpx.Response(429, headers={"retry-after": "3"}, json={"error": {"message": "slow"}}),
+        httpx.Response(503, headers={"retry-after-ms": "250"}, text="busy"),
+        httpx.Response(200, text="ok"),
+    )
+    assert run(send(transport)) == (200, b"ok")
+    assert len(calls) == 3
+    assert delays == [3.0, 0.25]
+    assert calls[0].headers["content-type"] == "application/json"
+    assert calls[0].content == b'{"a":1}'
+
+
+def test_retry_after_http_date():
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < http.parse_retry_after({"retry-after": when}) <= 30
+
+
+def test_backoff_doubles_and_is_capped():
+    policy = http.RetryPolicy(initial=0.5, maximum=8.0)
+    d = [http.retry_delay(i, {}, policy) for i in range(6)]
+    assert 0.375 <= d[0] <= 0.5 and 0.75 <= d[1] <= 1.0 and 6.0 <= d[5] <= 8.0
+
+
+def test_gives_up_after_two_retries_with_the_provider_message(delays):
+    body = {"error": {"message": "Rate limit exceeded", "type": "rate_limit"}}
+    transport, calls = replies(*[httpx.Response(429, json=body,
+                                                headers={"retry-after": "1"})] * 3)
+    with pytest.raises(RateLimited) as info:
+        run(send(transport))
+    assert len(calls) == 3 and len(delays) == 2
+    assert info.value.retry_after == 1.0
+    assert info.value.status == 429
+    assert "Rate limit exceeded" in str(info.value) and "retry in 1 s" in str(info.value)
+
+
+def test_long_retry_after_is_reported_not_waited(delays):
+    transport, calls = replies(httpx.Response(429, headers={"retry-after": "3600"}, text="{}"))
+    with pytest.raises(RateLimited) as info:
+        run(send(transport))
+    assert len(calls) == 1 and delays == []
+    assert info.value.retry_after == 3600
+
+
+def test_400_is_not_retried(delays):
+    transport, calls = replies(httpx.Response(400, json={"error": {"message": "bad"}}))
+    with pytest.raises(ProviderError, match="HTTP 400: bad"):
+        run(send(transport))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"message": "model not found", "type": "invalid_request_error"}},  # OpenAI
+        {"message": "model not found", "type": "not_found_error", "code": "model_not_found"},
+        {"status": 404, "title": "Not Found", "detail": "model not found"},  # NVIDIA
+    ],
+    ids=["openai", "flat", "problem-details"],
+)
+def test_three_error_shapes(body):
+    err = http.error_from_response(404, httpx.Response(404, json=body).content, {},
+                                   provider="acme")
+    assert type(err) is ProviderError
+    assert "model not found" in str(err) and "acme" in str(err) and "HTTP 404" in str(err)
+
+
+def test_status_mapping():
+    auth = http.error_from_response(401, b'{"error":{"message":"Invalid API key"}}', {},
+                                    provider="acme", key_env="ACME_API_KEY")
+    assert isinstance(auth, AuthenticationError) and "ACME_API_KEY" in str(auth)
+    ctx = http.error_from_response(
+        400,
+        b'{"error":{"message":"Requested tokens (3000) exceed context window of 2048",'
+        b'"type":"invalid_request_error","code":"context_length_exceeded"}}',
+        {}, provider="acme",
+    )
+    assert isinstance(ctx, ContextTooLong) and "exceed context window" in str(ctx)
+    limited = http.error_from_response(429, b'{"detail":"throttled","retry_after":7}', {},
+                                       provider="acme")
+    assert isinstance(limited, RateLimited) and limited.retry_after == 7
+
+
+def test_html_error_page_is_a_protocol_error():
+    err = http.error_from_response(
+        502, b"<!DOCTYPE html><html><body>Bad gateway</body></html>",
+        {"content-type": "text/html"}, provider="acme",
+    )
+    assert isinstance(err, ProtocolError) and "HTML" in str(err) and "/v1" in str(err)
+
+
+def test_key_never_in_error_text():
+    key = "custom-secret-key-1234567"
+    remember_secret(key)
+    err = http.error_from_response(
+        401, ('{"error":{"message":"Incorrect API key provided: ' + key + '"}}').encode(), {},
+        provider="acme",
+    )
+    assert key not in str(err) and key not in repr(err)
+    err = http.error_from_response(401, b'{"message":"bad key nvapi-abcdefghijklmnop"}', {},
+                                   provider="acme")
+    assert "nvapi-abcdefghijklmnop" not in str(err)
+
+
+def test_connect_error_is_retried_then_reported(delays):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(ConnectionFailed, match="could not connect to api.example.test"):
+        run(send(httpx.MockTransport(handler)))
+    assert len(calls) == 3 and len(delays) == 2
+
+
+def test_transport_error_messages():
+    req = httpx.Request("GET", URL)
+    stall = http.transport_error(httpx.ReadTimeout("t", request=req), URL, "acme")
+    assert "stopped sending data" in str(stall) and "read_timeout" in str(stall)
+    drop = http.transport_error(httpx.RemoteProtocolError("x", request=req), URL, "acme")
+    assert "dropped" in str(drop)
+
+
+def test_request_json_html_and_bad_json():
+    async def go(resp):
+        client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: resp))
+        try:
+            return await http.request_json(client, "GET", URL, provider="acme")
+        finally:
+            await client.aclose()
+
+    assert run(go(httpx.Response(200, json={"data": []}))) == {"data": []}
+    with pytest.raises(ProtocolError, match="HTML"):
+        run(go(httpx.Response(200, text="<html>hello</html>",
+                              headers={"content-type": "text/html"})))
+    with pytest.raises(ProtocolError, match="not JSON"):
+        run(go(httpx.Response(200, text="nope")))
+
+
+def test_one_client_per_event_loop():
+    async def grab():
+        return http.get_client(), http.get_client()
+
+    a1, a2 = run(grab())
+    b1, _ = run(grab())
+    assert a1 is a2  # reused inside one loop
+    assert a1 is not b1  # never shared across loops
+
+
+def test_configure_timeouts(monkeypatch):
+    monkeypatch.setattr(http, "_settings", {})
+    monkeypatch.setenv("NBCHAT_READ_TIMEOUT", "7")
+    assert http.timeouts().read == 7
+    http.configure(read_timeout=3, connect_timeout=2, max_retries=0)
+    assert http.timeouts() == http.Timeouts(connect=2, read=3)
+    assert http.retry_policy().max_retries == 0
