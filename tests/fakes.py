@@ -42,6 +42,8 @@ class FakeProvider(Provider):
         self.queue: list[Scripted] = []
         self.requests: list[Request] = []
         self.closed = 0
+        self.active = 0
+        self.max_active = 0  # most streams open at once (batch / compare concurrency)
         self.vision = vision
 
     def enqueue(self, *chunks: str, **kw: object) -> Scripted:
@@ -63,6 +65,8 @@ class FakeProvider(Provider):
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         self.requests.append(request)
         script = self.queue.pop(0) if self.queue else Scripted([request.messages[-1].text])
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
         try:
             if script.first_delay:
                 await asyncio.sleep(script.first_delay)
@@ -78,4 +82,5 @@ class FakeProvider(Provider):
                 raise script.error
             yield Done(script.finish_reason, Usage(len(request.messages), len(script.chunks)))
         finally:
+            self.active -= 1
             self.closed += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 
@@ -20,7 +21,7 @@ _BUILTIN: dict[str, str] = {
 }
 
 ALIASES: dict[str, str] = {
-    "local": "llamacpp:smollm2",
+    "local": "llamacpp:default",
     "smollm2": "llamacpp:smollm2",
 }
 
@@ -78,7 +79,8 @@ def resolve(model: str | None) -> tuple[Provider, str]:
         raise UnknownModel(model, known_ids())
     prefix, _, local = model.partition(":")
     if prefix not in provider_names():
-        raise UnknownModel(model, known_ids())
+        guesses = difflib.get_close_matches(prefix, provider_names(), n=2, cutoff=0.6)
+        raise UnknownModel(model, [f"{g}:{local}" for g in guesses] + known_ids())
     provider = get_provider(prefix)
     return provider, provider.normalize_model(local)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
-_LINK_TARGET = re.compile(r"\]\(\s*(<[^>]*>|[^)\s]*)")
+_LINK_TARGET = re.compile(r"\]\(\s*(<[^>]*>|[^)]*)")
 _REF_DEF = re.compile(r"^( {0,3}\[[^\]]+\]:\s*)(\S+)", re.M)
 _SAFE_SCHEME = re.compile(r"^(https?:|mailto:|#)", re.I)
 _CONTROL = re.compile(r"[\x00-\x20\x7f]+")

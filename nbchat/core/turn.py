@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
@@ -137,14 +138,17 @@ class Turn:
             self._on_finish(self)
 
     async def collect(self) -> Reply:
-        async for _ in self.events():
-            pass
+        async with aclosing(self.events()) as events:
+            async for _ in events:
+                pass
         return self.reply
 
     async def text_chunks(self) -> AsyncIterator[str]:
-        async for ev in self.events():
-            if isinstance(ev, TextDelta):
-                yield ev.text
+        # closed explicitly: an async generator is not closed when its consumer is
+        async with aclosing(self.events()) as events:
+            async for ev in events:
+                if isinstance(ev, TextDelta):
+                    yield ev.text
 
 
 def build_request(

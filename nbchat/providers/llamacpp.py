@@ -8,6 +8,7 @@ responsive. Stopping sets a flag that the worker checks before each token.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import json
 import os
@@ -180,6 +181,14 @@ class LlamaCppProvider(Provider):
     def __init__(self) -> None:
         self._models: dict[tuple[str, bool], _Loaded] = {}
         self._load_lock = threading.Lock()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Free the models now (llama.cpp's own finaliser fails at interpreter exit)."""
+        for loaded in self._models.values():
+            with loaded.lock:
+                loaded.llm.close()
+        self._models.clear()
 
     def normalize_model(self, model: str) -> str:
         if model == "default":
