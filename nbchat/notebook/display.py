@@ -1,0 +1,196 @@
+"""Streaming Markdown into a cell output, cheaply.
+
+Re-sending the whole reply on every update costs bytes that grow with the square of its
+length. Instead the reply is cut into blocks (paragraphs, code fences, and over-long blocks
+split at a line break, a code fence closed and reopened around the cut). A finished block is
+sent once more, in full, and frozen as its own output; only the block in progress is updated,
+at a bounded rate, and only when it has grown by a good fraction (or waited long enough).
+Every block goes through `safe_markdown`: model output is untrusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..core.render import safe_markdown
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+Publisher = Callable[[dict[str, Any], "str | None", bool], None]
+
+
+def split_blocks(
+    text: str, opener: str | None = None, max_chars: int = 1500
+) -> tuple[list[str], int, str | None]:
+    """Cut the finished blocks off the front of `text`.
+
+    `opener` is the fence line to reopen when `text` starts inside a code fence that an
+    earlier cut closed. Returns (finished blocks as they should render, characters of
+    `text` consumed, opener for the rest).
+    """
+    blocks: list[str] = []
+    start = pos = 0
+    prefix = opener or ""
+    fence: str | None = None
+    open_line: str | None = opener
+    if opener is not None:
+        m = _FENCE.match(opener)
+        fence = m.group(1) if m else "```"
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break  # an unfinished line decides nothing
+        end = pos + len(line)
+        m = _FENCE.match(line)
+        if fence is None:
+            if m:
+                if text[start:pos].strip():  # a fence interrupts a paragraph
+                    blocks.append(prefix + text[start:pos])
+                    prefix, start = "", pos
+                fence, open_line = m.group(1), line
+            elif not line.strip():
+                if text[start:pos].strip():
+                    blocks.append(prefix + text[start:end])
+                    prefix, start = "", end
+            elif end - start > max_chars:
+                blocks.append(prefix + text[start:end])
+                prefix, start = "", end
+        else:
+            closes = (
+                m is not None
+                and m.group(1)[0] == fence[0]
+                and len(m.group(1)) >= len(fence)
+                and not line.strip().strip(fence[0])
+            )
+            if closes:
+                blocks.append(prefix + text[start:end])
+                prefix, start = "", end
+                fence = open_line = None
+            elif end - start > max_chars:
+                blocks.append(prefix + text[start:end] + fence + "\n")
+                prefix, start = open_line or fence + "\n", end
+        pos = end
+    return blocks, start, (prefix or None)
+
+
+def ipython_publisher() -> Publisher:
+    """Send outputs through IPython's display machinery (raw bundles, optional display ids)."""
+    from IPython.display import display, update_display
+
+    def publish(bundle: dict[str, Any], display_id: str | None, update: bool) -> None:
+        if update:
+            update_display(bundle, raw=True, display_id=display_id)
+        elif display_id is not None:
+            display(bundle, raw=True, display_id=display_id)
+        else:
+            display(bundle, raw=True)
+
+    return publish
+
+
+class StreamingMarkdown:
+    """One reply's text output: `feed()` chunks as they come, then `close()`."""
+
+    def __init__(
+        self,
+        publish: Publisher | None = None,
+        *,
+        update_interval: float = 0.1,
+        max_wait: float = 1.0,
+        growth: float = 2.0,
+        max_block_chars: int = 1500,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._publish = publish or ipython_publisher()
+        self.update_interval = update_interval
+        self.max_wait = max_wait
+        self.growth = growth
+        self.max_block_chars = max_block_chars
+        self._clock = clock
+        self._chunks: list[str] = []
+        self._pending = ""  # text after the last frozen block
+        self._opener: str | None = None
+        self._live_id: str | None = None
+        self._live_sent = 0  # characters of Markdown last sent to the live block
+        self._last = clock()  # when the live block was last sent
+        self._checked = self._last  # when the text was last looked at
+        self.updates = 0  # messages sent (displays and updates), for tests and benchmarks
+        self.blocks = 0  # frozen blocks
+
+    def feed(self, text: str) -> None:
+        self._chunks.append(text)
+        now = self._clock()
+        if now - self._checked >= self.update_interval:
+            self._flush(now, final=False)
+
+    @staticmethod
+    def _new_id() -> str:
+        import uuid
+
+        return uuid.uuid4().hex
+
+    def _send(self, markdown: str, display_id: str | None, update: bool) -> None:
+        self.updates += 1
+        self._publish({"text/markdown": markdown}, display_id, update)
+
+    def _freeze(self, block: str) -> None:
+        md = safe_markdown(block)
+        if self._live_id is not None:
+            self._send(md, self._live_id, True)
+            self._live_id = None
+        elif block.strip():
+            self._send(md, None, False)
+        self._live_sent = 0
+        self.blocks += 1
+
+    def _flush(self, now: float, *, final: bool) -> None:
+        self._checked = now
+        if self._chunks:
+            self._pending += "".join(self._chunks)
+            self._chunks = []
+        blocks, used, opener = split_blocks(self._pending, self._opener, self.max_block_chars)
+        if blocks:
+            for block in blocks:
+                self._freeze(block)
+            self._pending = self._pending[used:]
+            self._opener = opener
+        live = (self._opener or "") + self._pending
+        if final:
+            if live.strip() or self._live_id is not None:
+                self._freeze(live)
+            self._pending, self._opener = "", None
+            self._last = now
+            return
+        if not live.strip():
+            return
+        grown = len(live) >= self._live_sent * self.growth
+        waited = now - self._last >= self.max_wait
+        if self._live_id is None or grown or waited:
+            md = safe_markdown(live)
+            if self._live_id is None:
+                self._live_id = self._new_id()
+                self._send(md, self._live_id, False)
+            else:
+                self._send(md, self._live_id, True)
+            self._live_sent = len(live)
+            self._last = now
+
+    def flush(self) -> None:
+        """Show everything received so far (e.g. before an image output)."""
+        self._flush(self._clock(), final=True)
+
+    def close(self) -> None:
+        self._flush(self._clock(), final=True)
+
+
+def image_bundle(png: bytes) -> dict[str, Any]:
+    """An image output that saves in the notebook (base64 PNG, as nbformat stores it)."""
+    return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": "<image>"}
+
+
+def footer_bundle(text: str) -> dict[str, Any]:
+    return {"text/markdown": f"<sub>{html.escape(text)}</sub>", "text/plain": text}

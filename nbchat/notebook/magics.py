@@ -1,0 +1,349 @@
+"""`%%chat` and `%models`.
+
+Loading the extension imports only IPython and traitlets (already in every kernel); the
+core, the providers and the display code are imported inside the magic bodies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import string
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Float, Int, Unicode
+from traitlets.config import Configurable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..core.conversation import Conversation
+    from ..core.types import Reply
+
+# `{{`, `}}`, or `{name}` with optional `.attr`, `[key]`, `!r` and `:spec`; other braces stay.
+_FIELD = re.compile(
+    r"\{\{|\}\}|\{(?P<expr>(?P<name>[A-Za-z_]\w*)(?:\.[A-Za-z_]\w*|\[[^\[\]{}]*\])*)"
+    r"(?:!(?P<conv>[rsa]))?(?::(?P<spec>[^{}]*))?\}"
+)
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """nbchat's own errors become IPython usage errors: a short message, no traceback."""
+    from ..core.errors import NbchatError
+
+    try:
+        yield
+    except NbchatError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def fill_template(text: str, namespace: dict[str, Any]) -> str:
+    """Fill `{var}` from the user namespace; `{{` and `}}` give literal braces."""
+    formatter = string.Formatter()
+
+    def one(m: re.Match[str]) -> str:
+        whole = m.group(0)
+        if whole == "{{":
+            return "{"
+        if whole == "}}":
+            return "}"
+        name = m.group("name")
+        if name not in namespace:
+            raise UsageError(
+                f"{{{name}}} in the cell: no variable {name!r} is defined. "
+                "Define it first, or write {{ and }} for literal braces."
+            )
+        try:
+            value, _ = formatter.get_field(m.group("expr"), (), namespace)
+            value = formatter.convert_field(value, m.group("conv"))
+            return formatter.format_field(value, m.group("spec") or "")
+        except Exception as exc:  # a bad attribute, key or format spec in the template
+            raise UsageError(f"{whole} in the cell: {type(exc).__name__}: {exc}") from None
+
+    return _FIELD.sub(one, text)
+
+
+@magics_class
+class ChatMagics(Magics, Configurable):  # type: ignore[misc]
+    """Chat with a model from a cell. Defaults: `%config ChatMagics.<trait> = value`."""
+
+    default_model = Unicode(
+        "", help="Model used when %%chat has no -m (empty: NBCHAT_DEFAULT_MODEL or 'local')."
+    ).tag(config=True)
+    system = Unicode(
+        None, allow_none=True, help="System prompt for new threads without -s."
+    ).tag(config=True)
+    temperature = Float(None, allow_none=True, help="Default temperature (0..2).").tag(
+        config=True
+    )
+    max_tokens = Int(None, allow_none=True, help="Default maximum reply length in tokens.").tag(
+        config=True
+    )
+    seed = Int(None, allow_none=True, help="Default sampling seed.").tag(config=True)
+    stream = Bool(True, help="Stream replies as they arrive (--no-stream turns it off).").tag(
+        config=True
+    )
+    update_interval = Float(
+        0.1, help="Minimum seconds between two updates of the streaming output."
+    ).tag(config=True)
+    max_block_chars = Int(
+        1500, help="A streamed block longer than this is cut at a line break and frozen."
+    ).tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.threads: dict[str, Conversation] = {}
+        if shell is not None:
+            if self not in shell.configurables:
+                shell.configurables.append(self)  # so that %config ChatMagics... reaches us
+            if "ChatMagics" in shell.config:
+                self.update_config(shell.config)
+
+    # ---- %%chat ------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="model id, an alias like 'local', 'A,B' or 'provider:*'")
+    @argument("-s", "--system", help="system prompt (kept for the thread)")
+    @argument("-t", "--temperature", type=float, help="sampling temperature, 0..2")
+    @argument("--max-tokens", type=int, help="maximum reply length in tokens")
+    @argument("--stop", action="append", metavar="S", help="stop sequence (repeatable)")
+    @argument("--seed", type=int, help="sampling seed")
+    @argument("--json", action="store_true", help="ask for a JSON reply")
+    @argument("--schema", metavar="VAR", help="variable holding a JSON schema, dataclass or model")
+    @argument("--new", action="store_true", help="start the thread afresh")
+    @argument("--thread", metavar="NAME", help="conversation to continue (default: 'default')")
+    @argument("--as", dest="as_var", metavar="VAR", help="also store the reply in VAR")
+    @argument("--no-stream", action="store_true", help="show the reply only when it is complete")
+    @argument("--base-url", metavar="URL", help="endpoint of a self-hosted or proxy server")
+    @argument(
+        "--image", action="append", metavar="PATH_OR_VAR",
+        help="image to send: a file path, a URL, or a variable (repeatable)",
+    )
+    @argument(
+        "--save", metavar="PATH",
+        help="save reply images: PATH for one; PATH with {i}, or stem_1.png, stem_2.png... for several",
+    )
+    @cell_magic
+    def chat(self, line: str, cell: str) -> None:
+        """Send the cell to a model and stream the reply as Markdown.
+
+        `{var}` in the cell is filled from the notebook's variables (`{{` for a literal brace).
+        """
+        args = parse_argstring(self.chat, line)
+        ns = self.shell.user_ns if self.shell is not None else {}
+        prompt = fill_template(cell, ns).strip()
+        if not prompt:
+            raise UsageError("the cell is empty: write the prompt below %%chat")
+        if args.as_var is not None and not args.as_var.isidentifier():
+            raise UsageError(f"--as {args.as_var!r}: give a valid variable name")
+        options = self._options(args, ns)
+        model = args.model or self.default_model or None
+        if model and ("," in model or model.endswith(":*")):
+            self._compare(model, prompt, options, args.as_var, ns)
+            return
+        with usage_errors():
+            reply = self._chat(args, model, prompt, options)
+        self._store(reply, args.as_var, ns)
+        if args.save:
+            self._save(reply, args.save)
+        if reply.error is not None:
+            raise UsageError(str(reply.error))
+        if reply.interrupted:
+            raise UsageError(
+                "interrupted: the partial reply is kept in nbchat.last and in the thread's history"
+            )
+
+    def _options(self, args: Any, ns: dict[str, Any]) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "temperature": _first(args.temperature, self.temperature),
+            "max_tokens": _first(args.max_tokens, self.max_tokens),
+            "seed": _first(args.seed, self.seed),
+            "stop": args.stop,
+            "base_url": args.base_url,
+        }
+        if args.json:
+            opts["json"] = True
+        if args.schema:
+            opts["schema"] = _lookup(ns, args.schema, "--schema")
+        if args.image:
+            opts["images"] = [_image_arg(ns, v) for v in args.image]
+        if args.system is not None:
+            opts["system"] = args.system
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def _conversation(self, thread: str, model: str | None, new: bool, system: str | None
+                      ) -> Conversation:
+        from ..core.conversation import Conversation
+        from ..core.options import parse_settings
+
+        conv = self.threads.get(thread)
+        if conv is None or new:
+            conv = Conversation(model=model, system=system or self.system)
+            self.threads[thread] = conv
+            return conv
+        if model is not None and model != conv.model:
+            from ..core import registry
+
+            registry.resolve(model)  # an unknown id fails here, before the history changes
+            conv.model = model
+        if system is not None:
+            conv.settings = parse_settings({"system": system}, conv.settings)
+        return conv
+
+    def _chat(self, args: Any, model: str | None, prompt: str, options: dict[str, Any]) -> Reply:
+        from ..core.bridge import iterate_sync
+        from ..core.errors import NbchatError
+        from ..core.images import png_bytes
+        from ..core.types import ImageEvent, TextDelta
+        from .display import StreamingMarkdown, footer_bundle, image_bundle, ipython_publisher
+
+        thread = args.thread or "default"
+        conv = self._conversation(thread, model, args.new, options.pop("system", None))
+        turn = conv.turn(prompt, **options)
+        publish = ipython_publisher()
+        out = StreamingMarkdown(
+            publish,
+            update_interval=self.update_interval,
+            max_block_chars=self.max_block_chars,
+        )
+        live = self.stream and not args.no_stream
+        events = iterate_sync(turn.events())
+        try:
+            for ev in events:
+                if not live:
+                    continue
+                if isinstance(ev, TextDelta):
+                    out.feed(ev.text)
+                elif isinstance(ev, ImageEvent):
+                    out.flush()
+                    publish(image_bundle(png_bytes(ev.image)), None, False)
+        except KeyboardInterrupt:
+            pass  # the turn is marked interrupted and keeps its partial text
+        except NbchatError:
+            pass  # kept on the reply; shown after the partial text
+        finally:
+            events.close()
+        reply = turn.reply
+        if not live:
+            out.feed(reply.text)
+            out.flush()
+            for part in reply.image_parts:
+                publish(image_bundle(png_bytes(part)), None, False)
+        else:
+            out.close()
+        if reply.tool_calls:
+            from ..core.render import safe_markdown
+
+            calls = "\n".join(f"- `{t.name}({t.arguments_json})`" for t in reply.tool_calls)
+            publish({"text/markdown": safe_markdown(f"**Tool calls**\n\n{calls}\n")}, None, False)
+        if reply.text or reply.image_parts or reply.tool_calls or reply.interrupted:
+            publish(footer_bundle(reply.footer()), None, False)
+        return reply
+
+    def _store(self, reply: Any, as_var: str | None, ns: dict[str, Any]) -> None:
+        import nbchat
+
+        nbchat.last = reply
+        if as_var:
+            ns[as_var] = reply
+
+    def _save(self, reply: Reply, path: str) -> None:
+        from ..core.images import to_pil
+        from ..core.images import png_bytes as to_png
+
+        parts = reply.image_parts
+        if not parts:
+            print(f"--save {path}: the reply has no images; nothing saved")
+            return
+        paths = image_paths(path, len(parts))
+        for part, dest in zip(parts, paths):
+            if dest.lower().endswith(".png") or "." not in dest.rsplit("/", 1)[-1]:
+                with open(dest, "wb") as fh:
+                    fh.write(to_png(part))
+            else:
+                img = to_pil(part)
+                if img.mode not in ("RGB", "L") and dest.lower().endswith((".jpg", ".jpeg")):
+                    img = img.convert("RGB")
+                img.save(dest)
+        print("saved " + ", ".join(paths))
+
+    def _compare(self, model: str, prompt: str, options: dict[str, Any], as_var: str | None,
+                 ns: dict[str, Any]) -> None:
+        try:
+            from .compare import compare
+        except ModuleNotFoundError as exc:
+            if exc.name != "nbchat.notebook.compare":
+                raise
+            raise UsageError(
+                "comparing models (-m A,B or -m 'provider:*') needs nbchat.notebook.compare, "
+                "which this version of nbchat does not have"
+            ) from None
+        with usage_errors():
+            models = expand_models(model)
+            result = compare(models, prompt, **options)
+        self._store(result, as_var, ns)
+
+    # ---- %models ---------------------------------------------------------------------
+
+    @line_magic
+    def models(self, line: str) -> None:
+        """Show the models nbchat knows: `%models` or `%models PROVIDER`."""
+        from IPython.display import display
+
+        from .table import model_table
+
+        with usage_errors():
+            table = model_table(line.strip() or None)
+        display(table)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _lookup(ns: dict[str, Any], name: str, flag: str) -> Any:
+    if name not in ns:
+        raise UsageError(f"{flag} {name}: no variable {name!r} is defined")
+    return ns[name]
+
+
+def _image_arg(ns: dict[str, Any], value: str) -> Any:
+    """A variable's value when `value` names one, else the path or URL itself."""
+    import os
+
+    if value.isidentifier() and value in ns:
+        return ns[value]
+    if value.isidentifier() and not os.path.exists(value):
+        raise UsageError(f"--image {value}: no variable or file named {value!r}")
+    return value
+
+
+def image_paths(path: str, n: int) -> list[str]:
+    """Where --save writes n images: PATH for one; PATH.format(i=1..n) when it has {i};
+    else stem_1.ext, stem_2.ext, ..."""
+    if "{i}" in path:
+        return [path.replace("{i}", str(i)) for i in range(1, n + 1)]
+    if n == 1:
+        return [path]
+    import os
+
+    stem, ext = os.path.splitext(path)
+    return [f"{stem}_{i}{ext or '.png'}" for i in range(1, n + 1)]
+
+
+def expand_models(spec: str) -> list[str]:
+    """'A,B' -> [A, B]; 'provider:*' -> every model that provider lists."""
+    out: list[str] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        if item.endswith(":*"):
+            from ..core.api import models
+
+            out += [m.id for m in models(item[:-2])]
+        else:
+            out.append(item)
+    return out
