@@ -1,0 +1,294 @@
+"""Side-by-side comparison: the same prompt to several models at once, one column each.
+
+`compare()` streams into a live `CompareView` and, when all columns are done, replaces that
+output with the static `CompareResult` table, so a saved notebook shows the answers without a
+kernel. The result is not shown a second time when `compare(...)` is a cell's last expression.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..core import registry
+from ..core.api import amodels
+from ..core.bridge import run_sync
+from ..core.conversation import Conversation
+from ..core.errors import BadOption
+from ..core.images import png_bytes
+from ..core.options import parse_settings
+from ..core.render import safe_markdown
+from ..core.types import ImageEvent, ModelInfo, Reply, TextDelta
+from .panel import STATIC, Batcher, esm, image_data_url, short_error
+
+
+def stats_of(reply: Reply) -> dict[str, Any]:
+    return {
+        "ttft": reply.time_to_first_token,
+        "tps": reply.tokens_per_second,
+        "input_tokens": reply.usage.input_tokens,
+        "output_tokens": reply.usage.output_tokens,
+        "duration": reply.duration,
+        "interrupted": reply.interrupted,
+    }
+
+
+def stats_text(reply: Reply) -> str:
+    bits = []
+    if reply.time_to_first_token is not None:
+        bits.append(f"first token {reply.time_to_first_token:.2f} s")
+    if reply.tokens_per_second is not None:
+        bits.append(f"{reply.tokens_per_second:.1f} tok/s")
+    u = reply.usage
+    if u.input_tokens is not None or u.output_tokens is not None:
+        bits.append(f"{u.input_tokens if u.input_tokens is not None else '?'} in / "
+                    f"{u.output_tokens if u.output_tokens is not None else '?'} out tokens")
+    if reply.duration is not None:
+        bits.append(f"{reply.duration:.2f} s total")
+    if reply.interrupted:
+        bits.append("interrupted")
+    return " · ".join(bits)
+
+
+class CompareResult(dict[str, Reply]):
+    """Model id -> Reply, shown as a static table (HTML and Markdown) that saves with the notebook."""
+
+    def __init__(self, replies: Mapping[str, Reply] = (), prompt: str = "") -> None:  # type: ignore[assignment]
+        super().__init__(replies)
+        self.prompt = prompt
+        self._shown_in: int | None = None  # the execution count of the cell that showed it
+
+    def __missing__(self, key: str) -> Reply:
+        try:
+            provider, local = registry.resolve(key)
+        except Exception:
+            raise KeyError(key) from None
+        full = registry.full_id(provider, local)
+        if full in self and full != key:
+            return self[full]
+        raise KeyError(key)
+
+    @property
+    def errors(self) -> dict[str, BaseException]:
+        return {k: r.error for k, r in self.items() if r.error is not None}
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{html.escape(k)}</th>" for k in self)
+        cells, stats = [], []
+        for r in self.values():
+            body = html.escape(r.text)
+            if r.error is not None:
+                body += f"<div style='color:#d32f2f'><b>Error:</b> {html.escape(short_error(r.error))}</div>"
+            for part in r.image_parts:
+                src = html.escape(image_data_url(part), quote=True)
+                body += f"<img src='{src}' style='max-width:100%'/>"
+            cells.append(
+                "<td style='text-align:left;vertical-align:top'>"
+                f"<div style='white-space:pre-wrap'>{body}</div></td>"
+            )
+            stats.append(f"<td style='text-align:left'><small>{html.escape(stats_text(r))}</small></td>")
+        prompt = f"<p><b>Prompt:</b> {html.escape(self.prompt)}</p>" if self.prompt else ""
+        return (
+            f"<div class='nbchat-compare-result'>{prompt}<table><thead><tr>{head}</tr></thead>"
+            f"<tbody><tr>{''.join(cells)}</tr><tr>{''.join(stats)}</tr></tbody></table></div>"
+        )
+
+    def _repr_markdown_(self) -> str:
+        out = [f"**Prompt:** {safe_markdown(self.prompt)}"] if self.prompt else []
+        for k, r in self.items():
+            body = safe_markdown(r.text)
+            if r.error is not None:
+                body += f"\n\n**Error:** {html.escape(short_error(r.error))}"
+            out.append(f"#### {html.escape(k)}\n\n{body}\n\n<sub>{html.escape(stats_text(r))}</sub>")
+        return "\n\n".join(out)
+
+    def _text(self) -> str:
+        out = [f"Prompt: {self.prompt}"] if self.prompt else []
+        for k, r in self.items():
+            body = r.text if r.error is None else f"{r.text}\nError: {short_error(r.error)}"
+            out.append(f"== {k} ==\n{body.strip()}\n({stats_text(r)})")
+        return "\n\n".join(out)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {
+            "text/html": self._repr_html_(),
+            "text/markdown": self._repr_markdown_(),
+            "text/plain": self._text(),
+        }
+
+    def _ipython_display_(self) -> None:
+        ip = _shell()
+        if ip is not None and self._shown_in is not None and self._shown_in == ip.execution_count:
+            self._shown_in = None  # compare() already put this table in the cell's output
+            return
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+
+    def __repr__(self) -> str:
+        return f"CompareResult({', '.join(self)})"
+
+
+def _shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return None
+    return get_ipython()
+
+
+def _in_kernel() -> bool:
+    ip = _shell()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def _split(models: Any) -> list[Any]:
+    if isinstance(models, (str, ModelInfo)):
+        return [m.strip() for m in str(models).split(",") if m.strip()]
+    return list(models)
+
+
+def _resolve_ids(models: list[Any]) -> list[str]:
+    ids: list[str] = []
+    for m in models:
+        if isinstance(m, ModelInfo):
+            ids.append(m.id)
+        elif isinstance(m, str):
+            provider, local = registry.resolve(m)  # unknown ids fail here, before any request
+            ids.append(registry.full_id(provider, local))
+        else:
+            raise BadOption("models", f"expected model ids, got {type(m).__name__}")
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        raise BadOption("models", "no models to compare: give ids like ['local', 'cerebras:...']")
+    return ids
+
+
+async def expand_models(models: Any) -> list[str]:
+    """Ids from a list of ids / ModelInfo, a comma-separated string, or "provider:*"."""
+    items: list[Any] = []
+    for m in _split(models):
+        if isinstance(m, str) and m.endswith(":*"):
+            items += await amodels(m[:-2])
+        else:
+            items.append(m)
+    return _resolve_ids(items)
+
+
+class CompareView(anywidget.AnyWidget):
+    """One column per model; `await view.arun(prompt)` streams all of them concurrently."""
+
+    _esm = esm("compare.js")
+    _css = STATIC / "nbchat.css"
+
+    prompt = traitlets.Unicode("").tag(sync=True)
+    #: per column: model, state (waiting/streaming/done/error), text, stats, error, images
+    columns = traitlets.List(traitlets.Dict()).tag(sync=True)
+
+    def __init__(self, models: Iterable[str | ModelInfo] | str = (), **options: Any) -> None:
+        parse_settings(options)  # bad options fail before anything is shown
+        super().__init__()
+        self.options = options
+        self.model_ids: list[str] = []
+        items = _split(models)
+        if any(isinstance(m, str) and m.endswith(":*") for m in items):
+            items = run_sync(expand_models(items))  # needs the providers' live listings
+        if items:
+            self._set_models(_resolve_ids(items))
+
+    def _set_models(self, ids: list[str]) -> None:
+        self.model_ids = ids
+        self.columns = [{"model": m, "state": "waiting", "text": ""} for m in ids]
+
+    def _update(self, i: int, **fields: Any) -> None:
+        cols = list(self.columns)
+        cols[i] = {**cols[i], **fields}
+        self.columns = cols
+
+    async def arun(self, prompt: str, models: Any = None) -> CompareResult:
+        if models is not None:
+            self.model_ids = await expand_models(models)
+        if not self.model_ids:
+            raise BadOption("models", "no models to compare: give ids like ['local', 'cerebras:...']")
+        self.prompt = prompt if isinstance(prompt, str) else ""
+        self._set_models(self.model_ids)
+        batcher = Batcher(lambda b: self.send({"type": "delta", "cols": b}))
+        replies = await asyncio.gather(
+            *(self._one(i, m, prompt, batcher) for i, m in enumerate(self.model_ids))
+        )
+        batcher.flush()
+        import nbchat
+
+        result = CompareResult(dict(zip(self.model_ids, replies)), self.prompt)
+        nbchat.last = result
+        return result
+
+    def run(self, prompt: str) -> CompareResult:
+        return run_sync(self.arun(prompt))
+
+    async def _one(self, i: int, model: str, prompt: Any, batcher: Batcher) -> Reply:
+        turn = None
+        try:
+            turn = Conversation(model=model, **self.options).turn(prompt)
+            async for ev in turn.events(errors_as_events=True):
+                if isinstance(ev, TextDelta):
+                    if self.columns[i]["state"] == "waiting":
+                        self._update(i, state="streaming")
+                    batcher.add(str(i), ev.text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failing model must not stop the others
+            reply = turn.reply if turn is not None else Reply(model=model)
+            reply.error = exc
+        else:
+            reply = turn.reply
+        batcher.flush()
+        self._update(
+            i,
+            state="error" if reply.error is not None else "done",
+            text=reply.text,
+            stats=stats_of(reply),
+            error=short_error(reply.error) if reply.error is not None else None,
+            images=[image_data_url(p) for p in reply.image_parts],
+        )
+        return reply
+
+
+async def _compare(models: Any, prompt: Any, options: dict[str, Any]) -> CompareResult:
+    view = CompareView(await expand_models(models), **options)
+    handle = None
+    if _in_kernel():
+        from IPython.display import display
+
+        handle = display(view, display_id=True)
+    try:
+        result = await view.arun(prompt)
+    except BaseException:
+        if handle is not None:  # interrupted: keep what arrived, as static text
+            partial = {c["model"]: Reply(model=c["model"], text=c.get("text", ""),
+                                         interrupted=c.get("state") != "done")
+                       for c in view.columns}
+            handle.update(CompareResult(partial)._repr_mimebundle_(), raw=True)
+            view.close()
+        raise
+    if handle is not None:
+        handle.update(result._repr_mimebundle_(), raw=True)
+        view.close()
+        ip = _shell()
+        result._shown_in = ip.execution_count if ip is not None else None
+    return result
+
+
+async def acompare(models: Any, prompt: Any, **options: Any) -> CompareResult:
+    """Send `prompt` to every model at once; in a notebook, stream them side by side."""
+    return await _compare(models, prompt, options)
+
+
+def compare(models: Any, prompt: Any, **options: Any) -> CompareResult:
+    """`acompare` for sync code (a cell, `%%chat -m A,B`): returns the CompareResult."""
+    return run_sync(_compare(models, prompt, options))

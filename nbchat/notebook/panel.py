@@ -1,0 +1,268 @@
+"""`ChatPanel`: an interactive chat widget on the core `Conversation`.
+
+Generation runs as an asyncio task on the kernel's event loop, so the panel stays live after
+its cell finished and Stop can cancel it. Text goes to the front end as custom messages that
+carry only new text, batched by `Batcher`; the transcript trait is rewritten once per turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..core import registry
+from ..core.conversation import Conversation
+from ..core.images import png_bytes
+from ..core.options import parse_settings
+from ..core.render import footer, safe_markdown
+from ..core.types import ImageEvent, ImagePart, Message, Reply, TextDelta
+
+STATIC = Path(__file__).parent.parent / "static"
+#: how long text waits before it is sent to the front end (one message per interval at most)
+BATCH_INTERVAL = 0.05
+THUMBNAIL_SIZE = 256
+
+
+def esm(name: str) -> str:
+    """A widget's ES module with the shared Markdown renderer in front of it (no bundler)."""
+    return (STATIC / "markdown.js").read_text() + "\n" + (STATIC / name).read_text()
+
+
+class Batcher:
+    """Collects text per key and flushes it at most once per `interval` (and on demand)."""
+
+    def __init__(self, emit: Callable[[dict[Any, str]], None], interval: float = BATCH_INTERVAL):
+        self.emit = emit
+        self.interval = interval
+        self._pending: dict[Any, list[str]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, key: Any, text: str) -> None:
+        self._pending.setdefault(key, []).append(text)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            batch = {k: "".join(v) for k, v in self._pending.items()}
+            self._pending = {}
+            self.emit(batch)
+
+
+def short_error(exc: BaseException) -> str:
+    """One readable line: nbchat errors already say what to do; others get their type."""
+    from ..core.errors import NbchatError
+
+    text = str(exc) if isinstance(exc, NbchatError) else f"{type(exc).__name__}: {exc}"
+    text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def image_data_url(part: ImagePart, max_size: int | None = None) -> str:
+    """A PNG data: URL (thumbnailed if `max_size`) for the transcript trait."""
+    data = png_bytes(part)
+    if max_size is not None:
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data))
+        if max(img.size) > max_size:
+            img.thumbnail((max_size, max_size))
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            data = buf.getvalue()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def model_choices(current: str) -> list[str]:
+    """Model ids for the picker, from every provider's capability table (no network)."""
+    ids = [current]
+    for name in registry.provider_names():
+        try:
+            ids += [m.id for m in registry.get_provider(name).known_models()]
+        except Exception:  # a provider that cannot load (missing extra) is left out
+            continue
+    return list(dict.fromkeys(ids))
+
+
+class ChatPanel(anywidget.AnyWidget):
+    """A chat panel: message list, model picker, system prompt, options, Stop and New chat."""
+
+    _esm = esm("panel.js")
+    _css = STATIC / "nbchat.css"
+
+    model = traitlets.Unicode("").tag(sync=True)
+    models = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    system = traitlets.Unicode("").tag(sync=True)
+    temperature = traitlets.Float(None, allow_none=True).tag(sync=True)
+    max_tokens = traitlets.Int(None, allow_none=True).tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)
+    #: what the panel shows, saved with the notebook; rewritten at the end of each turn
+    transcript = traitlets.List(traitlets.Dict()).tag(sync=True)
+
+    def __init__(self, model: str | None = None, system: str | None = None, **options: Any):
+        self.conversation = Conversation(model=model, system=system, **options)
+        opts = self.conversation.settings.options
+        super().__init__(
+            model=self.conversation.model_id,
+            models=model_choices(self.conversation.model_id),
+            system=system or "",
+            temperature=opts.temperature,
+            max_tokens=opts.max_tokens,
+        )
+        self._task: asyncio.Task[Reply | None] | None = None
+        self.on_msg(self._on_front_end_msg)
+
+    # ---- Python API ---------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.conversation.messages
+
+    @property
+    def replies(self) -> list[Reply]:
+        return self.conversation.replies
+
+    def submit(self, text: str, images: list[Any] | tuple[Any, ...] = ()) -> asyncio.Task[Any]:
+        """Start a turn as a task on the running (kernel) loop; the front end's Send does this."""
+        if self.busy:
+            raise RuntimeError("a reply is still streaming: stop it first")
+        self.transcript = [e for e in self.transcript if e.get("role") != "error"]
+        self.busy = True
+        loop = asyncio.get_event_loop()
+        self._task = loop.create_task(self._run(text, tuple(images)))
+        return self._task
+
+    def stop(self) -> None:
+        """Cancel the running reply; its partial text stays, marked interrupted."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def new_chat(self) -> None:
+        self.stop()
+        self.conversation.reset()
+        self.transcript = []
+
+    async def wait(self) -> Reply | None:
+        """Wait for the running turn (if any) and return its reply."""
+        if self._task is None:
+            return None
+        return await self._task
+
+    def to_markdown(self) -> str:
+        out = []
+        for e in self.transcript:
+            if e["role"] == "user":
+                out.append(f"**You**\n\n{e['text']}")
+            elif e["role"] == "assistant":
+                note = " (interrupted)" if e.get("interrupted") else ""
+                out.append(
+                    f"**{e.get('model', 'assistant')}**{note}\n\n{safe_markdown(e['text'])}"
+                    f"\n\n<sub>{e.get('badge', '')}</sub>"
+                )
+            else:
+                out.append(f"**Error:** {e['text']}")
+        return "\n\n---\n\n".join(out) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"model": self.model, "system": self.system or None, "messages": self.transcript},
+            indent=2,
+        )
+
+    # ---- traits -> conversation ---------------------------------------------------------------
+
+    @traitlets.observe("model")
+    def _model_changed(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self.conversation.model = change["new"]
+
+    @traitlets.observe("system", "temperature", "max_tokens")
+    def _settings_changed(self, change: dict[str, Any]) -> None:
+        conv = self.conversation
+        checked = parse_settings({"temperature": self.temperature, "max_tokens": self.max_tokens})
+        options = replace(
+            conv.settings.options,
+            temperature=checked.options.temperature,
+            max_tokens=checked.options.max_tokens,
+        )
+        conv.settings = replace(conv.settings, options=options, system=self.system or None)
+
+    # ---- the front end ------------------------------------------------------------------------
+
+    def _on_front_end_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
+        kind = content.get("type")
+        if kind == "send":
+            if not self.busy:
+                self.submit(str(content.get("text", "")), [bytes(b) for b in buffers or []])
+        elif kind == "stop":
+            self.stop()
+        elif kind == "new":
+            self.new_chat()
+        elif kind == "export":
+            md = content.get("format") == "markdown"
+            self.send(
+                {
+                    "type": "export",
+                    "content": self.to_markdown() if md else self.to_json(),
+                    "mime": "text/markdown" if md else "application/json",
+                    "filename": "chat.md" if md else "chat.json",
+                }
+            )
+
+    async def _run(self, text: str, images: tuple[Any, ...]) -> Reply | None:
+        import nbchat
+
+        user: dict[str, Any] = {"role": "user", "text": text, "images": []}
+        batcher = Batcher(lambda b: self.send({"type": "delta", "text": b[0]}))
+        turn = None
+        try:
+            turn = self.conversation.turn(text, model=self.model or None, images=images)
+            self.send({"type": "start", "model": turn.reply.model})
+            async for ev in turn.events(errors_as_events=True):
+                if isinstance(ev, TextDelta):
+                    batcher.add(0, ev.text)
+                elif isinstance(ev, ImageEvent):
+                    batcher.flush()
+                    self.send({"type": "image", "mime": "image/png"}, [png_bytes(ev.image)])
+        except asyncio.CancelledError:
+            pass  # the turn marked its reply interrupted and closed the provider's stream
+        except Exception as exc:  # noqa: BLE001 - a failing provider must not kill the panel
+            return self._fail(user, text, exc)
+        finally:
+            batcher.flush()
+            self.busy = False
+        reply = turn.reply
+        if reply.error is not None and not reply.text and not reply.interrupted:
+            return self._fail(user, text, reply.error)
+        sent = turn.request.messages[-1]
+        user["images"] = [image_data_url(p, THUMBNAIL_SIZE) for p in sent.images]
+        entry = {
+            "role": "assistant",
+            "model": reply.model,
+            "text": reply.text,
+            "images": [image_data_url(p) for p in reply.image_parts],
+            "badge": footer(reply),
+            "interrupted": reply.interrupted,
+        }
+        extra = [{"role": "error", "text": short_error(reply.error)}] if reply.error else []
+        self.transcript = [*self.transcript, user, entry, *extra]
+        nbchat.last = reply
+        return reply
+
+    def _fail(self, user: dict[str, Any], text: str, exc: BaseException) -> None:
+        """Show the error inline and give the typed prompt back to the input box."""
+        self.transcript = [*self.transcript, {"role": "error", "text": short_error(exc)}]
+        self.send({"type": "error", "prompt": text})
+        return None

@@ -1,0 +1,266 @@
+// ChatPanel front end. Streaming text arrives as custom messages carrying only new text;
+// the whole transcript arrives as the `transcript` trait at the end of each turn.
+// Uses h, renderMarkdown, bytesToDataUrl, dataImage from markdown.js (prepended by nbchat).
+
+/**
+ * @param {string} label
+ * @param {Record<string, string>} [attrs]
+ */
+function button(label, attrs = {}) {
+  return h("button", { type: "button", ...attrs }, label);
+}
+
+/** @param {{ model: any, el: HTMLElement }} ctx */
+function render({ model, el }) {
+  /** @type {{ file: File, url: string }[]} */
+  let pending = [];
+  /** @type {{ text: string, body: HTMLElement, images: HTMLElement, frame: number } | null} */
+  let current = null;
+
+  const modelSelect = /** @type {HTMLSelectElement} */ (h("select", { "aria-label": "Model" }));
+  const system = /** @type {HTMLTextAreaElement} */ (
+    h("textarea", { "aria-label": "System prompt", rows: "1", placeholder: "System prompt" })
+  );
+  const temperature = /** @type {HTMLInputElement} */ (
+    h("input", { type: "number", "aria-label": "Temperature", min: "0", max: "2", step: "0.1", placeholder: "default" })
+  );
+  const maxTokens = /** @type {HTMLInputElement} */ (
+    h("input", { type: "number", "aria-label": "Max tokens", min: "1", step: "1", placeholder: "default" })
+  );
+  const newChat = button("New chat");
+  const exportMd = button("Export Markdown");
+  const exportJson = button("Export JSON");
+  const log = h("div", { class: "nbchat-log", role: "log", "aria-live": "polite" });
+  const thumbs = h("div", { class: "nbchat-thumbs" });
+  const fileInput = /** @type {HTMLInputElement} */ (
+    h("input", { type: "file", accept: "image/*", multiple: "", class: "nbchat-file", "aria-label": "Attach image" })
+  );
+  const attach = button("Attach image");
+  const input = /** @type {HTMLTextAreaElement} */ (
+    h("textarea", { "aria-label": "Message", rows: "3", placeholder: "Message (Enter sends, Shift+Enter: new line)" })
+  );
+  const send = button("Send", { class: "nbchat-send" });
+  const stop = button("Stop");
+
+  const field = (/** @type {string} */ label, /** @type {HTMLElement} */ control) =>
+    h("span", { class: "nbchat-field" }, h("span", { class: "nbchat-label", "aria-hidden": "true" }, label), control);
+  const root = h(
+    "div",
+    { class: "nbchat-panel" },
+    h(
+      "div",
+      { class: "nbchat-controls" },
+      field("Model", modelSelect),
+      field("Temperature", temperature),
+      field("Max tokens", maxTokens),
+      newChat,
+      exportMd,
+      exportJson,
+    ),
+    h("div", { class: "nbchat-system" }, system),
+    log,
+    thumbs,
+    h("div", { class: "nbchat-compose" }, input, h("div", { class: "nbchat-actions" }, attach, fileInput, send, stop)),
+  );
+  el.append(root);
+
+  // ---- synced controls ------------------------------------------------------------------
+
+  function syncControls() {
+    const models = model.get("models") || [];
+    const value = model.get("model");
+    modelSelect.replaceChildren(...models.map((/** @type {string} */ m) => h("option", { value: m }, m)));
+    if (value && !models.includes(value)) modelSelect.append(h("option", { value }, value));
+    modelSelect.value = value;
+    if (document.activeElement !== system) system.value = model.get("system") || "";
+    const t = model.get("temperature");
+    if (document.activeElement !== temperature) temperature.value = t === null || t === undefined ? "" : String(t);
+    const mt = model.get("max_tokens");
+    if (document.activeElement !== maxTokens) maxTokens.value = mt === null || mt === undefined ? "" : String(mt);
+    const busy = !!model.get("busy");
+    send.disabled = busy;
+    stop.disabled = !busy;
+    root.classList.toggle("nbchat-busy", busy);
+  }
+
+  /** @param {string} name @param {any} value */
+  function save(name, value) {
+    model.set(name, value);
+    model.save_changes();
+  }
+  modelSelect.addEventListener("change", () => save("model", modelSelect.value));
+  system.addEventListener("change", () => save("system", system.value));
+  temperature.addEventListener("change", () => {
+    const v = temperature.value === "" ? null : Math.min(2, Math.max(0, Number(temperature.value)));
+    save("temperature", v);
+  });
+  maxTokens.addEventListener("change", () => {
+    const v = maxTokens.value === "" ? null : Math.max(1, Math.round(Number(maxTokens.value)));
+    save("max_tokens", v);
+  });
+
+  // ---- transcript -------------------------------------------------------------------------
+
+  /** @param {string} role @param {string} [modelName] */
+  function bubble(role, modelName) {
+    const body = h("div", { class: "nbchat-body" });
+    const images = h("div", { class: "nbchat-images" });
+    const attrs = role === "assistant" ? { role: "article", "aria-label": `Reply from ${modelName || "model"}` } : {};
+    const who = role === "assistant" ? modelName || "assistant" : "You";
+    const box = h("div", { class: `nbchat-msg nbchat-${role}`, ...attrs }, h("div", { class: "nbchat-who" }, who), body, images);
+    log.append(box);
+    return { box, body, images };
+  }
+
+  /** @param {any} entry */
+  function renderEntry(entry) {
+    if (entry.role === "error") {
+      log.append(h("div", { class: "nbchat-error", role: "alert" }, String(entry.text)));
+      return;
+    }
+    const { box, body, images } = bubble(entry.role, entry.model);
+    if (entry.role === "assistant") renderMarkdown(String(entry.text || ""), body);
+    else appendText(String(entry.text || ""), body);
+    for (const src of entry.images || []) images.append(dataImage(String(src), "image"));
+    if (entry.role === "assistant") {
+      if (entry.interrupted) box.classList.add("nbchat-interrupted");
+      box.append(h("div", { class: "nbchat-badge" }, String(entry.badge || "")));
+    }
+  }
+
+  function renderTranscript() {
+    if (current) cancelAnimationFrame(current.frame);
+    current = null;
+    log.replaceChildren();
+    for (const entry of model.get("transcript") || []) renderEntry(entry);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  // ---- sending ------------------------------------------------------------------------------
+
+  function renderThumbs() {
+    thumbs.replaceChildren(
+      ...pending.map((p, i) => {
+        const img = h("img", { alt: p.file.name, class: "nbchat-thumb" });
+        img.setAttribute("src", p.url); // a local blob: URL of the user's own file
+        const remove = button("×", { "aria-label": `Remove ${p.file.name}`, class: "nbchat-remove" });
+        remove.addEventListener("click", () => {
+          URL.revokeObjectURL(p.url);
+          pending.splice(i, 1);
+          renderThumbs();
+        });
+        return h("span", { class: "nbchat-thumb-wrap" }, img, remove);
+      }),
+    );
+  }
+
+  /** @param {Iterable<File>} files */
+  function addFiles(files) {
+    for (const file of files) {
+      if (file.type.startsWith("image/")) pending.push({ file, url: URL.createObjectURL(file) });
+    }
+    renderThumbs();
+  }
+
+  async function submit() {
+    const text = input.value;
+    if (model.get("busy") || (!text.trim() && !pending.length)) return;
+    const files = pending;
+    pending = [];
+    renderThumbs();
+    const buffers = await Promise.all(files.map((p) => p.file.arrayBuffer()));
+    model.send({ type: "send", text, mimes: files.map((p) => p.file.type) }, undefined, buffers);
+    input.value = "";
+    for (const entry of log.querySelectorAll(".nbchat-error")) entry.remove();
+    const { body, images } = bubble("user");
+    appendText(text, body);
+    for (const p of files) {
+      const img = h("img", { alt: p.file.name, class: "nbchat-thumb" });
+      img.setAttribute("src", p.url);
+      images.append(img);
+    }
+    log.scrollTop = log.scrollHeight;
+  }
+
+  send.addEventListener("click", submit);
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      submit();
+    }
+  });
+  stop.addEventListener("click", () => model.send({ type: "stop" }));
+  newChat.addEventListener("click", () => model.send({ type: "new" }));
+  exportMd.addEventListener("click", () => model.send({ type: "export", format: "markdown" }));
+  exportJson.addEventListener("click", () => model.send({ type: "export", format: "json" }));
+  attach.addEventListener("click", () => fileInput.click());
+  fileInput.addEventListener("change", () => {
+    addFiles(fileInput.files || []);
+    fileInput.value = "";
+  });
+  root.addEventListener("dragover", (e) => e.preventDefault());
+  root.addEventListener("drop", (e) => {
+    e.preventDefault();
+    addFiles(e.dataTransfer?.files || []);
+  });
+  input.addEventListener("paste", (e) => {
+    const files = Array.from(e.clipboardData?.files || []).filter((f) => f.type.startsWith("image/"));
+    if (files.length) {
+      e.preventDefault();
+      addFiles(files);
+    }
+  });
+
+  // ---- messages from the kernel ---------------------------------------------------------------
+
+  /** @param {any} msg @param {DataView[]} buffers */
+  function onMessage(msg, buffers) {
+    if (msg.type === "start") {
+      const { body, images, box } = bubble("assistant", msg.model);
+      box.append(h("div", { class: "nbchat-badge" }, "…"));
+      current = { text: "", body, images, frame: 0 };
+    } else if (msg.type === "delta" && current) {
+      current.text += msg.text;
+      const c = current;
+      if (!c.frame) {
+        c.frame = requestAnimationFrame(() => {
+          c.frame = 0;
+          renderMarkdown(c.text, c.body);
+          log.scrollTop = log.scrollHeight;
+        });
+      }
+    } else if (msg.type === "image" && current && buffers.length) {
+      current.images.append(dataImage(bytesToDataUrl(buffers[0], msg.mime), "generated image"));
+    } else if (msg.type === "error") {
+      if (!input.value && msg.prompt) input.value = msg.prompt;
+    } else if (msg.type === "export") {
+      const blob = new Blob([msg.content], { type: msg.mime });
+      const a = h("a", { download: msg.filename });
+      a.setAttribute("href", URL.createObjectURL(blob));
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.getAttribute("href") || ""), 1000);
+    }
+  }
+
+  model.on("msg:custom", onMessage);
+  model.on("change:transcript", renderTranscript);
+  model.on("change:models", syncControls);
+  model.on("change:model", syncControls);
+  model.on("change:system", syncControls);
+  model.on("change:temperature", syncControls);
+  model.on("change:max_tokens", syncControls);
+  model.on("change:busy", syncControls);
+  syncControls();
+  renderTranscript();
+
+  return () => {
+    model.off("msg:custom", onMessage);
+    model.off("change:transcript", renderTranscript);
+    for (const name of ["models", "model", "system", "temperature", "max_tokens", "busy"]) {
+      model.off(`change:${name}`, syncControls);
+    }
+    for (const p of pending) URL.revokeObjectURL(p.url);
+  };
+}
+
+export default { render };
