@@ -1,4 +1,4 @@
-"""Local streaming tokens/s: `nbchat.stream` against raw `Llama.create_chat_completion(stream=True)`.
+"""Local streaming tokens/s: `nbchat.stream` vs raw `Llama.create_chat_completion(stream=True)`.
 
 Same model object, prompt, seed and temperature, runs interleaved (raw, nbchat, raw, ...) so both
 see the same machine load; prints the median of each and the ratio. Target: ratio >= 0.97.

@@ -96,7 +96,7 @@ def test_json_property(fake):
     assert nbchat.chat("j", model="fake:echo", json=True).json == {"a": 1}
     fake.enqueue("not json")
     with pytest.raises(ValueError, match="not valid JSON"):
-        nbchat.chat("j", model="fake:echo").json
+        _ = nbchat.chat("j", model="fake:echo").json
 
 
 def test_images_are_refused_for_blind_models(fake, tmp_path):

@@ -7,9 +7,9 @@ import pytest
 
 import nbchat
 from nbchat.core.errors import UnknownModel, UnsupportedInput
+from nbchat.core.options import parse_settings
 from nbchat.core.registry import get_provider
 from nbchat.providers.llamacpp import ToolCallAssembler, completion_kwargs
-from nbchat.core.options import parse_settings
 
 ZERO = {"temperature": 0, "seed": 1}
 

@@ -162,7 +162,8 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]
     if not found and ":" in word:  # match on the model part alone
         tail = word.split(":", 1)[1]
         by_tail = {c.split(":", 1)[-1]: c for c in cands}
-        found = [by_tail[m] for m in difflib.get_close_matches(tail, list(by_tail), n=n, cutoff=0.5)]
+        near = difflib.get_close_matches(tail, list(by_tail), n=n, cutoff=0.5)
+        found = [by_tail[m] for m in near]
     if not found:
         found = [c for c in cands if word.lower() in c.lower()][:n]
     return found

@@ -71,9 +71,8 @@ def to_image_part(value: Any) -> ImagePart | str:
         return ImagePart(buf.getvalue(), "image/png")
     # NumPy array (H, W) or (H, W, 3|4), floats in 0..1 or integers 0..255
     if hasattr(value, "__array_interface__") and hasattr(value, "shape"):
-        from PIL import Image
-
         import numpy as np
+        from PIL import Image
 
         arr = np.asarray(value)
         if arr.dtype.kind == "f":

@@ -1,4 +1,4 @@
-"""Option keywords: one validator used by every entry point (functions, Conversation, panel, compare)."""
+"""Option keywords: one validator for every entry point (functions, Conversation, panel, compare)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -70,7 +70,7 @@ class Turn:
         self.provider.check_request(request)
         return request
 
-    async def events(self, *, errors_as_events: bool = False) -> AsyncIterator[Event]:
+    async def events(self, *, errors_as_events: bool = False) -> AsyncGenerator[Event, None]:
         """Stream events; on error either raise (default) or yield one ErrorEvent and stop."""
         reply = self.reply
         self.started = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json as _json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -38,7 +38,7 @@ class ImagePart:
         return f"ImagePart(mime={self.mime!r}, {len(self.data)} bytes)"
 
 
-Part = Union[TextPart, ImagePart]
+Part = TextPart | ImagePart
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class ErrorEvent:
     error: BaseException
 
 
-Event = Union[TextDelta, ToolCallEvent, ImageEvent, Done, ErrorEvent]
+Event = TextDelta | ToolCallEvent | ImageEvent | Done | ErrorEvent
 
 
 # ---- model listing -------------------------------------------------------------------------
