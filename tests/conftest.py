@@ -11,6 +11,9 @@ from fakes import FakeProvider  # noqa: E402
 
 from nbchat.core import registry  # noqa: E402
 
+#: session fixtures for real loopback servers (llama_cpp.server: `llama_server`)
+pytest_plugins = ["servers"]
+
 
 @pytest.fixture
 def fake():

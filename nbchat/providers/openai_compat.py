@@ -1,0 +1,544 @@
+"""The OpenAI-compatible engine shared by `openai:`, `cerebras:`, `nvidia:` and `anyscale:`.
+
+Pure parts, fed with recorded wire data in tests:
+- `build_body(request, caps)`: a `Request` as a `/chat/completions` JSON body.
+- `StreamState.feed(chunk)`: one parsed `chat.completion.chunk` -> a `TextDelta` or None,
+  collecting tool-call fragments (by index), the finish reason, usage and mid-stream errors.
+- `parse_completion(obj)`: a non-streamed `chat.completion` (some servers ignore `stream`).
+
+I/O sits in `OpenAICompatProvider.stream`: one POST, SSE bytes through `SSEParser`, one
+`json.loads` per record. Provider modules set a few class attributes and capability tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..core import http
+from ..core.errors import (
+    ConnectionFailed,
+    ContextTooLong,
+    NbchatError,
+    ProtocolError,
+    ProviderError,
+    RateLimited,
+    redact,
+)
+from ..core.provider import Provider
+from ..core.sse import SSEParser
+from ..core.types import (
+    Done,
+    Event,
+    ImagePart,
+    Message,
+    ModelInfo,
+    Request,
+    TextDelta,
+    TextPart,
+    ToolCall,
+    ToolCallEvent,
+    Usage,
+)
+
+SchemaStyle = Literal["json_schema", "json_object", "guided_json"]
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What one endpoint/model takes on the wire (not what the model is good at)."""
+
+    include_usage: bool = True  # send stream_options.include_usage
+    max_tokens_field: str = "max_tokens"  # or "max_completion_tokens"
+    default_max_tokens: int | None = None  # always send one (Cerebras reserves budget from it)
+    schema_style: SchemaStyle = "json_schema"  # json_object = {"type":"json_object","schema":..}
+    strict_schema: bool = False
+    image_url_string: bool = False  # NVIDIA nv-vlm: "image_url": "<url>"
+    max_stop: int | None = None
+
+
+# ---- request --------------------------------------------------------------------------------
+
+
+def image_content(part: ImagePart, caps: Caps, url: str | None = None) -> dict[str, Any]:
+    url = url or part.data_uri()
+    if caps.image_url_string:
+        return {"type": "image_url", "image_url": url}
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def to_openai_messages(
+    messages: tuple[Message, ...],
+    caps: Caps = Caps(),
+    image_url: Callable[[ImagePart], str | None] | None = None,
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.text})
+            continue
+        content: Any
+        if any(isinstance(p, ImagePart) for p in m.parts):
+            content = [
+                {"type": "text", "text": p.text}
+                if isinstance(p, TextPart)
+                else image_content(p, caps, image_url(p) if image_url else None)
+                for p in m.parts
+            ]
+        else:
+            content = m.text
+        msg: dict[str, Any] = {"role": m.role, "content": content}
+        if m.tool_calls:
+            msg["tool_calls"] = [
+                {
+                    "id": t.id or f"call_{i}",
+                    "type": "function",
+                    "function": {"name": t.name, "arguments": t.arguments_json},
+                }
+                for i, t in enumerate(m.tool_calls)
+            ]
+            if not content:
+                msg["content"] = None
+        out.append(msg)
+    return out
+
+
+def build_body(
+    request: Request,
+    caps: Caps = Caps(),
+    *,
+    stream: bool = True,
+    image_url: Callable[[ImagePart], str | None] | None = None,
+) -> dict[str, Any]:
+    """The JSON body of `POST /chat/completions` for a request."""
+    o = request.options
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": to_openai_messages(request.messages, caps, image_url),
+    }
+    if stream:
+        body["stream"] = True
+        if caps.include_usage:
+            body["stream_options"] = {"include_usage": True}
+    if o.temperature is not None:
+        body["temperature"] = o.temperature
+    if o.top_p is not None:
+        body["top_p"] = o.top_p
+    max_tokens = o.max_tokens or caps.default_max_tokens
+    if max_tokens is not None:
+        body[caps.max_tokens_field] = max_tokens
+    if o.stop:
+        if caps.max_stop is not None and len(o.stop) > caps.max_stop:
+            from ..core.errors import BadOption
+
+            raise BadOption("stop", f"this provider takes at most {caps.max_stop} stop strings")
+        body["stop"] = list(o.stop)
+    if o.seed is not None:
+        body["seed"] = o.seed
+    if o.schema is not None:
+        if caps.schema_style == "json_schema":
+            spec: dict[str, Any] = {"name": o.schema_name, "schema": o.schema}
+            if caps.strict_schema:
+                spec["strict"] = True
+            body["response_format"] = {"type": "json_schema", "json_schema": spec}
+        elif caps.schema_style == "guided_json":
+            body["guided_json"] = o.schema
+        else:
+            body["response_format"] = {"type": "json_object", "schema": o.schema}
+    elif o.json:
+        body["response_format"] = {"type": "json_object"}
+    if o.tools:
+        body["tools"] = [t.to_openai() for t in o.tools]
+        choice = o.tool_choice
+        if choice in ("auto", "required", "none"):
+            body["tool_choice"] = choice
+        elif choice:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+    if o.logprobs is not None:
+        body["logprobs"] = True
+        if o.logprobs:
+            body["top_logprobs"] = o.logprobs
+    body.update(o.extra)
+    return body
+
+
+# ---- response -------------------------------------------------------------------------------
+
+
+class ToolCallAssembler:
+    """Streamed tool-call fragments, by index: arguments concatenate; id and name are set
+    when first seen (llama.cpp repeats the whole name in every fragment: not concatenated)."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+
+    def add(self, fragments: list[dict[str, Any]]) -> None:
+        for i, frag in enumerate(fragments):
+            idx = frag.get("index", i)
+            call = self.calls.get(idx)
+            if call is None:
+                call = self.calls[idx] = ["", "", ""]
+            if frag.get("id"):
+                call[0] = frag["id"]
+            fn = frag.get("function") or {}
+            name = fn.get("name")
+            if name and name != call[1]:
+                call[1] = name if not call[1] else call[1] + name
+            args = fn.get("arguments")
+            if args:
+                # a server that repeats the complete arguments each time (seen in llama.cpp)
+                if call[2] and args.startswith(call[2]) and _complete_json(args):
+                    call[2] = args
+                else:
+                    call[2] += args
+
+    def finish(self) -> list[ToolCall]:
+        out = []
+        for _, (cid, name, raw) in sorted(self.calls.items()):
+            try:
+                args = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                args = {"_raw": raw}
+            if not isinstance(args, dict):
+                args = {"value": args}
+            out.append(ToolCall(name, args, cid or None))
+        return out
+
+
+def _complete_json(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
+def usage_of(obj: dict[str, Any] | None) -> Usage | None:
+    if not obj:
+        return None
+    return Usage(obj.get("prompt_tokens"), obj.get("completion_tokens"))
+
+
+def stream_error(obj: Any, provider: str, partial: str = "") -> NbchatError:
+    """An error record that arrived inside a stream (`{"error": {...}}` or `event: error`)."""
+    err = obj.get("error", obj) if isinstance(obj, dict) else obj
+    message = http.message_of({"error": err}) if err is not None else None
+    message = redact(message or "the stream ended with an error")
+    code = err.get("code") if isinstance(err, dict) else None
+    status = code if isinstance(code, int) else None
+    if isinstance(err, dict) and isinstance(err.get("status"), int):
+        status = err["status"]
+    kw: dict[str, Any] = {"provider": provider, "partial_text": partial, "status": status}
+    if status == 429 or code == "rate_limit_exceeded":
+        return RateLimited(message + "; wait a moment and retry", **kw)
+    if http.is_context_error(message, code):
+        return ContextTooLong(message + " (shorten the prompt or lower max_tokens)", **kw)
+    return ProviderError(message + " (the reply stopped mid-stream)", **kw)
+
+
+class StreamState:
+    """Accumulates one streamed reply. `feed` is the hot path: keep it short."""
+
+    __slots__ = ("provider", "tools", "finish_reason", "usage", "n_deltas")
+
+    def __init__(self, provider: str = "") -> None:
+        self.provider = provider
+        self.tools = ToolCallAssembler()
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.n_deltas = 0
+
+    def feed(self, obj: Any) -> TextDelta | None:
+        """One parsed chunk -> its text (or None); raises on an error record."""
+        try:
+            choices = obj.get("choices")
+        except AttributeError:
+            raise ProtocolError(
+                f"{self.provider} sent a stream record that is not an object: {obj!r:.80}"
+            ) from None
+        if obj.get("usage"):
+            self.usage = usage_of(obj["usage"])
+        if not choices:
+            if "error" in obj:
+                raise stream_error(obj, self.provider)
+            return None
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        if "tool_calls" in delta and delta["tool_calls"]:
+            self.tools.add(delta["tool_calls"])
+            self.n_deltas += 1
+        text = delta.get("content")
+        if text:
+            self.n_deltas += 1
+            lp = choice.get("logprobs")
+            if lp and lp.get("content"):
+                return TextDelta(text, tuple(lp["content"]))
+            return TextDelta(text)
+        return None
+
+    def done_events(self) -> list[Event]:
+        calls = self.tools.finish()
+        events: list[Event] = [ToolCallEvent(c) for c in calls]
+        finish = self.finish_reason
+        if calls and finish in (None, "stop"):
+            finish = "tool_calls"
+        usage = self.usage or Usage(None, self.n_deltas or None)
+        events.append(Done(finish, usage))
+        return events
+
+
+def parse_completion(obj: dict[str, Any], provider: str = "") -> list[Event]:
+    """A whole (non-streamed) `chat.completion` as events."""
+    if not obj.get("choices"):
+        if "error" in obj:
+            raise stream_error(obj, provider)
+        raise ProtocolError(f"{provider} sent a reply with no choices: {json.dumps(obj)[:120]}")
+    choice = obj["choices"][0]
+    message = choice.get("message") or {}
+    events: list[Event] = []
+    if message.get("content"):
+        lp = (choice.get("logprobs") or {}).get("content") or ()
+        events.append(TextDelta(message["content"], tuple(lp)))
+    state = StreamState(provider)
+    if message.get("tool_calls"):
+        state.tools.add([{**tc, "index": i} for i, tc in enumerate(message["tool_calls"])])
+    state.finish_reason = choice.get("finish_reason")
+    state.usage = usage_of(obj.get("usage"))
+    return events + state.done_events()
+
+
+# ---- the provider ---------------------------------------------------------------------------
+
+
+class _EmptyStream(Exception):
+    """A 200 stream that closed without sending a single byte."""
+
+
+class OpenAICompatProvider(Provider):
+    """A provider speaking the OpenAI chat wire. Subclasses set names, env vars and tables."""
+
+    caps: ClassVar[Caps] = Caps()
+    #: whether a list_models() failure should fall back to the table silently
+    description: ClassVar[str] = ""
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.transport = transport  # tests pass an httpx.MockTransport
+        self._schema_fallback: set[str] = set()  # base URLs that refused json_schema
+
+    # ---- hooks for provider modules ------------------------------------------------------
+
+    def caps_for(self, model: str, base_url: str) -> Caps:
+        return self.caps
+
+    def headers(self, api_key: str | None) -> dict[str, str]:
+        h = {"Accept": "text/event-stream"}
+        if api_key:
+            h["Authorization"] = f"Bearer {api_key}"
+        return h
+
+    def html_error(self, status: int, body: bytes) -> NbchatError:
+        return ProtocolError(
+            f"{self.name} answered with an HTML page instead of JSON (HTTP {status}); "
+            "check the base URL: it should be the API root, usually ending in /v1"
+        )
+
+    def chat_url(self, model: str, base_url: str) -> str:
+        return f"{base_url}/chat/completions"
+
+    def resolve_base_url(self, explicit: str | None) -> str:
+        base = self.base_url(explicit)
+        if not base:
+            env = f" or set {self.base_url_env}" if self.base_url_env else ""
+            raise NbchatError(f"{self.name}: no base URL; pass base_url=...{env}")
+        return base
+
+    async def prepare(
+        self, client: httpx.AsyncClient, request: Request, caps: Caps, api_key: str | None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The body and headers to send (NVIDIA uploads large images here)."""
+        return build_body(request, caps), self.headers(api_key)
+
+    async def open_response(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        api_key: str | None,
+    ) -> httpx.Response:
+        return await http.open_stream(
+            client, "POST", url, provider=self.name, json_body=body, headers=headers,
+            key_env=self.key_env, html_error=self.html_error,
+        )
+
+    # ---- streaming -----------------------------------------------------------------------
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:  # type: ignore[override]
+        base = self.resolve_base_url(request.base_url)
+        api_key = self.api_key(request.api_key, base)
+        caps = self.caps_for(request.model, base)
+        if base in self._schema_fallback:
+            caps = replace(caps, schema_style="json_object")
+        client = http.get_client(self.transport)
+        url = self.chat_url(request.model, base)
+        body, headers = await self.prepare(client, request, caps, api_key)
+        try:
+            response = await self.open_response(client, url, body, headers, api_key)
+        except ProviderError as exc:
+            # servers without json_schema (llama.cpp's) take {"type":"json_object","schema":...}
+            if not (request.options.schema is not None and caps.schema_style == "json_schema"
+                    and exc.status in (400, 422, 500) and "response_format" in str(exc)):
+                raise
+            self._schema_fallback.add(base)
+            caps = replace(caps, schema_style="json_object")
+            body, headers = await self.prepare(client, request, caps, api_key)
+            response = await self.open_response(client, url, body, headers, api_key)
+        try:
+            ctype = response.headers.get("content-type", "")
+            if "text/event-stream" in ctype or not ctype:
+                async for ev in self._sse_events(response, url):
+                    yield ev
+            else:
+                for ev in await self._whole_events(response, url, ctype):
+                    yield ev
+            return
+        except _EmptyStream:
+            pass
+        finally:
+            await response.aclose()
+        # The stream closed before its first record (llama.cpp does this for a prompt that
+        # does not fit): nothing reached the user, so ask once more without streaming to get
+        # the real error, or the reply.
+        body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        response = await self.open_response(client, url, body, headers, api_key)
+        try:
+            ctype = response.headers.get("content-type", "")
+            for ev in await self._whole_events(response, url, ctype):
+                yield ev
+        finally:
+            await response.aclose()
+
+    async def _whole_events(self, response: httpx.Response, url: str, ctype: str) -> list[Event]:
+        try:
+            raw = await response.aread()
+        except httpx.HTTPError as exc:
+            raise http.transport_error(exc, url, self.name) from None
+        if "html" in ctype or raw[:200].lstrip().lower().startswith((b"<!doctype", b"<html")):
+            raise self.html_error(response.status_code, raw)
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise ProtocolError(f"{self.name} sent a reply that is not JSON: {raw[:80]!r}") \
+                from None
+        return parse_completion(obj, self.name)
+
+    async def _sse_events(self, response: httpx.Response, url: str) -> AsyncIterator[Event]:
+        parser = SSEParser()
+        state = StreamState(self.name)
+        loads = json.loads
+        feed = state.feed
+        finished = False
+        seen = False  # any byte at all
+        try:
+            async for raw in response.aiter_raw():
+                seen = True
+                for event, data in parser.feed(raw):
+                    if data == "[DONE]":
+                        finished = True
+                        break
+                    try:
+                        obj = loads(data)
+                    except ValueError:
+                        if event == "error":
+                            raise stream_error({"message": data}, self.name) from None
+                        raise ProtocolError(
+                            f"{self.name} sent a malformed stream record: {data[:80]!r}; "
+                            "the reply is incomplete, try again"
+                        ) from None
+                    if event == "error":
+                        raise stream_error(obj, self.name)
+                    delta = feed(obj)
+                    if delta is not None:
+                        yield delta
+                if finished:
+                    break
+            if not finished:
+                for event, data in parser.flush():
+                    if data == "[DONE]":
+                        finished = True
+                    elif data.lstrip().startswith("{"):
+                        delta = feed(loads(data))
+                        if delta is not None:
+                            yield delta
+        except httpx.HTTPError as exc:
+            raise http.transport_error(exc, url, self.name) from None
+        if not finished and state.finish_reason is None:
+            if not seen:
+                raise _EmptyStream
+            raise ConnectionFailed(
+                f"{self.name}: the connection closed before the reply finished; try again"
+            )
+        for ev in state.done_events():
+            yield ev
+
+    # ---- models --------------------------------------------------------------------------
+
+    def model_entry(self, model: str, **flags: Any) -> ModelInfo:
+        return ModelInfo(
+            id=f"{self.name}:{model}",
+            provider=self.name,
+            key_set=self.key_set() or not self.needs_key(self.base_url()),
+            key_env=self.key_env,
+            **flags,
+        )
+
+    def model_info(self, model: str) -> ModelInfo | None:
+        for info in self.known_models():
+            if info.name == model:
+                return info
+        return None  # unknown ids are allowed: the server decides
+
+    async def list_models(
+        self, *, api_key: str | None = None, base_url: str | None = None
+    ) -> list[ModelInfo]:
+        """`GET /models` merged with the capability table (table entries first)."""
+        base = self.resolve_base_url(base_url)
+        key = self.api_key(api_key, base)
+        client = http.get_client(self.transport)
+        headers = {"Accept": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        data = await http.request_json(
+            client, "GET", f"{base}/models", provider=self.name, headers=headers,
+            key_env=self.key_env, html_error=self.html_error,
+        )
+        items = data.get("data", []) if isinstance(data, dict) else data or []
+        live = [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
+        return merge_models(self.known_models(), live, self.live_entry)
+
+    def live_entry(self, model: str) -> ModelInfo:
+        """A listed model that the table does not know: streaming only, flags unknown."""
+        return self.model_entry(model)
+
+
+def merge_models(
+    table: list[ModelInfo], live: list[str], entry: Callable[[str], ModelInfo]
+) -> list[ModelInfo]:
+    """Live ids with table flags where known; table-only models are kept only if live is empty."""
+    if not live:
+        return list(table)
+    by_name = {m.name: m for m in table}
+    return [by_name[m] if m in by_name else entry(m) for m in dict.fromkeys(live)]
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
