@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
+from ..core import http
 from ..core.errors import ProtocolError, ProviderError, UnsupportedInput
 from ..core.images import parse_data_uri, sniff_mime
 from ..core.types import Done, Event, ImageEvent, ImagePart, ModelInfo, Request
@@ -130,44 +132,6 @@ def parse_image_response(body: Any) -> list[ImagePart]:
     return parts
 
 
-def error_for(response: httpx.Response) -> ProviderError:
-    """Core errors from an error answer (problem details or OpenAI-shaped)."""
-    try:
-        from ..core import http as core_http
-    except ImportError:
-        core_http = None  # type: ignore[assignment]
-    mapper = getattr(core_http, "error_from_response", None) if core_http else None
-    if mapper is not None:
-        return mapper(response, provider="nvidia")  # type: ignore[no-any-return]
-    from ..core.errors import AuthenticationError, RateLimited
-
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    msg = ""
-    if isinstance(body, dict):
-        err = body.get("error")
-        msg = (err.get("message") if isinstance(err, dict) else err) or body.get("detail") or (
-            body.get("title") or body.get("message") or ""
-        )
-    msg = str(msg or response.reason_phrase or "request failed")
-    status = response.status_code
-    if status in (401, 403):
-        return AuthenticationError(
-            f"{msg}; check NVIDIA_API_KEY", status=status, provider="nvidia"
-        )
-    if status == 429:
-        ra = response.headers.get("retry-after")
-        return RateLimited(
-            f"{msg}; wait a moment and try again",
-            retry_after=float(ra) if ra and ra.replace(".", "", 1).isdigit() else None,
-            status=status,
-            provider="nvidia",
-        )
-    return ProviderError(msg, status=status, provider="nvidia")
-
-
 # ---- I/O ------------------------------------------------------------------------------------
 
 
@@ -177,25 +141,47 @@ async def stream_image(
     """POST the prompt, poll a 202 until done, and yield one ImageEvent per image, then Done."""
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
     body = image_request_body(request)
-    response = await client.post(genai_url(request.model), json=body, headers=headers)
+    url = genai_url(request.model)
+    payload = await _json(client, "POST", url, headers, body)
     polls = 0
-    while response.status_code == 202:
-        reqid = response.headers.get("nvcf-reqid")
-        if not reqid:
-            raise ProtocolError("NVIDIA answered 202 without an NVCF-REQID header to poll")
+    while isinstance(payload, _Pending):
         polls += 1
         if polls > POLL_LIMIT:
             raise ProviderError("the image is still not ready; try again later", provider="nvidia")
         await asyncio.sleep(POLL_INTERVAL if polls > 1 else 0)
-        response = await client.get(f"{NVCF_STATUS}/{reqid}", headers=headers)
-    if response.status_code >= 400:
-        raise error_for(response)
+        payload = await _json(client, "GET", f"{NVCF_STATUS}/{payload.reqid}", headers, None)
+    for part in parse_image_response(payload):
+        yield ImageEvent(part)
+    yield Done("stop")
+
+
+class _Pending:
+    """A 202 answer: the result is to be polled under this NVCF request id."""
+
+    def __init__(self, reqid: str) -> None:
+        self.reqid = reqid
+
+
+async def _json(client: httpx.AsyncClient, method: str, url: str, headers: dict[str, str],
+                body: Any) -> Any:
+    response = await http.open_stream(
+        client, method, url, provider="nvidia", json_body=body, headers=headers,
+        key_env="NVIDIA_API_KEY", accept_status=lambda s: s == 202,
+    )
     try:
-        payload = response.json()
+        if response.status_code == 202:
+            reqid = response.headers.get("nvcf-reqid")
+            if not reqid:
+                raise ProtocolError("NVIDIA answered 202 without an NVCF-REQID header to poll")
+            return _Pending(reqid)
+        data = await response.aread()
+    except httpx.HTTPError as exc:
+        raise http.transport_error(exc, url, "nvidia") from None
+    finally:
+        await response.aclose()
+    try:
+        return json.loads(data)
     except ValueError:
         raise ProtocolError(
             "NVIDIA's image endpoint answered with something that is not JSON"
         ) from None
-    for part in parse_image_response(payload):
-        yield ImageEvent(part)
-    yield Done("stop")

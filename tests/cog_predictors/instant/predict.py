@@ -1,0 +1,12 @@
+"""A predictor that returns at once (the benchmark's baseline and the non-streaming text path)."""
+
+from cog import BasePredictor, Input
+
+
+class Predictor(BasePredictor):
+    def predict(
+        self,
+        prompt: str = Input(description="The prompt"),
+        max_tokens: int = Input(description="Ignored", default=16, ge=1),
+    ) -> str:
+        return "ok: " + prompt
