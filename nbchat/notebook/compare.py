@@ -20,10 +20,9 @@ from ..core.api import amodels
 from ..core.bridge import run_sync
 from ..core.conversation import Conversation
 from ..core.errors import BadOption
-from ..core.images import png_bytes
 from ..core.options import parse_settings
 from ..core.render import safe_markdown
-from ..core.types import ImageEvent, ModelInfo, Reply, TextDelta
+from ..core.types import ModelInfo, Reply, TextDelta
 from .panel import STATIC, Batcher, esm, image_data_url, short_error
 
 
@@ -56,7 +55,7 @@ def stats_text(reply: Reply) -> str:
 
 
 class CompareResult(dict[str, Reply]):
-    """Model id -> Reply, shown as a static table (HTML and Markdown) that saves with the notebook."""
+    """Model id -> Reply, shown as a static table (HTML, Markdown) that saves with the notebook."""
 
     def __init__(self, replies: Mapping[str, Reply] = (), prompt: str = "") -> None:  # type: ignore[assignment]
         super().__init__(replies)
@@ -83,7 +82,8 @@ class CompareResult(dict[str, Reply]):
         for r in self.values():
             body = html.escape(r.text)
             if r.error is not None:
-                body += f"<div style='color:#d32f2f'><b>Error:</b> {html.escape(short_error(r.error))}</div>"
+                err = html.escape(short_error(r.error))
+                body += f"<div style='color:#d32f2f'><b>Error:</b> {err}</div>"
             for part in r.image_parts:
                 src = html.escape(image_data_url(part), quote=True)
                 body += f"<img src='{src}' style='max-width:100%'/>"
@@ -91,7 +91,8 @@ class CompareResult(dict[str, Reply]):
                 "<td style='text-align:left;vertical-align:top'>"
                 f"<div style='white-space:pre-wrap'>{body}</div></td>"
             )
-            stats.append(f"<td style='text-align:left'><small>{html.escape(stats_text(r))}</small></td>")
+            small = html.escape(stats_text(r))
+            stats.append(f"<td style='text-align:left'><small>{small}</small></td>")
         prompt = f"<p><b>Prompt:</b> {html.escape(self.prompt)}</p>" if self.prompt else ""
         return (
             f"<div class='nbchat-compare-result'>{prompt}<table><thead><tr>{head}</tr></thead>"
@@ -104,7 +105,8 @@ class CompareResult(dict[str, Reply]):
             body = safe_markdown(r.text)
             if r.error is not None:
                 body += f"\n\n**Error:** {html.escape(short_error(r.error))}"
-            out.append(f"#### {html.escape(k)}\n\n{body}\n\n<sub>{html.escape(stats_text(r))}</sub>")
+            sub = html.escape(stats_text(r))
+            out.append(f"#### {html.escape(k)}\n\n{body}\n\n<sub>{sub}</sub>")
         return "\n\n".join(out)
 
     def _text(self) -> str:
@@ -214,7 +216,7 @@ class CompareView(anywidget.AnyWidget):
         if models is not None:
             self.model_ids = await expand_models(models)
         if not self.model_ids:
-            raise BadOption("models", "no models to compare: give ids like ['local', 'cerebras:...']")
+            raise BadOption("models", "no models to compare: give ids like ['local', 'nvidia:...']")
         self.prompt = prompt if isinstance(prompt, str) else ""
         self._set_models(self.model_ids)
         batcher = Batcher(lambda b: self.send({"type": "delta", "cols": b}))
@@ -224,7 +226,7 @@ class CompareView(anywidget.AnyWidget):
         batcher.flush()
         import nbchat
 
-        result = CompareResult(dict(zip(self.model_ids, replies)), self.prompt)
+        result = CompareResult(dict(zip(self.model_ids, replies, strict=True)), self.prompt)
         nbchat.last = result
         return result
 

@@ -138,7 +138,8 @@ class ChatPanel(anywidget.AnyWidget):
         """Start a turn as a task on the running (kernel) loop; the front end's Send does this."""
         if self.busy:
             raise RuntimeError("a reply is still streaming: stop it first")
-        self.transcript = [e for e in self.transcript if e.get("role") != "error"]
+        if any(e.get("role") == "error" for e in self.transcript):
+            self.transcript = [e for e in self.transcript if e.get("role") != "error"]
         self.busy = True
         loop = asyncio.get_event_loop()
         self._task = loop.create_task(self._run(text, tuple(images)))

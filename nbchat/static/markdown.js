@@ -1,5 +1,5 @@
 // A tiny Markdown renderer for untrusted model output. It only ever creates elements and
-// text nodes: no innerHTML, no raw HTML, links only to http(s), images only on a click.
+// text nodes (it never parses HTML strings); links only to http(s); images only on a click.
 // Shared by panel.js and compare.js (nbchat concatenates it in front of each widget module).
 
 const SAFE_LINK = /^https?:\/\//i;
