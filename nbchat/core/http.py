@@ -202,12 +202,19 @@ def message_of(data: Any) -> str | None:
         return str(data["message"])
     if data.get("detail") or data.get("title"):
         detail = data.get("detail")
-        if isinstance(detail, list):  # pydantic-style 422
-            detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d)
-                               for d in detail)
+        if isinstance(detail, list):  # pydantic-style 422: "body.field: problem"
+            detail = "; ".join(_pydantic_item(d) for d in detail)
         title = data.get("title")
         return ": ".join(str(x) for x in (title, detail) if x)
     return None
+
+
+def _pydantic_item(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    loc = ".".join(str(x) for x in item.get("loc") or ())
+    msg = str(item.get("msg", item))
+    return f"{loc}: {msg}" if loc else msg
 
 
 _CONTEXT_WORDS = ("context length", "context_length", "maximum context", "too many tokens",

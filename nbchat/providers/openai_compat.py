@@ -382,7 +382,7 @@ class OpenAICompatProvider(Provider):
 
     # ---- streaming -----------------------------------------------------------------------
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:  # type: ignore[override]
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
         base = self.resolve_base_url(request.base_url)
         api_key = self.api_key(request.api_key, base)
         caps = self.caps_for(request.model, base)
@@ -449,7 +449,7 @@ class OpenAICompatProvider(Provider):
         finished = False
         seen = False  # any byte at all
         try:
-            async for raw in response.aiter_raw():
+            async for raw in response.aiter_bytes():
                 seen = True
                 for event, data in parser.feed(raw):
                     if data == "[DONE]":
@@ -472,7 +472,7 @@ class OpenAICompatProvider(Provider):
                 if finished:
                     break
             if not finished:
-                for event, data in parser.flush():
+                for _event, data in parser.flush():
                     if data == "[DONE]":
                         finished = True
                     elif data.lstrip().startswith("{"):
