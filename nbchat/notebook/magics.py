@@ -31,13 +31,19 @@ _FIELD = re.compile(
 
 @contextlib.contextmanager
 def usage_errors() -> Iterator[None]:
-    """nbchat's own errors become IPython usage errors: a short message, no traceback."""
+    """nbchat's own errors become IPython usage errors: a short message, no traceback.
+
+    So does a provider whose module or dependency is missing."""
     from ..core.errors import NbchatError
 
     try:
         yield
     except NbchatError as exc:
         raise UsageError(str(exc)) from None
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"cannot load a provider: {exc}; install the package that provides it"
+        ) from None
 
 
 def fill_template(text: str, namespace: dict[str, Any]) -> str:
@@ -124,7 +130,7 @@ class ChatMagics(Magics, Configurable):  # type: ignore[misc]
     )
     @argument(
         "--save", metavar="PATH",
-        help="save reply images: PATH for one; PATH with {i}, or stem_1.png, stem_2.png... for several",
+        help="save reply images: PATH for one; PATH with {i}, or stem_1.png, stem_2.png...",
     )
     @cell_magic
     def chat(self, line: str, cell: str) -> None:
@@ -132,7 +138,7 @@ class ChatMagics(Magics, Configurable):  # type: ignore[misc]
 
         `{var}` in the cell is filled from the notebook's variables (`{{` for a literal brace).
         """
-        args = parse_argstring(self.chat, line)
+        args = _unquoted(parse_argstring(self.chat, line))
         ns = self.shell.user_ns if self.shell is not None else {}
         prompt = fill_template(cell, ns).strip()
         if not prompt:
@@ -181,6 +187,9 @@ class ChatMagics(Magics, Configurable):  # type: ignore[misc]
 
         conv = self.threads.get(thread)
         if conv is None or new:
+            # --new clears the history and the system prompt; the thread keeps its model
+            if model is None and conv is not None:
+                model = conv.model
             conv = Conversation(model=model, system=system or self.system)
             self.threads[thread] = conv
             return conv
@@ -251,15 +260,15 @@ class ChatMagics(Magics, Configurable):  # type: ignore[misc]
             ns[as_var] = reply
 
     def _save(self, reply: Reply, path: str) -> None:
-        from ..core.images import to_pil
         from ..core.images import png_bytes as to_png
+        from ..core.images import to_pil
 
         parts = reply.image_parts
         if not parts:
             print(f"--save {path}: the reply has no images; nothing saved")
             return
         paths = image_paths(path, len(parts))
-        for part, dest in zip(parts, paths):
+        for part, dest in zip(parts, paths, strict=True):
             if dest.lower().endswith(".png") or "." not in dest.rsplit("/", 1)[-1]:
                 with open(dest, "wb") as fh:
                     fh.write(to_png(part))
@@ -298,6 +307,21 @@ class ChatMagics(Magics, Configurable):  # type: ignore[misc]
         with usage_errors():
             table = model_table(line.strip() or None)
         display(table)
+
+
+def _unquote(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _unquoted(args: Any) -> Any:
+    """IPython's argument splitting keeps quotes: `-s "Be brief."` means `Be brief.`."""
+    for name, value in vars(args).items():
+        setattr(args, name, _unquote(value))
+    return args
 
 
 def _first(*values: Any) -> Any:

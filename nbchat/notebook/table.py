@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 from dataclasses import dataclass, field
+
 from ..core.types import ModelInfo
 
 _CAPS = (("stream", "stream"), ("tools", "tools"), ("json", "JSON"), ("vision", "vision"),
@@ -52,7 +53,9 @@ class ModelTable:
     def __repr__(self) -> str:
         rows = [("model", "provider", "capabilities", "key"), *self.rows()]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
         lines += [f"not listed: {name}: {reason}" for name, reason in self.problems.items()]
         return "\n".join(lines)
 

