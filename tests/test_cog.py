@@ -61,7 +61,7 @@ def test_options_map_onto_the_models_input_schema(text_server):
     got = reply.json
     assert got == {
         "prompt": "ECHO-INPUTS please", "system_prompt": "be brief", "max_new_tokens": 77,
-        "temperature": 0.25, "top_p": 0.5, "seed": 7, "stop_sequences": "2Z,1Q",  # reversed by the predictor
+        "temperature": 0.25, "top_p": 0.5, "seed": 7, "stop_sequences": "2Z,1Q",  # reversed
     }
 
 

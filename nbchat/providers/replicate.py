@@ -376,6 +376,13 @@ class ReplicateProvider(Provider):
         ModelRef.parse(model)
         return model
 
+    def check_request(self, request: Request) -> None:
+        """Text models of the table that cannot see are refused here; image models (which may
+        take an input image) and unknown models are checked against their schema later."""
+        info = self.model_info(request.model)
+        if info is not None and not info.image_generation:
+            super().check_request(request)
+
     def _headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 

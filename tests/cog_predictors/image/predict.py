@@ -3,10 +3,11 @@
 Colour words in the prompt become shapes: "red circle", "blue square", "green triangle"...
 With an input `image`, it draws on a copy of that image instead of a white canvas.
 """
+# ruff: noqa: B008, UP045  (Cog declares inputs as Input(...) defaults, Optional[...] for files)
 
 import re
-from typing import Optional
 import tempfile
+from typing import Optional
 
 from cog import BasePredictor, Input, Path
 from PIL import Image, ImageDraw

@@ -1,4 +1,5 @@
 """A predictor that returns at once (the benchmark's baseline and the non-streaming text path)."""
+# ruff: noqa: B008, UP045  (Cog declares inputs as Input(...) defaults, Optional[...] for files)
 
 from cog import BasePredictor, Input
 

@@ -9,6 +9,7 @@
 It ignores stop_sequences on purpose, so that stopping is the client's work.
 `marker` names a file the predictor writes when it is cancelled (tests read it).
 """
+# ruff: noqa: B008, UP045  (Cog declares inputs as Input(...) defaults, Optional[...] for files)
 
 import json
 import time
