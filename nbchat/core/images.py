@@ -1,4 +1,9 @@
-"""Images in and out: anything a user may hold becomes an ImagePart (bytes + MIME type)."""
+"""Images in and out: anything a user may hold becomes an ImagePart (bytes + MIME type).
+
+Accepted: a file path, an http(s) URL (fetched later by the async core), a data: URI, bytes,
+a PIL image, a matplotlib figure, a NumPy array. Bytes in a format models rarely take (TIFF,
+ICO...) are converted to PNG; bytes that are not an image at all are refused up front.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +22,40 @@ _MAGIC = [
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"GIF8", "image/gif"),
-    (b"RIFF", "image/webp"),
     (b"BM", "image/bmp"),
 ]
+_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 
 
-def sniff_mime(data: bytes) -> str:
+def known_mime(data: bytes) -> str | None:
+    """The MIME type of PNG, JPEG, GIF, WebP or BMP bytes; None for anything else."""
     for magic, mime in _MAGIC:
         if data.startswith(magic):
             return mime
-    return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def sniff_mime(data: bytes) -> str:
+    return known_mime(data) or "image/png"
+
+
+def from_bytes(data: bytes, what: str = "the bytes") -> ImagePart:
+    """An ImagePart for image bytes; other image formats become PNG, non-images are refused."""
+    mime = known_mime(data)
+    if mime is not None:
+        return ImagePart(data, mime)
+    try:
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception:
+        raise BadOption(
+            "images", f"{what} are not an image (PNG, JPEG, GIF, WebP or BMP expected)"
+        ) from None
+    return ImagePart(_png_bytes(img), "image/png")
 
 
 def parse_data_uri(uri: str) -> ImagePart:
@@ -34,8 +63,13 @@ def parse_data_uri(uri: str) -> ImagePart:
     if not m:
         raise BadOption("images", "not a valid data: URI")
     raw = m.group("data")
-    data = base64.b64decode(raw) if m.group("b64") else raw.encode()
-    return ImagePart(data, m.group("mime") or sniff_mime(data))
+    try:
+        data = (base64.b64decode("".join(raw.split()), validate=True) if m.group("b64")
+                else raw.encode())
+    except ValueError:
+        raise BadOption("images", "the data: URI is not valid base64") from None
+    mime = m.group("mime") or ""
+    return ImagePart(data, mime) if mime.startswith("image/") else from_bytes(data, "the data")
 
 
 def is_remote_url(value: str) -> bool:
@@ -47,8 +81,7 @@ def to_image_part(value: Any) -> ImagePart | str:
     if isinstance(value, ImagePart):
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        return ImagePart(data, sniff_mime(data))
+        return from_bytes(bytes(value))
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if isinstance(value, str):
@@ -60,7 +93,7 @@ def to_image_part(value: Any) -> ImagePart | str:
             raise BadOption("images", f"no such file: {value!r}")
         with open(value, "rb") as fh:
             data = fh.read()
-        return ImagePart(data, sniff_mime(data))
+        return from_bytes(data, f"the contents of {value!r}")
     # PIL image
     if hasattr(value, "save") and hasattr(value, "mode") and hasattr(value, "size"):
         return ImagePart(_png_bytes(value), "image/png")
@@ -75,9 +108,17 @@ def to_image_part(value: Any) -> ImagePart | str:
         from PIL import Image
 
         arr = np.asarray(value)
-        if arr.dtype.kind == "f":
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise BadOption(
+                "images", f"an array image must be (H, W), (H, W, 3) or (H, W, 4), not {arr.shape}"
+            )
+        if arr.dtype.kind == "b":
+            arr = arr.astype("uint8") * 255
+        elif arr.dtype.kind == "f":
             arr = (np.clip(arr, 0, 1) * 255).round()
-        arr = arr.astype("uint8")
+        arr = np.clip(arr, 0, 255).astype("uint8")
         return ImagePart(_png_bytes(Image.fromarray(arr)), "image/png")
     raise BadOption(
         "images",
@@ -87,6 +128,8 @@ def to_image_part(value: Any) -> ImagePart | str:
 
 
 def _png_bytes(img: Any) -> bytes:
+    if img.mode not in _PNG_MODES:
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -109,19 +152,27 @@ def png_bytes(part: ImagePart) -> bytes:
 
 async def resolve_images(values: tuple[Any, ...], client: Any = None) -> tuple[ImagePart, ...]:
     """Coerce every image; remote URLs are fetched with httpx (the caller's client if given)."""
-    import httpx
-
     out: list[ImagePart] = []
     for v in values:
         part = to_image_part(v)
         if isinstance(part, str):
-            if client is None:
-                async with httpx.AsyncClient(follow_redirects=True, timeout=30) as c:
-                    resp = await c.get(part)
-            else:
-                resp = await client.get(part)
-            resp.raise_for_status()
-            mime = resp.headers.get("content-type", "").split(";")[0] or sniff_mime(resp.content)
-            part = ImagePart(resp.content, mime, url=str(v))
+            part = await fetch_image(part, client)
         out.append(part)
     return tuple(out)
+
+
+async def fetch_image(url: str, client: Any = None) -> ImagePart:
+    """GET an image URL given by the user; errors say which URL and why."""
+    import httpx
+
+    from .http import get_client, transport_error
+
+    client = client or get_client()
+    try:
+        resp = await client.get(url, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, url, "image download") from None
+    if resp.status_code >= 400:
+        raise BadOption("images", f"could not fetch {url} (HTTP {resp.status_code})")
+    part = from_bytes(resp.content, f"the contents of {url}")
+    return ImagePart(part.data, part.mime, url=url)
