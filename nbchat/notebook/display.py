@@ -4,7 +4,11 @@ Re-sending the whole reply on every update costs bytes that grow with the square
 length. Instead the reply is cut into blocks (paragraphs, code fences, and over-long blocks
 split at a line break, a code fence closed and reopened around the cut). A finished block is
 sent once more, in full, and frozen as its own output; only the block in progress is updated,
-at a bounded rate, and only when it has grown by a good fraction (or waited long enough).
+at a bounded rate (`update_interval`) and within a byte budget: an update is sent only if
+everything sent so far, plus it, plus the final copy of its block, stays under
+`byte_budget` times the text received (plus a small allowance, so the first words show at
+once), and it shows `growth` times more text or comes `max_wait` after the last one. A very
+slow stream still gets an update every `max_gap` seconds: its bytes per second are tiny.
 Every block goes through `safe_markdown`: model output is untrusted.
 """
 
@@ -20,6 +24,8 @@ from typing import Any
 from ..core.render import safe_markdown
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+#: bytes a display message carries besides its Markdown (keys, display id, metadata)
+MESSAGE_OVERHEAD = 90
 
 Publisher = Callable[[dict[str, Any], "str | None", bool], None]
 
@@ -100,41 +106,62 @@ class StreamingMarkdown:
         publish: Publisher | None = None,
         *,
         update_interval: float = 0.1,
+        byte_budget: float = 2.5,
+        allowance: int = 1000,
+        growth: float = 1.5,
         max_wait: float = 1.0,
-        growth: float = 2.0,
+        max_gap: float = 2.5,
         max_block_chars: int = 1500,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._publish = publish or ipython_publisher()
         self.update_interval = update_interval
-        self.max_wait = max_wait
+        self.byte_budget = byte_budget
+        self.allowance = allowance
         self.growth = growth
+        self.max_wait = max_wait
+        self.max_gap = max_gap
         self.max_block_chars = max_block_chars
         self._clock = clock
+        self._live_chars = 0  # length of the block in progress when it was last sent
+        self._last = clock()  # when it was last sent
         self._chunks: list[str] = []
+        self._received = 0  # characters fed
         self._pending = ""  # text after the last frozen block
         self._opener: str | None = None
         self._live_id: str | None = None
-        self._live_sent = 0  # characters of Markdown last sent to the live block
-        self._last = clock()  # when the live block was last sent
-        self._checked = self._last  # when the text was last looked at
+        self._checked = clock()  # when the text was last looked at
+        self.sent_bytes = 0  # estimated payload sent so far
         self.updates = 0  # messages sent (displays and updates), for tests and benchmarks
         self.blocks = 0  # frozen blocks
 
     def feed(self, text: str) -> None:
         self._chunks.append(text)
+        self._received += len(text)
         now = self._clock()
         if now - self._checked >= self.update_interval:
             self._flush(now, final=False)
 
-    @staticmethod
-    def _new_id() -> str:
-        import uuid
+    _ids = 0
+    _id_prefix = ""
 
-        return uuid.uuid4().hex
+    @classmethod
+    def _new_id(cls) -> str:
+        """Short display ids (they ride on every update): a random prefix and a counter."""
+        if not cls._id_prefix:
+            import uuid
+
+            cls._id_prefix = "nbchat-" + uuid.uuid4().hex[:8] + "-"
+        cls._ids += 1
+        return f"{cls._id_prefix}{cls._ids}"
+
+    @staticmethod
+    def _cost(markdown: str) -> int:
+        return len(markdown) + markdown.count("\n") + MESSAGE_OVERHEAD
 
     def _send(self, markdown: str, display_id: str | None, update: bool) -> None:
         self.updates += 1
+        self.sent_bytes += self._cost(markdown)
         self._publish({"text/markdown": markdown}, display_id, update)
 
     def _freeze(self, block: str) -> None:
@@ -142,9 +169,9 @@ class StreamingMarkdown:
         if self._live_id is not None:
             self._send(md, self._live_id, True)
             self._live_id = None
+            self._live_chars = 0
         elif block.strip():
             self._send(md, None, False)
-        self._live_sent = 0
         self.blocks += 1
 
     def _flush(self, now: float, *, final: bool) -> None:
@@ -163,21 +190,23 @@ class StreamingMarkdown:
             if live.strip() or self._live_id is not None:
                 self._freeze(live)
             self._pending, self._opener = "", None
-            self._last = now
             return
         if not live.strip():
             return
-        grown = len(live) >= self._live_sent * self.growth
-        waited = now - self._last >= self.max_wait
-        if self._live_id is None or grown or waited:
-            md = safe_markdown(live)
-            if self._live_id is None:
-                self._live_id = self._new_id()
-                self._send(md, self._live_id, False)
-            else:
-                self._send(md, self._live_id, True)
-            self._live_sent = len(live)
-            self._last = now
+        md = safe_markdown(live)
+        cost = self._cost(md)  # this update, and again for the block's final copy
+        overdue = now - self._last >= self.max_gap
+        if (self.sent_bytes + 2 * cost > self.byte_budget * self._received + self.allowance
+                and not overdue):
+            return
+        if len(live) < self._live_chars * self.growth and now - self._last < self.max_wait:
+            return  # spend the budget on updates that show a good deal more
+        self._live_chars, self._last = len(live), now
+        if self._live_id is None:
+            self._live_id = self._new_id()
+            self._send(md, self._live_id, False)
+        else:
+            self._send(md, self._live_id, True)
 
     def flush(self) -> None:
         """Show everything received so far (e.g. before an image output)."""
