@@ -345,7 +345,7 @@ class OpenAICompatProvider(Provider):
             h["Authorization"] = f"Bearer {api_key}"
         return h
 
-    def html_error(self, status: int, body: bytes) -> NbchatError:
+    def html_error(self, status: int, body: bytes, url: str = "") -> NbchatError:
         return ProtocolError(
             f"{self.name} answered with an HTML page instead of JSON (HTTP {status}); "
             "check the base URL: it should be the API root, usually ending in /v1"
@@ -377,7 +377,7 @@ class OpenAICompatProvider(Provider):
     ) -> httpx.Response:
         return await http.open_stream(
             client, "POST", url, provider=self.name, json_body=body, headers=headers,
-            key_env=self.key_env, html_error=self.html_error,
+            key_env=self.key_env, html_error=lambda s, b: self.html_error(s, b, url),
         )
 
     # ---- streaming -----------------------------------------------------------------------
@@ -433,7 +433,7 @@ class OpenAICompatProvider(Provider):
         except httpx.HTTPError as exc:
             raise http.transport_error(exc, url, self.name) from None
         if "html" in ctype or raw[:200].lstrip().lower().startswith((b"<!doctype", b"<html")):
-            raise self.html_error(response.status_code, raw)
+            raise self.html_error(response.status_code, raw, url)
         try:
             obj = json.loads(raw)
         except ValueError:
@@ -519,7 +519,7 @@ class OpenAICompatProvider(Provider):
             headers["Authorization"] = f"Bearer {key}"
         data = await http.request_json(
             client, "GET", f"{base}/models", provider=self.name, headers=headers,
-            key_env=self.key_env, html_error=self.html_error,
+            key_env=self.key_env, html_error=lambda s, b: self.html_error(s, b, base),
         )
         items = data.get("data", []) if isinstance(data, dict) else data or []
         live = [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]

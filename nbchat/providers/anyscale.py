@@ -1,0 +1,62 @@
+"""`anyscale:` — an Anyscale deployment (an OpenAI-compatible endpoint the user runs).
+
+The shared Anyscale Endpoints service ended on 2024-08-01; its old URL now answers with an
+HTML page, which is reported as `ServiceGone` with what to do, not as a JSON error.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..core.errors import NbchatError, ProtocolError, ServiceGone
+from ..core.types import ModelInfo
+from .openai_compat import Caps, OpenAICompatProvider, host_of
+
+SHARED_HOST = "api.endpoints.anyscale.com"
+GONE = (
+    "the shared Anyscale Endpoints service has shut down; "
+    "set ANYSCALE_BASE_URL to your deployment"
+)
+
+#: the former shared models: id -> (tools, description)
+MODELS: dict[str, tuple[bool, str]] = {
+    "meta-llama/Llama-2-7b-chat-hf": (False, "Llama 2 7B chat"),
+    "meta-llama/Llama-2-13b-chat-hf": (False, "Llama 2 13B chat"),
+    "meta-llama/Llama-2-70b-chat-hf": (False, "Llama 2 70B chat"),
+    "meta-llama/Meta-Llama-3-8B-Instruct": (False, "Llama 3 8B instruct"),
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": (True, "Mixtral 8x7B instruct"),
+}
+
+
+class AnyscaleProvider(OpenAICompatProvider):
+    name = "anyscale"
+    key_env = "ANYSCALE_API_KEY"
+    base_url_env = "ANYSCALE_BASE_URL"
+    default_base_url = f"https://{SHARED_HOST}/v1"
+    # its JSON mode took {"type": "json_object", "schema": {...}}
+    caps = Caps(schema_style="json_object")
+
+    def base_url(self, explicit: str | None = None) -> str | None:
+        # LangChain's name for the same setting
+        return super().base_url(explicit or os.environ.get("ANYSCALE_API_BASE"))
+
+    def needs_key(self, base_url: str | None) -> bool:
+        return host_of(base_url or self.default_base_url or "") == SHARED_HOST
+
+    def html_error(self, status: int, body: bytes, url: str = "") -> NbchatError:
+        if host_of(url or self.base_url() or "") == SHARED_HOST:
+            return ServiceGone(GONE, status=status, provider=self.name)
+        return ProtocolError(
+            f"anyscale answered with an HTML page instead of JSON (HTTP {status}); check "
+            "ANYSCALE_BASE_URL: it should be your deployment's API root, usually ending in /v1"
+        )
+
+    def known_models(self) -> list[ModelInfo]:
+        return [
+            self.model_entry(m, tools=t, json=True, description=d)
+            for m, (t, d) in MODELS.items()
+        ]
+
+    def live_entry(self, model: str) -> ModelInfo:
+        return self.model_entry(model, tools=True, json=True,
+                                description=f"at {self.base_url()}")

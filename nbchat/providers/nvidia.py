@@ -1,0 +1,268 @@
+"""`nvidia:` — the NVIDIA API catalog (integrate.api.nvidia.com) and self-hosted NIM.
+
+Hosted calls need `NVIDIA_API_KEY` (nvapi-...); any other host is a self-hosted NIM, which
+needs no key and whose base URL is normalised to end in /v1. What differs from plain OpenAI:
+- a capability table per model (`model_type` chat / vlm / nv-vlm, tools, structured output);
+- deprecated `playground_` / `ai-` ids map to current ids with a warning;
+- nv-vlm models take `image_url` as a plain string and no `stream_options`;
+- images too large to inline (about 180 KB of base64) go through the NVCF asset upload;
+- a request may answer 202 with `NVCF-REQID`: poll the status URL until it is done;
+- self-hosted NIM takes a JSON schema as top-level `guided_json`;
+- text-to-image models are delegated to `nvidia_genai` (another module).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..core import http
+from ..core.errors import ProtocolError, ProviderError, UnknownModel
+from ..core.types import Event, ImagePart, ModelInfo, Request
+from .openai_compat import Caps, OpenAICompatProvider, build_body, host_of
+
+HOSTED_HOSTS = frozenset({"integrate.api.nvidia.com", "ai.api.nvidia.com",
+                          "api.nvcf.nvidia.com"})
+NVCF = "https://api.nvcf.nvidia.com/v2/nvcf"
+NVCF_ASSETS = f"{NVCF}/assets"
+NVCF_STATUS = f"{NVCF}/pexec/status"
+INLINE_LIMIT = 180_000  # characters of base64 an inline image may take
+POLL_INTERVAL = 1.0
+POLL_LIMIT = 600
+ASSET_DESCRIPTION = "nbchat input image"
+
+
+@dataclass(frozen=True)
+class NvModel:
+    model_type: str = "chat"  # chat | vlm | nv-vlm
+    tools: bool = False
+    structured: bool = False
+    endpoint: str | None = None  # a model-specific URL on the hosted catalog
+    description: str = ""
+
+
+_AI = "https://ai.api.nvidia.com/v1"
+
+MODELS: dict[str, NvModel] = {
+    "meta/llama-3.1-8b-instruct": NvModel("chat", True, True, description="Llama 3.1 8B"),
+    "meta/llama-3.1-70b-instruct": NvModel("chat", True, True, description="Llama 3.1 70B"),
+    "meta/llama-3.1-405b-instruct": NvModel("chat", True, True, description="Llama 3.1 405B"),
+    "meta/llama-3.3-70b-instruct": NvModel("chat", True, True, description="Llama 3.3 70B"),
+    "meta/llama3-70b-instruct": NvModel("chat", False, True, description="Llama 3 70B"),
+    "meta/llama2-70b": NvModel("chat", description="Llama 2 70B"),
+    "mistralai/mixtral-8x7b-instruct-v0.1": NvModel("chat", False, True,
+                                                    description="Mixtral 8x7B"),
+    "mistralai/mistral-large-2-instruct": NvModel("chat", True, True,
+                                                  description="Mistral Large 2"),
+    "nvidia/llama-3.1-nemotron-70b-instruct": NvModel("chat", True, True,
+                                                      description="Nemotron 70B"),
+    "google/gemma-2-9b-it": NvModel("chat", description="Gemma 2 9B"),
+    "meta/llama-3.2-11b-vision-instruct": NvModel(
+        "vlm", endpoint=f"{_AI}/gr/meta/llama-3.2-11b-vision-instruct/chat/completions",
+        description="Llama 3.2 11B Vision"),
+    "meta/llama-3.2-90b-vision-instruct": NvModel(
+        "vlm", endpoint=f"{_AI}/gr/meta/llama-3.2-90b-vision-instruct/chat/completions",
+        description="Llama 3.2 90B Vision"),
+    "microsoft/phi-3-vision-128k-instruct": NvModel(
+        "nv-vlm", endpoint=f"{_AI}/vlm/microsoft/phi-3-vision-128k-instruct",
+        description="Phi-3 Vision"),
+    "nvidia/neva-22b": NvModel("nv-vlm", endpoint=f"{_AI}/vlm/nvidia/neva-22b",
+                               description="NeVA 22B"),
+}
+
+#: deprecated ids of the old playground -> current ids
+DEPRECATED: dict[str, str] = {
+    "playground_llama2_70b": "meta/llama2-70b",
+    "ai-llama2-70b": "meta/llama2-70b",
+    "playground_mixtral_8x7b": "mistralai/mixtral-8x7b-instruct-v0.1",
+    "ai-mixtral-8x7b-instruct": "mistralai/mixtral-8x7b-instruct-v0.1",
+    "ai-llama3-70b": "meta/llama3-70b-instruct",
+    "playground_neva_22b": "nvidia/neva-22b",
+    "ai-neva-22b": "nvidia/neva-22b",
+    "ai-phi-3-vision-128k-instruct": "microsoft/phi-3-vision-128k-instruct",
+    "playground_gemma_2_9b": "google/gemma-2-9b-it",
+}
+
+
+def _genai() -> Any:
+    """The text-to-image module, if it is there."""
+    try:
+        from . import nvidia_genai
+    except ImportError:
+        return None
+    return nvidia_genai
+
+
+def normalize_base_url(url: str) -> str:
+    """NIM base URLs end in /v1 (`http://localhost:8000` -> `http://localhost:8000/v1`)."""
+    url = url.rstrip("/")
+    url = url.removesuffix("/chat/completions")
+    return url if url.endswith("/v1") else f"{url}/v1"
+
+
+def is_hosted(base_url: str) -> bool:
+    return host_of(base_url) in HOSTED_HOSTS
+
+
+def needs_upload(part: ImagePart) -> bool:
+    return (len(part.data) + 2) // 3 * 4 > INLINE_LIMIT
+
+
+def asset_ref(part: ImagePart, asset_id: str) -> str:
+    return f"data:{part.mime};asset_id,{asset_id}"
+
+
+class NvidiaProvider(OpenAICompatProvider):
+    name = "nvidia"
+    key_env = "NVIDIA_API_KEY"
+    base_url_env = "NVIDIA_BASE_URL"
+    default_base_url = "https://integrate.api.nvidia.com/v1"
+
+    def base_url(self, explicit: str | None = None) -> str | None:
+        url = super().base_url(explicit)
+        return normalize_base_url(url) if url else None
+
+    def needs_key(self, base_url: str | None) -> bool:
+        return is_hosted(base_url or self.default_base_url or "")
+
+    # ---- models --------------------------------------------------------------------------
+
+    def normalize_model(self, model: str) -> str:
+        if model in DEPRECATED or model.startswith(("playground_", "ai-")):
+            new = DEPRECATED.get(model)
+            if new is None:
+                raise UnknownModel(f"nvidia:{model}", [m.id for m in self.known_models()])
+            warnings.warn(
+                f"nvidia:{model} is a deprecated id; using nvidia:{new} (write that instead)",
+                FutureWarning, stacklevel=2,
+            )
+            return new
+        return model
+
+    def known_models(self) -> list[ModelInfo]:
+        table = [self._entry(m, spec) for m, spec in MODELS.items()]
+        genai = _genai()
+        return table + (list(genai.known_models()) if genai else [])
+
+    def _entry(self, model: str, spec: NvModel) -> ModelInfo:
+        return self.model_entry(
+            model, tools=spec.tools, json=spec.structured,
+            vision=spec.model_type in ("vlm", "nv-vlm"),
+            description=f"{spec.description} ({spec.model_type})",
+        )
+
+    async def list_models(
+        self, *, api_key: str | None = None, base_url: str | None = None
+    ) -> list[ModelInfo]:
+        models = await super().list_models(api_key=api_key, base_url=base_url)
+        genai = _genai()
+        if genai and is_hosted(self.resolve_base_url(base_url)):
+            have = {m.id for m in models}
+            models += [m for m in genai.known_models() if m.id not in have]
+        return models
+
+    # ---- wire ----------------------------------------------------------------------------
+
+    def caps_for(self, model: str, base_url: str) -> Caps:
+        spec = MODELS.get(model, NvModel())
+        hosted = is_hosted(base_url)
+        nv_vlm = spec.model_type == "nv-vlm"
+        return Caps(
+            include_usage=not nv_vlm,
+            max_tokens_field="max_completion_tokens" if hosted and not nv_vlm else "max_tokens",
+            schema_style="json_schema" if hosted else "guided_json",
+            image_url_string=nv_vlm,
+        )
+
+    def chat_url(self, model: str, base_url: str) -> str:
+        spec = MODELS.get(model)
+        if spec is not None and spec.endpoint and base_url == self.default_base_url:
+            return spec.endpoint
+        return f"{base_url}/chat/completions"
+
+    async def prepare(
+        self, client: httpx.AsyncClient, request: Request, caps: Caps, api_key: str | None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        headers = self.headers(api_key)
+        big = [p for m in request.messages for p in m.images if needs_upload(p)]
+        if not big or not api_key:  # a self-hosted NIM takes inline images of any size
+            return build_body(request, caps), headers
+        refs: dict[int, str] = {}
+        ids: list[str] = []
+        for part in big:
+            asset_id = await self.upload_asset(client, part, api_key)
+            refs[id(part)] = asset_ref(part, asset_id)
+            ids.append(asset_id)
+        headers["NVCF-INPUT-ASSET-REFERENCES"] = ",".join(ids)
+        return build_body(request, caps, image_url=lambda p: refs.get(id(p))), headers
+
+    async def upload_asset(self, client: httpx.AsyncClient, part: ImagePart, api_key: str) -> str:
+        """Create an NVCF asset, PUT the bytes to its upload URL, return the asset id."""
+        data = await http.request_json(
+            client, "POST", NVCF_ASSETS, provider=self.name, key_env=self.key_env,
+            json_body={"contentType": part.mime, "description": ASSET_DESCRIPTION},
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+        )
+        try:
+            upload_url, asset_id = data["uploadUrl"], str(data["assetId"])
+        except (TypeError, KeyError):
+            raise ProtocolError("NVIDIA's asset service answered without uploadUrl/assetId") \
+                from None
+        response = await http.open_stream(
+            client, "PUT", upload_url, provider=self.name, content=part.data,
+            headers={"Content-Type": part.mime,
+                     "x-amz-meta-nvcf-asset-description": ASSET_DESCRIPTION},
+        )
+        await response.aclose()
+        return asset_id
+
+    async def open_response(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        api_key: str | None,
+    ) -> httpx.Response:
+        """POST, and while the answer is 202 + NVCF-REQID, poll the status URL."""
+        response = await http.open_stream(
+            client, "POST", url, provider=self.name, json_body=body, headers=headers,
+            key_env=self.key_env, html_error=lambda s, b: self.html_error(s, b, url),
+            accept_status=lambda s: s == 202,
+        )
+        polls = 0
+        while response.status_code == 202:
+            reqid = response.headers.get("nvcf-reqid")
+            await response.aclose()
+            if not reqid:
+                raise ProtocolError("NVIDIA answered 202 without an NVCF-REQID header to poll")
+            polls += 1
+            if polls > POLL_LIMIT:
+                raise ProviderError("the request is still queued; try again later",
+                                    provider=self.name)
+            await http._sleep(POLL_INTERVAL)
+            poll_headers = {k: v for k, v in headers.items()
+                            if k.lower() != "nvcf-input-asset-references"}
+            response = await http.open_stream(
+                client, "GET", f"{NVCF_STATUS}/{reqid}", provider=self.name,
+                headers=poll_headers, key_env=self.key_env, accept_status=lambda s: s == 202,
+            )
+        return response
+
+    # ---- streaming -------------------------------------------------------------------------
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        genai = _genai()
+        if genai is not None and genai.is_image_model(request.model):
+            base = self.resolve_base_url(request.base_url)
+            key = self.api_key(request.api_key, base) or ""
+            event: Event
+            async for event in genai.stream_image(http.get_client(self.transport), request, key):
+                yield event
+            return
+        async for event in super().stream(request):
+            yield event
