@@ -34,7 +34,7 @@ def image_server():
 
 @pytest.fixture(scope="module")
 def instant_server():
-    with CogServer("instant") as server:
+    with CogServer("instant", concurrency=4) as server:
         yield server
 
 
@@ -113,6 +113,13 @@ def test_image_output_becomes_a_pil_image(image_server):
     assert img.convert("RGB").getpixel((32, 64)) == (220, 30, 30)
     assert img.convert("RGB").getpixel((96, 64)) == (30, 60, 220)
     assert reply.text == ""
+
+
+def test_image_models_draw_the_last_prompt_only(image_server):
+    conv = nbchat.Conversation(model="cog:draw", base_url=image_server.url)
+    conv.send("a red circle")
+    img = conv.send("a blue square").images[0].convert("RGB")
+    assert img.getpixel((64, 64)) == (30, 60, 220)  # one shape, not the earlier red circle too
 
 
 def test_image_in_the_prompt_goes_as_a_data_uri(image_server):

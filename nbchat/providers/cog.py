@@ -144,8 +144,9 @@ class CogProvider(Provider):
         client = http.get_client(self.transport)
         await self.check_health(client, base)
         openapi = await self.schema(client, base)
-        body = {"input": build_input(request, input_properties(openapi))}
-        outputs = Outputs(client, request.options.stop, outputs_files(openapi), self.name)
+        files = outputs_files(openapi)
+        body = {"input": build_input(request, input_properties(openapi), history=not files)}
+        outputs = Outputs(client, request.options.stop, files, self.name)
         pid = uuid.uuid4().hex
         url = f"{base}/predictions/{pid}"
         finished = False

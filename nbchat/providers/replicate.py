@@ -17,7 +17,8 @@ History is flattened into one prompt, since these models take a single string:
     Assistant:
 
 A single user message is sent as it is. System messages go to `system_prompt` when the model
-takes one, else they lead the prompt.
+takes one, else they lead the prompt. Models whose output is a file (image models) get only
+the last user message: they draw a prompt, they do not converse.
 """
 
 from __future__ import annotations
@@ -103,12 +104,16 @@ def _first(keys: Sequence[str], props: dict[str, Any]) -> str | None:
 # ---- messages and options -> model input ---------------------------------------------------
 
 
-def flatten_messages(messages: Sequence[Message]) -> tuple[str, str, tuple[ImagePart, ...]]:
-    """(prompt, system text, images of the last user message); see the module docstring."""
+def flatten_messages(
+    messages: Sequence[Message], history: bool = True
+) -> tuple[str, str, tuple[ImagePart, ...]]:
+    """(prompt, system text, images); see the module docstring."""
     system = "\n\n".join(m.text for m in messages if m.role == "system" and m.text)
     turns = [m for m in messages if m.role in ("user", "assistant")]
     if not turns or turns[-1].role != "user":
         raise UnsupportedInput("the conversation must end with a user message")
+    if not history:
+        return turns[-1].text, "", turns[-1].images
     images = turns[-1].images
     if any(m.images for m in turns[:-1]):
         images = tuple(i for m in turns for i in m.images)
@@ -118,12 +123,15 @@ def flatten_messages(messages: Sequence[Message]) -> tuple[str, str, tuple[Image
     return "\n".join(lines) + "\nAssistant:", system, images
 
 
-def build_input(request: Request, props: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+def build_input(
+    request: Request, props: dict[str, dict[str, Any]] | None, *, history: bool = True
+) -> dict[str, Any]:
     """The prediction's `input`, mapped onto the model's own field names.
 
-    With no schema (None) the usual Llama-style names are used.
+    With no schema (None) the usual Llama-style names are used. `history=False` (image
+    models) sends the last user message alone.
     """
-    prompt, system, images = flatten_messages(request.messages)
+    prompt, system, images = flatten_messages(request.messages, history)
     o = request.options
     known = props if props is not None else {
         k: {} for k in ("prompt", "system_prompt", "max_tokens", "temperature", "top_p", "seed",
@@ -433,11 +441,12 @@ class ReplicateProvider(Provider):
         client = http.get_client(self.transport)
         ref = ModelRef.parse(request.model)
         openapi = await self.schema(client, base, key, ref)
-        inp = build_input(request, input_properties(openapi))
+        files = outputs_files(openapi)
+        inp = build_input(request, input_properties(openapi), history=not files)
         streaming = streams_text(openapi) if openapi else True
         auth = self._headers(key)
-        outputs = Outputs(client, request.options.stop, outputs_files(openapi), self.name,
-                          auth, httpx.URL(base).host)
+        outputs = Outputs(client, request.options.stop, files, self.name, auth,
+                          httpx.URL(base).host)
         headers = dict(auth)
         body: dict[str, Any] = {"input": inp}
         if ref.version:

@@ -45,7 +45,6 @@ class Predictor(BasePredictor):
             raise
 
     def tokens(self, prompt, system_prompt, max_new_tokens, temperature, top_p, seed, stop):
-        low = prompt.lower()
         if "ECHO-INPUTS" in prompt:
             text = json.dumps({
                 "prompt": prompt, "system_prompt": system_prompt,
@@ -54,11 +53,14 @@ class Predictor(BasePredictor):
             }, sort_keys=True)
             yield from (text[i:i + 7] for i in range(0, len(text), 7))
             return
-        if "name a company" in low:
+        lines = prompt.strip().splitlines() or [""]
+        asked = lines[-2 if len(lines) > 1 and prompt.endswith("Assistant:") else -1]
+        asked = asked.removeprefix("User: ")
+        if "name a company" in asked.lower():
             yield from ["Acme", " Rocket", " Co."]
             return
-        if "describe the logo" in low:
-            company = prompt.split(" of ", 1)[1].strip(" .?\n") if " of " in prompt else "it"
+        if "describe the logo" in asked.lower():
+            company = asked.split(" of ", 1)[1].strip(" .?") if " of " in asked else "it"
             yield from [f"The logo of {company}:", " a red circle", " above", " a blue square",
                         " on white."]
             return
