@@ -1,0 +1,95 @@
+"""notebooks/quickstart.ipynb runs top to bottom on the local model and reproduces its outputs.
+
+Only what varies between runs (times and speeds in footers) is sanitized before comparing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+
+NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb"
+
+_VARYING = [
+    (re.compile(r"first token \d+\.\d+ s"), "first token T s"),
+    (re.compile(r"\d+\.\d+ tok/s"), "R tok/s"),
+    (re.compile(r"0x[0-9a-f]+"), "0xADDR"),
+]
+
+
+def _clean(text: str) -> str:
+    for pat, repl in _VARYING:
+        text = pat.sub(repl, text)
+    return text
+
+
+def outputs(cell) -> list[tuple[str, str]]:
+    """(kind, text) for each output, streams joined, images by size only."""
+    out: list[tuple[str, str]] = []
+    for o in cell.get("outputs", []):
+        if o.output_type == "stream":
+            if out and out[-1][0] == "stream":
+                out[-1] = ("stream", out[-1][1] + o.text)
+            else:
+                out.append(("stream", o.text))
+        elif o.output_type == "error":
+            out.append(("error", f"{o.ename}: {o.evalue}"))
+        else:
+            data = o.get("data", {})
+            for mime in ("text/markdown", "text/html", "text/plain"):
+                if mime in data:
+                    out.append((mime, _clean(data[mime])))
+                    break
+    return out
+
+
+@pytest.fixture(scope="module")
+def executed():
+    saved = nbformat.read(NOTEBOOK, as_version=4)
+    fresh = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(fresh, timeout=180, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.execute()
+    return saved, fresh
+
+
+def test_saved_with_outputs(executed):
+    saved, _ = executed
+    code = [c for c in saved.cells if c.cell_type == "code"]
+    with_output = [c for c in code if c.get("outputs")]
+    assert len(with_output) >= 8
+    assert not any(o.output_type == "error" for c in code for o in c.outputs)
+
+
+def test_rerun_reproduces_saved_outputs(executed):
+    saved, fresh = executed
+    for old, new in zip(saved.cells, fresh.cells, strict=True):
+        if old.cell_type == "code":
+            assert outputs(new) == outputs(old), old.source
+
+
+def test_flows_show_what_they_promise(executed):
+    _, nb = executed
+    by_source = {c.source.split("\n")[0]: outputs(c) for c in nb.cells if c.cell_type == "code"}
+
+    def cell(prefix: str) -> list[tuple[str, str]]:
+        return next(v for k, v in by_source.items() if k.startswith(prefix))
+
+    chat_cells = [v for k, v in by_source.items() if k.startswith("%%chat")]
+    assert len(chat_cells) == 4
+    for outs in chat_cells:  # streamed Markdown, then the footer
+        assert outs[-1][0] == "text/markdown"
+        assert outs[-1][1].startswith("<sub>llamacpp:smollm2 · ")
+        assert "out tokens · first token T s · R tok/s" in outs[-1][1]
+        assert "".join(t for _, t in outs[:-1]).strip()
+    assert "<sub>llamacpp:smollm2" in cell("import nbchat")[0][1]  # Reply renders itself
+    assert cell("conv = ")[0][1] == "['user', 'assistant', 'user', 'assistant']"
+    assert cell("for chunk in")[0][0] == "stream" and cell("for chunk in")[0][1].strip()
+    fruit = json.loads(next(t for k, t in by_source.items() if k.startswith("%%chat --new"))[0][1])
+    assert set(fruit) >= {"name", "colour"}
+    assert "llamacpp:smollm2" in cell("%models")[0][1]
