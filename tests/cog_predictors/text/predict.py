@@ -4,7 +4,7 @@
   stop_sequences reversed, so that echoing them does not stop the client);
 - a prompt asking to "name a company" answers "Acme Rocket Co.";
 - a prompt asking to "describe the logo" answers with shapes and colours, naming the company;
-- anything else answers "You said: <last line of the prompt>." then "count 1", "count 2", ...
+- anything else answers "You said: <the last user line>." then "count 1", "count 2", ...
   until max_new_tokens tokens were sent, sleeping `delay` seconds between tokens.
 It ignores stop_sequences on purpose, so that stopping is the client's work.
 `marker` names a file the predictor writes when it is cancelled (tests read it).
@@ -60,16 +60,16 @@ class Predictor(BasePredictor):
             yield from ["Acme", " Rocket", " Co."]
             return
         if "describe the logo" in asked.lower():
-            company = asked.split(" of ", 1)[1].strip(" .?") if " of " in asked else "it"
+            company = asked.split(" of ", 1)[1].strip(" ?") if " of " in asked else "it"
+            company = company.removesuffix(".")  # the sentence's full stop
             yield from [f"The logo of {company}:", " a red circle", " above", " a blue square",
                         " on white."]
             return
-        last = prompt.strip().splitlines()[-1] if prompt.strip() else ""
         yield "You said:"
-        for word in last.split():
+        for word in asked.split():
             yield " " + word
         yield ".\n"
         n = 1
-        while n + len(last.split()) + 2 <= max_new_tokens:
+        while n + len(asked.split()) + 2 <= max_new_tokens:
             yield f"count {n}\n"
             n += 1
