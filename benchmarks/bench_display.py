@@ -1,0 +1,151 @@
+"""The %%chat display path: bytes sent to the front end, and chunks rendered per second.
+
+(a) A 2,000-token Markdown reply (paragraphs, lists, code fences) streamed at 55 tokens/s in
+    real time by an in-process provider, through the real `%%chat` in an IPython shell. We
+    count the payload of every display/update message (data, metadata, transient, as JSON)
+    against the reply's own size, and against a naive display that re-sends the whole Markdown
+    every 0.1 s (computed from the same stream). Target: at most 3x.
+(b) 20,000 chunks from the loopback OpenAI-compatible server (benchmarks/loopback_sse.py)
+    through the `openai:` provider and the `%%chat` display path, against the same stream
+    consumed by `nbchat.stream` with no display (the peer, same run). Target: >= 8,000 chunks/s.
+
+    .venv/bin/python benchmarks/bench_display.py [TOKENS] [CHUNKS]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+
+import nbchat  # noqa: E402
+from nbchat.core import registry  # noqa: E402
+from nbchat.core.provider import Provider  # noqa: E402
+from nbchat.core.types import Done, ModelInfo, TextDelta, Usage  # noqa: E402
+
+
+def realistic_reply(tokens: int, seed: int = 3) -> list[str]:
+    rnd = random.Random(seed)
+    words = ("the model stream block update notebook output cell render token python value "
+             "function returns list of items each with a name and a short description").split()
+    parts: list[str] = []
+    while sum(len(p) for p in parts) < tokens * 4:
+        kind = rnd.random()
+        if kind < 0.55:
+            n = rnd.randint(30, 110)
+            parts.append(" ".join(rnd.choice(words) for _ in range(n)).capitalize() + ".\n\n")
+        elif kind < 0.8:
+            parts.append("".join(f"- {rnd.choice(words)} {rnd.choice(words)}\n"
+                                 for _ in range(rnd.randint(3, 7))) + "\n")
+        else:
+            lines = [f"    x{i} = {rnd.choice(words)!r}  # {rnd.choice(words)}\n"
+                     for i in range(rnd.randint(5, 30))]
+            parts.append("```python\ndef f():\n" + "".join(lines) + "```\n\n")
+    text = "".join(parts)
+    return [text[i:i + 4] for i in range(0, len(text), 4)][:tokens]
+
+
+class Paced(Provider):
+    """Streams given chunks at a fixed rate, on an absolute schedule."""
+
+    name = "paced"
+
+    def __init__(self, chunks: list[str], rate: float) -> None:
+        self.chunks, self.rate = chunks, rate
+
+    def known_models(self) -> list[ModelInfo]:
+        return [ModelInfo(id="paced:model", provider="paced", key_set=True)]
+
+    async def stream(self, request):
+        start = time.perf_counter()
+        for i, c in enumerate(self.chunks):
+            delay = start + i / self.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield TextDelta(c)
+        yield Done("stop", Usage(1, len(self.chunks)))
+
+
+def shell_counting() -> tuple[InteractiveShell, dict]:
+    ip = InteractiveShell.instance()
+    if "chat" not in ip.magics_manager.magics["cell"]:
+        ip.run_line_magic("load_ext", "nbchat")
+    stats = {"bytes": 0, "messages": 0}
+
+    def publish(data, metadata=None, *, transient=None, update=False, **kw):
+        payload = json.dumps({"data": data, "metadata": metadata or {},
+                              "transient": transient or {}})
+        stats["bytes"] += len(payload.encode())
+        stats["messages"] += 1
+
+    ip.display_pub.publish = publish
+    return ip, stats
+
+
+def bench_bytes(tokens: int) -> None:
+    chunks = realistic_reply(tokens)
+    size = len("".join(chunks).encode())
+    registry.register(Paced(chunks, 55.0))
+    ip, stats = shell_counting()
+    t = time.perf_counter()
+    result = ip.run_cell("%%chat -m paced:model\nWrite")
+    took = time.perf_counter() - t
+    assert result.error_in_exec is None, result.error_in_exec
+    assert nbchat.last.text == "".join(chunks)
+    # the naive peer: the whole reply so far as one Markdown output, every 0.1 s
+    per_update = max(1, round(55.0 * 0.1))
+    naive = sum(len(json.dumps({"data": {"text/markdown": "".join(chunks[:i])}, "metadata": {},
+                                "transient": {"display_id": "x" * 32}}))
+                for i in range(per_update, len(chunks) + per_update, per_update))
+    print(f"(a) {tokens} tokens at 55 tok/s in {took:.1f} s: reply {size} bytes; "
+          f"%%chat sent {stats['bytes']} bytes in {stats['messages']} messages = "
+          f"{stats['bytes'] / size:.2f}x (target <= 3x: "
+          f"{'OK' if stats['bytes'] <= 3 * size else 'MISSED'}); "
+          f"naive re-send every 0.1 s = {naive / size:.1f}x")
+
+
+def bench_chunks(n: int) -> None:
+    try:
+        from benchmarks.loopback_sse import start_server
+        import nbchat.providers.openai  # noqa: F401
+    except ImportError as exc:
+        print(f"(b) skipped: {exc}")
+        return
+    base_url, stop = start_server(n)
+    try:
+        ip, stats = shell_counting()
+        model = "openai:bench"
+        # warm: connection pool, imports
+        list(nbchat.stream("hi", model=model, base_url=base_url))
+        t = time.perf_counter()
+        count = sum(1 for _ in nbchat.stream("hi", model=model, base_url=base_url))
+        raw = time.perf_counter() - t
+        t = time.perf_counter()
+        result = ip.run_cell(f"%%chat -m {model} --base-url {base_url} --new\nhi")
+        shown = time.perf_counter() - t
+        assert result.error_in_exec is None, result.error_in_exec
+        assert nbchat.last.usage.output_tokens == n, nbchat.last.usage
+    finally:
+        stop()
+    print(f"(b) {n} chunks over loopback SSE: nbchat.stream {count / raw:,.0f} chunks/s; "
+          f"%%chat display path {n / shown:,.0f} chunks/s ({stats['messages']} messages, "
+          f"{stats['bytes']} bytes); ratio {raw / shown:.2f} of raw "
+          f"(target >= 8,000 chunks/s: {'OK' if n / shown >= 8000 else 'MISSED'})")
+
+
+def main() -> None:
+    tokens = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    chunks = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000
+    bench_chunks(chunks)
+    bench_bytes(tokens)
+
+
+if __name__ == "__main__":
+    main()
