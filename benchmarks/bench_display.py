@@ -113,8 +113,8 @@ def bench_bytes(tokens: int) -> None:
 
 def bench_chunks(n: int) -> None:
     try:
-        from benchmarks.loopback_sse import start_server
         import nbchat.providers.openai  # noqa: F401
+        from benchmarks.loopback_sse import start_server
     except ImportError as exc:
         print(f"(b) skipped: {exc}")
         return
