@@ -163,6 +163,15 @@ def test_cog_base_url_from_the_environment(instant_server, monkeypatch):
     assert nbchat.chat("env", model="cog:anything").text == "ok: env"
 
 
+def test_a_server_that_is_not_running_says_so():
+    from cogserver import free_port
+
+    from nbchat.core.errors import ConnectionFailed
+
+    with pytest.raises(ConnectionFailed, match="could not connect"):
+        nbchat.chat("x", model="cog:gone", base_url=f"http://127.0.0.1:{free_port()}")
+
+
 def test_no_server_configured_says_what_to_do():
     with pytest.raises(UsageError, match="COG_BASE_URL"):
         nbchat.chat("x", model="cog:thing")
