@@ -73,7 +73,7 @@ def fill_template(text: str, namespace: dict[str, Any]) -> str:
 
 
 @magics_class
-class ChatMagics(Magics, Configurable):  # type: ignore[misc]
+class ChatMagics(Magics, Configurable):
     """Chat with a model from a cell. Defaults: `%config ChatMagics.<trait> = value`."""
 
     default_model = Unicode(
@@ -234,7 +234,7 @@ class ChatMagics(Magics, Configurable):  # type: ignore[misc]
         except NbchatError:
             pass  # kept on the reply; shown after the partial text
         finally:
-            events.close()
+            getattr(events, "close", lambda: None)()  # runs the turn's cleanup now
         reply = turn.reply
         if not live:
             out.feed(reply.text)
