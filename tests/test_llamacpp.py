@@ -26,6 +26,13 @@ def test_default_model_streams_with_usage():
     assert reply.time_to_first_token is not None and reply.duration >= reply.time_to_first_token
 
 
+def test_temperature_zero_is_repeatable_in_one_process():
+    """llama.cpp's prompt cache once made a repeated identical call differ from the first."""
+    answers = [nbchat.chat("Name three colours.", max_tokens=40, temperature=0, seed=7).text
+               for _ in range(3)]
+    assert answers[0] == answers[1] == answers[2]
+
+
 def test_max_tokens_stops_with_length():
     reply = nbchat.chat("Write a long story about a dragon.", max_tokens=5, **ZERO)
     assert reply.finish_reason == "length"

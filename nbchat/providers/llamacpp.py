@@ -259,6 +259,8 @@ class LlamaCppProvider(Provider):
             llm = loaded.llm
             with loaded.lock:
                 try:
+                    # no prompt-cache reuse: it makes temperature-0 answers depend on what ran before
+                    llm.reset()
                     it = llm.create_chat_completion(messages=messages, stream=True, **kwargs)
                     first = True
                     for chunk in it:
