@@ -213,6 +213,22 @@ def test_one_client_per_event_loop():
     assert a1 is not b1  # never shared across loops
 
 
+def test_new_timeouts_and_transports_get_new_clients(monkeypatch):
+    async def grab(transport=None):
+        return http.get_client(transport)
+
+    async def go():
+        first = await grab()
+        monkeypatch.setattr(http, "_settings", {"read": 0.5})
+        second = await grab()
+        other = await grab(httpx.MockTransport(lambda r: httpx.Response(200)))
+        return first, second, other
+
+    first, second, other = run(go())
+    assert first is not second and second.timeout.read == 0.5
+    assert other is not second
+
+
 def test_configure_timeouts(monkeypatch):
     monkeypatch.setattr(http, "_settings", {})
     monkeypatch.setenv("NBCHAT_READ_TIMEOUT", "7")

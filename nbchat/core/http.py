@@ -114,22 +114,24 @@ def retry_policy() -> RetryPolicy:
 
 # ---- clients ------------------------------------------------------------------------------
 
-# loop -> {transport id: client}; a closed loop's clients go with it
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, httpx.AsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
+# loop -> {(transport, timeouts): client}; a closed loop's clients go with it
+_ClientKey = tuple[httpx.AsyncBaseTransport | None, Timeouts]
+_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[_ClientKey, httpx.AsyncClient]
+] = weakref.WeakKeyDictionary()
 
 
 def get_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The client for the running loop (and transport: tests pass an `httpx.MockTransport`)."""
     loop = asyncio.get_running_loop()
     per_loop = _clients.setdefault(loop, {})
-    key = id(transport)
+    limits = timeouts()
+    key = (transport, limits)  # new timeouts take effect at once
     client = per_loop.get(key)
     if client is None or client.is_closed:
         client = httpx.AsyncClient(
             transport=transport,
-            timeout=timeouts().httpx(),
+            timeout=limits.httpx(),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             headers={"User-Agent": "nbchat"},
         )
