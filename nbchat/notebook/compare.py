@@ -8,9 +8,11 @@ kernel. The result is not shown a second time when `compare(...)` is a cell's la
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import html
-from collections.abc import Iterable, Mapping
-from typing import Any
+import threading
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
 
 import anywidget
 import traitlets
@@ -24,6 +26,8 @@ from ..core.options import parse_settings
 from ..core.render import safe_markdown
 from ..core.types import ModelInfo, Reply, TextDelta
 from .panel import STATIC, Batcher, esm, image_data_url, short_error
+
+T = TypeVar("T")
 
 
 def stats_of(reply: Reply) -> dict[str, Any]:
@@ -261,36 +265,92 @@ class CompareView(anywidget.AnyWidget):
         return reply
 
 
-async def _compare(models: Any, prompt: Any, options: dict[str, Any]) -> CompareResult:
-    view = CompareView(await expand_models(models), **options)
-    handle = None
-    if _in_kernel():
-        from IPython.display import display
+def _show(view: CompareView) -> Any:
+    if not _in_kernel():
+        return None
+    from IPython.display import display
 
-        handle = display(view, display_id=True)
-    try:
-        result = await view.arun(prompt)
-    except BaseException:
-        if handle is not None:  # interrupted: keep what arrived, as static text
-            partial = {c["model"]: Reply(model=c["model"], text=c.get("text", ""),
-                                         interrupted=c.get("state") != "done")
-                       for c in view.columns}
-            handle.update(CompareResult(partial)._repr_mimebundle_(), raw=True)
-            view.close()
-        raise
-    if handle is not None:
+    return display(view, display_id=True)
+
+
+def _finish(view: CompareView, handle: Any, result: CompareResult | None) -> None:
+    """Replace the live view with the static table (what arrived so far, if interrupted)."""
+    if handle is None:
+        return
+    if result is None:
+        partial = {c["model"]: Reply(model=c["model"], text=c.get("text", ""),
+                                     interrupted=c.get("state") != "done")
+                   for c in view.columns}
+        handle.update(CompareResult(partial)._repr_mimebundle_(), raw=True)
+    else:
         handle.update(result._repr_mimebundle_(), raw=True)
-        view.close()
         ip = _shell()
         result._shown_in = ip.execution_count if ip is not None else None
-    return result
+    view.close()
 
 
 async def acompare(models: Any, prompt: Any, **options: Any) -> CompareResult:
     """Send `prompt` to every model at once; in a notebook, stream them side by side."""
-    return await _compare(models, prompt, options)
+    view = CompareView(await expand_models(models), **options)
+    handle = _show(view)
+    try:
+        result = await view.arun(prompt)
+    except BaseException:
+        _finish(view, handle, None)
+        raise
+    _finish(view, handle, result)
+    return result
 
 
 def compare(models: Any, prompt: Any, **options: Any) -> CompareResult:
-    """`acompare` for sync code (a cell, `%%chat -m A,B`): returns the CompareResult."""
-    return run_sync(_compare(models, prompt, options))
+    """`acompare` for sync code (a cell, `%%chat -m A,B`): returns the CompareResult.
+
+    In a kernel the streams run on a private loop in a worker thread: re-entering the
+    kernel's own loop (nest_asyncio) breaks ipykernel 7 when a widget message arrives.
+    """
+    if not _in_kernel():
+        return run_sync(acompare(models, prompt, **options))
+    view = CompareView(_in_thread(expand_models(models)), **options)
+    handle = _show(view)
+    try:
+        result = _in_thread(view.arun(prompt))
+    except BaseException:
+        _finish(view, handle, None)
+        raise
+    _finish(view, handle, result)
+    return result
+
+
+def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on a new loop in a worker thread (same context vars, so outputs and widget
+    messages keep the cell as their parent); Ctrl-C / interrupt cancels it."""
+    ctx = contextvars.copy_context()
+    box: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
+    task_box: list[asyncio.Task[T]] = []
+
+    def work() -> None:
+        try:
+            task = loop.create_task(coro)
+            task_box.append(task)
+            box["result"] = loop.run_until_complete(task)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            box["error"] = exc
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=ctx.run, args=(work,), name="nbchat-compare", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.05)
+    except BaseException:
+        try:
+            loop.call_soon_threadsafe(task_box[0].cancel)
+        except (IndexError, RuntimeError):  # not started yet, or already finished
+            pass
+        thread.join()
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -64,8 +64,8 @@ function imagePlaceholder(alt, url) {
  */
 function renderInline(text, parent) {
   let pos = 0;
-  INLINE.lastIndex = 0;
-  for (let m = INLINE.exec(text); m; m = INLINE.exec(text)) {
+  const re = new RegExp(INLINE.source, "g"); // own state: this function recurses
+  for (let m = re.exec(text); m; m = re.exec(text)) {
     appendText(text.slice(pos, m.index), parent);
     pos = m.index + m[0].length;
     if (m[1] !== undefined) {

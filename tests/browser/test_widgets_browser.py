@@ -1,0 +1,146 @@
+"""ChatPanel and compare in real JupyterLab and Notebook 7, in Debian's Chromium.
+
+One combined test per app (a server start costs ~10 s): run a notebook that shows a panel on
+the local model, a compare of two models and a panel on a hostile loopback model; stream, stop,
+attach an image, and check that nothing from a reply runs or fetches.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def png_bytes() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def shot(page, app, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{app.kind}-{name}.png"))
+
+
+SAMPLE = """(el) => {
+  window.__lens = [];
+  const tick = () => {
+    const arts = el.querySelectorAll('[role=article]');
+    const a = arts[arts.length - 1];
+    if (a) window.__lens.push(a.querySelector('.nbchat-body').textContent.length);
+    if (!window.__stopSampling) requestAnimationFrame(tick);
+  };
+  tick();
+}"""
+
+
+def test_panel_and_compare(jupyter, page):
+    try:
+        check_panel_and_compare(jupyter, page)
+    except BaseException:
+        shot(page, jupyter, "failure")
+        raise
+
+
+def check_panel_and_compare(app, page):
+    requests: list[str] = []
+    dialogs: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    with page.expect_websocket(lambda ws: "/channels" in ws.url):
+        page.goto(app.url("chat.ipynb"))
+    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for()
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
+    page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+
+    # ---- compare: two columns fill, then the static table replaces the live view ------------
+    cols = page.locator(".nbchat-col")
+    page.wait_for_function(
+        "() => { const b = document.querySelectorAll('.nbchat-col .nbchat-col-body');"
+        " return b.length === 2 && [...b].every(x => x.textContent.length > 0); }",
+        timeout=90_000,
+        polling="raf",
+    )
+    assert cols.count() == 2
+    shot(page, app, "compare-streaming")
+    static = page.locator(".nbchat-compare-result")
+    static.wait_for(timeout=90_000)
+    assert page.locator(".nbchat-col").count() == 0  # the live widget output was replaced
+    table_text = static.inner_text()
+    assert "llamacpp:smollm2" in table_text and "openai:evil" in table_text
+    assert "<script>window.__xss='script'</script>" in table_text  # shown as text
+    shot(page, app, "compare-static")
+
+    # ---- the local panel: tokens arrive incrementally, Stop stops ----------------------------
+    panels = page.locator(".nbchat-panel")
+    panels.nth(1).wait_for()
+    local = panels.nth(0)
+    local.evaluate(SAMPLE)
+    message = local.get_by_label("Message", exact=True)
+    message.fill("Write a long story about a brave dragon and a knight.")
+    message.press("Enter")
+    page.wait_for_function("() => window.__lens.length && window.__lens.at(-1) > 60")
+    shot(page, app, "panel-streaming")
+    local.get_by_role("button", name="Stop", exact=True).click()
+    reply = local.locator("[role=article].nbchat-interrupted")
+    reply.wait_for()
+    page.evaluate("() => { window.__stopSampling = true; }")
+    lens = [n for n in page.evaluate("() => window.__lens") if n]
+    assert len(set(lens)) >= 3, lens  # the text grew in several steps, not all at once
+    badge = reply.locator(".nbchat-badge").inner_text()
+    out_tokens = int(re.search(r"(\d+) out tokens", badge).group(1))
+    assert "interrupted" in badge and out_tokens < 200, badge
+    final = reply.locator(".nbchat-body").inner_text()
+    page.wait_for_timeout(1000)
+    assert reply.locator(".nbchat-body").inner_text() == final  # it really stopped
+    shot(page, app, "panel-stopped")
+
+    # ---- an image attachment: thumbnail, then an inline error that keeps the prompt ---------
+    local.locator("input.nbchat-file").set_input_files(
+        files=[{"name": "red.png", "mimeType": "image/png", "buffer": png_bytes()}]
+    )
+    thumb = local.locator(".nbchat-thumbs img.nbchat-thumb")
+    thumb.wait_for()
+    assert thumb.evaluate("img => img.naturalWidth") == 64
+    shot(page, app, "panel-thumbnail")
+    message.fill("What is in this picture?")
+    local.get_by_role("button", name="Send", exact=True).click()
+    error = local.locator(".nbchat-error[role=alert]")
+    error.wait_for()
+    assert "cannot see images" in error.inner_text()
+    assert message.input_value() == "What is in this picture?"
+    shot(page, app, "panel-error")
+
+    # ---- the hostile model: nothing runs, nothing remote is fetched -------------------------
+    evil = panels.nth(1)
+    evil_msg = evil.get_by_label("Message", exact=True)
+    evil_msg.fill("hi")
+    evil_msg.press("Enter")
+    badge = evil.locator("[role=article] .nbchat-badge", has_text="openai:evil")
+    badge.wait_for()
+    article = evil.locator("[role=article]")
+    text = article.inner_text()
+    assert "<img src=x" in text and "<script>" in text  # shown, as text
+    assert article.locator("strong", has_text="bold").count() == 1
+    assert article.locator("code", has_text="<b>code</b>").count() == 1
+    load = article.get_by_role("button", name=re.compile("Load image"))
+    assert load.count() == 1
+    evil.locator(".nbchat-unsafe-link", has_text="click me").click()
+    shot(page, app, "xss")
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => window.__xss") is None
+    assert dialogs == []
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("a[href^='javascript']").count() == 0
+    assert page.locator(".nbchat-panel script, .nbchat-compare-result script").count() == 0
+    hosts = {urlparse(u).hostname for u in requests if u.startswith("http")}
+    assert hosts == {"127.0.0.1"}, hosts
+    assert not any("198.51.100.7" in u for u in requests)
