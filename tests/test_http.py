@@ -36,7 +36,13 @@ def delays(monkeypatch):
 
 
 def run(coro):
-    return asyncio.run(coro)
+    # a fresh loop each time, explicitly: once nest_asyncio has patched asyncio (any test that
+    # used the sync bridge inside a running loop does that), asyncio.run reuses one loop
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def replies(*responses: httpx.Response):
