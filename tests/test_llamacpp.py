@@ -9,7 +9,7 @@ import nbchat
 from nbchat.core.errors import UnknownModel, UnsupportedInput
 from nbchat.core.options import parse_settings
 from nbchat.core.registry import get_provider
-from nbchat.providers.llamacpp import ToolCallAssembler, completion_kwargs
+from nbchat.providers.llamacpp import completion_kwargs
 
 ZERO = {"temperature": 0, "seed": 1}
 
@@ -67,14 +67,6 @@ def test_forced_tool_call_is_assembled():
     [call] = reply.tool_calls
     assert call.name == "get_weather"
     assert isinstance(call.arguments.get("city"), str)
-
-
-def test_assembler_replaces_repeated_names():
-    a = ToolCallAssembler()
-    a.add([{"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"x"'}}])
-    a.add([{"index": 0, "id": "c1", "function": {"name": "f", "arguments": ': 1}'}}])
-    [call] = a.finish()
-    assert call.name == "f" and call.arguments == {"x": 1} and call.id == "c1"
 
 
 def test_json_schema_is_translated_for_llama_cpp():

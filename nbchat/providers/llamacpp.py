@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib.util
-import json
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -18,18 +17,8 @@ from typing import Any
 
 from ..core.errors import ContextTooLong, NbchatError, UnknownModel, UnsupportedInput
 from ..core.provider import Provider
-from ..core.types import (
-    Done,
-    Event,
-    Message,
-    ModelInfo,
-    Options,
-    Request,
-    TextDelta,
-    ToolCall,
-    ToolCallEvent,
-    Usage,
-)
+from ..core.types import Done, Event, Message, ModelInfo, Options, Request, Usage
+from .openai_compat import StreamState, to_openai_messages
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MAX_TOKENS = 512
@@ -57,27 +46,13 @@ def model_path(model: str) -> str:
 
 
 def to_llama_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        if m.images:
-            raise UnsupportedInput(
-                "the local llama.cpp model cannot see images (no vision projector is installed); "
-                "use a vision model of another provider"
-            )
-        msg: dict[str, Any] = {"role": m.role, "content": m.text}
-        if m.tool_calls:
-            msg["tool_calls"] = [
-                {
-                    "id": t.id or f"call_{i}",
-                    "type": "function",
-                    "function": {"name": t.name, "arguments": t.arguments_json},
-                }
-                for i, t in enumerate(m.tool_calls)
-            ]
-        if m.tool_call_id:
-            msg["tool_call_id"] = m.tool_call_id
-        out.append(msg)
-    return out
+    """OpenAI-shaped messages (llama-cpp-python takes those), refusing images: no vision here."""
+    if any(m.images for m in messages):
+        raise UnsupportedInput(
+            "the local llama.cpp model cannot see images (no vision projector is installed); "
+            "use a vision model of another provider"
+        )
+    return to_openai_messages(messages)
 
 
 def completion_kwargs(options: Options) -> dict[str, Any]:
@@ -125,43 +100,6 @@ def _forced_tool(options: Options) -> str | None:
             "pass tool_choice='<tool name>' to force one"
         )
     return None
-
-
-class ToolCallAssembler:
-    """Collects streamed tool-call fragments by index.
-
-    llama-cpp-python repeats the full id and name in every delta, so names are replaced,
-    not concatenated; arguments are concatenated.
-    """
-
-    def __init__(self) -> None:
-        self.calls: dict[int, dict[str, str]] = {}
-
-    def add(self, deltas: list[dict[str, Any]]) -> None:
-        for d in deltas:
-            call = self.calls.setdefault(d.get("index", 0), {"id": "", "name": "", "arguments": ""})
-            if d.get("id"):
-                call["id"] = d["id"]
-            fn = d.get("function") or {}
-            if fn.get("name"):
-                call["name"] = fn["name"]
-            call["arguments"] += fn.get("arguments") or ""
-
-    def finish(self) -> list[ToolCall]:
-        out = []
-        for _, c in sorted(self.calls.items()):
-            try:
-                args = json.loads(c["arguments"]) if c["arguments"].strip() else {}
-            except ValueError:
-                args = {"_raw": c["arguments"]}
-            out.append(ToolCall(c["name"], args if isinstance(args, dict) else {"value": args},
-                                c["id"] or None))
-        return out
-
-
-def chunk_logprobs(choice: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-    lp = choice.get("logprobs") or {}
-    return tuple(lp.get("content") or ())
 
 
 # ---- the provider -----------------------------------------------------------------------------
@@ -259,7 +197,7 @@ class LlamaCppProvider(Provider):
             llm = loaded.llm
             with loaded.lock:
                 try:
-                    # no prompt-cache reuse: it makes temperature-0 answers depend on what ran before
+                    # no prompt-cache reuse: it made temperature-0 answers depend on earlier calls
                     llm.reset()
                     it = llm.create_chat_completion(messages=messages, stream=True, **kwargs)
                     first = True
@@ -284,9 +222,7 @@ class LlamaCppProvider(Provider):
 
         worker = threading.Thread(target=work, name="nbchat-llamacpp", daemon=True)
         worker.start()
-        tools = ToolCallAssembler()
-        finish: str | None = None
-        n_out = 0
+        state = StreamState(self.name)  # llama-cpp-python streams OpenAI-shaped chunks
         try:
             while True:
                 item = await queue.get()
@@ -294,25 +230,19 @@ class LlamaCppProvider(Provider):
                     break
                 if isinstance(item, BaseException):
                     raise item
-                choice = item["choices"][0]
-                delta = choice.get("delta") or {}
-                if delta.get("tool_calls"):
-                    tools.add(delta["tool_calls"])
-                    n_out += 1
-                text = delta.get("content")
-                if text:
-                    n_out += 1
-                    yield TextDelta(text, chunk_logprobs(choice))
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-            calls = tools.finish()
-            for call in calls:
-                yield ToolCallEvent(call)
-            if calls and finish in (None, "stop"):
-                finish = "tool_calls"
+                delta = state.feed(item)
+                if delta is not None:
+                    yield delta
+            *calls, done = state.done_events()
+            for ev in calls:
+                yield ev
+            assert isinstance(done, Done)
+            # streamed chunks carry no usage: count from the model's own context
             prompt = counts.get("prompt")
-            yield Done(finish, Usage(prompt, max(n_out, counts.get("end", 0) - (prompt or 0))
-                                     if prompt is not None else n_out))
+            output = state.n_deltas
+            if prompt is not None and "end" in counts:
+                output = max(output, counts["end"] - prompt)
+            yield Done(done.finish_reason, Usage(prompt, output))
         finally:
             stop.set()
 
