@@ -337,7 +337,10 @@ def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
         except BaseException as exc:  # noqa: BLE001 - handed back to the caller
             box["error"] = exc
         finally:
-            loop.close()
+            try:  # close the providers' streams on this loop before it goes
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
 
     thread = threading.Thread(target=ctx.run, args=(work,), name="nbchat-compare", daemon=True)
     thread.start()
