@@ -1,0 +1,88 @@
+"""Interrupting a real ipykernel while `%%chat` streams from the local model."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+
+jupyter_client = pytest.importorskip("jupyter_client")
+
+
+def _run(kc, code: str, timeout: float = 120, on_output=None) -> tuple[list[dict], dict]:
+    """Execute `code`; collect iopub outputs until idle. `on_output(msg)` sees each output."""
+    msg_id = kc.execute(code)
+    outputs: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no idle after {timeout} s for {code!r}") from None
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind = msg["msg_type"]
+        if kind in ("stream", "display_data", "update_display_data", "execute_result", "error"):
+            outputs.append(msg)
+            if on_output is not None:
+                on_output(msg)
+        if kind == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    reply = kc.get_shell_msg(timeout=30)
+    return outputs, reply["content"]
+
+
+def _markdown(outputs: list[dict]) -> str:
+    return "".join(m["content"].get("data", {}).get("text/markdown", "") for m in outputs)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km = jupyter_client.KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_interrupt_stops_generation_keeps_partial_reply_and_next_cell_works(kernel):
+    km, kc = kernel
+    _, status = _run(kc, "%load_ext nbchat\nimport nbchat")
+    assert status["status"] == "ok"
+    interrupted_at: list[float] = []
+
+    def interrupt_once(msg):
+        if not interrupted_at and msg["msg_type"] in ("display_data", "update_display_data"):
+            interrupted_at.append(time.monotonic())
+            km.interrupt_kernel()
+
+    outputs, status = _run(
+        kc,
+        "%%chat -m local -t 0 --seed 1 --max-tokens 400\nWrite a very long essay about the sea.",
+        on_output=interrupt_once,
+    )
+    assert interrupted_at, "no streamed output arrived before the interrupt"
+    assert status["status"] == "error"  # the cell stops (Run All does not go on)
+    shown = _markdown(outputs)
+    assert "interrupted" in shown  # the footer says so, under the partial text
+
+    # the history kept the partial reply, marked interrupted, and generation stopped early
+    _, status = _run(
+        kc,
+        "conv = get_ipython().find_cell_magic('chat').__self__.threads['default']\n"
+        "last = conv.history[-1]\n"
+        "assert last.role == 'assistant' and last.interrupted, last\n"
+        "assert 0 < nbchat.last.usage.output_tokens < 400, nbchat.last.usage\n"
+        "assert last.text and last.text == nbchat.last.text\n",
+    )
+    assert status["status"] == "ok", status
+
+    outputs, status = _run(kc, "%%chat --max-tokens 5\nSay hi.")
+    assert status["status"] == "ok"
+    assert "llamacpp:smollm2" in _markdown(outputs)
