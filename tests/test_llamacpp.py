@@ -153,3 +153,10 @@ def test_no_thread_leak_after_many_turns():
     for _ in range(3):
         nbchat.chat("Hi", max_tokens=2, **ZERO)
     assert threading.active_count() <= before + 1
+
+
+def test_logprobs_come_with_each_token():
+    reply = nbchat.chat("Say yes.", max_tokens=4, logprobs=2, **ZERO)
+    assert reply.logprobs and len(reply.logprobs) == reply.usage.output_tokens
+    first = reply.logprobs[0]
+    assert first["logprob"] <= 0 and len(first["top_logprobs"]) == 2
