@@ -16,7 +16,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def start_slow_server(n_chunks: int, seconds: float, text: str = "word ") -> tuple[str, Callable[[], None]]:
+def start_slow_server(
+    n_chunks: int, seconds: float, text: str = "word "
+) -> tuple[str, Callable[[], None]]:
     pause = seconds / max(n_chunks, 1)
 
     class Handler(BaseHTTPRequestHandler):
