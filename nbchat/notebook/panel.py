@@ -240,13 +240,16 @@ class ChatPanel(anywidget.AnyWidget):
         except asyncio.CancelledError:
             pass  # the turn marked its reply interrupted and closed the provider's stream
         except Exception as exc:  # noqa: BLE001 - a failing provider must not kill the panel
-            return self._fail(user, text, exc)
+            self._fail(text, exc)
+            return None
         finally:
             batcher.flush()
             self.busy = False
+        assert turn is not None  # created before the first await
         reply = turn.reply
         if reply.error is not None and not reply.text and not reply.interrupted:
-            return self._fail(user, text, reply.error)
+            self._fail(text, reply.error)
+            return None
         sent = turn.request.messages[-1]
         user["images"] = [image_data_url(p, THUMBNAIL_SIZE) for p in sent.images]
         entry = {
@@ -262,8 +265,7 @@ class ChatPanel(anywidget.AnyWidget):
         nbchat.last = reply
         return reply
 
-    def _fail(self, user: dict[str, Any], text: str, exc: BaseException) -> None:
+    def _fail(self, text: str, exc: BaseException) -> None:
         """Show the error inline and give the typed prompt back to the input box."""
         self.transcript = [*self.transcript, {"role": "error", "text": short_error(exc)}]
         self.send({"type": "error", "prompt": text})
-        return None
