@@ -141,6 +141,10 @@ def test_non_streaming_model(instant_server):
     reply = nbchat.chat("hi", model="cog:instant", base_url=instant_server.url, max_tokens=3)
     assert reply.text == "ok: hi"
     assert reply.finish_reason == "stop"
+    # no stop_sequences input in its schema: the stop sequence is cut here
+    cut = nbchat.chat("hi there", model="cog:instant", base_url=instant_server.url,
+                      stop=[" there"])
+    assert cut.text == "ok: hi" and cut.finish_reason == "stop"
 
 
 def test_bad_input_reports_the_servers_validation_error(text_server):

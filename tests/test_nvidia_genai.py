@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -121,3 +122,67 @@ def test_401_says_which_variable_to_check():
         run(lambda r: httpx.Response(401, json=wire("nvidia_genai_401.json")),
             "stabilityai/stable-diffusion-xl")
     assert "NVIDIA_API_KEY" in str(info.value) and KEY not in str(info.value)
+
+
+# ---- end to end: nbchat.chat and %%chat through the nvidia provider --------------------------
+
+
+@pytest.fixture
+def hosted(monkeypatch):
+    """The nvidia provider on a MockTransport answering the genai endpoint; records requests."""
+    from nbchat.core import registry
+    from nbchat.providers.nvidia import NvidiaProvider
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        name = "nvidia_genai_sdxl.json" if "diffusion-xl" in request.url.path else \
+            "nvidia_genai_sd3.json"
+        return httpx.Response(200, json=wire(name))
+
+    monkeypatch.setenv("NVIDIA_API_KEY", KEY)
+    registry.register(NvidiaProvider(transport=httpx.MockTransport(handler)))
+    yield seen
+    registry.unregister("nvidia")
+
+
+def test_chat_with_the_newer_shape_gives_a_pil_image(hosted):
+    import nbchat
+
+    reply = nbchat.chat("a blue fox", model="nvidia:stabilityai/stable-diffusion-3-medium",
+                        seed=3, input={"aspect_ratio": "1:1"})
+    assert str(hosted[0].url).endswith("/v1/genai/stabilityai/stable-diffusion-3-medium")
+    assert json.loads(hosted[0].content) == {"prompt": "a blue fox", "mode": "base", "seed": 3,
+                                             "aspect_ratio": "1:1"}
+    assert reply.images[0].convert("RGB").getpixel((0, 0)) == (20, 20, 200)
+    assert reply.text == "" and reply.finish_reason == "stop"
+
+
+def test_chat_magic_shows_the_image_as_png_and_saves_it(hosted, tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+    from PIL import Image
+
+    from nbchat.notebook.magics import ChatMagics
+
+    ip = InteractiveShell.instance()
+    magics = ChatMagics(shell=ip)
+    ip.register_magics(magics)
+    shown: list[dict] = []
+    publish = ip.display_pub.publish
+    ip.display_pub.publish = lambda data, *a, **kw: shown.append(data)
+    try:
+        dest = tmp_path / "fox.png"
+        result = ip.run_cell(f"%%chat -m nvidia:stabilityai/stable-diffusion-xl --save {dest}\n"
+                             "a red fox")
+        ip.user_ns["pic"] = Image.new("RGB", (2, 2))
+        refused = ip.run_cell("%%chat -m nvidia:stabilityai/stable-diffusion-xl --image pic\n"
+                              "a red fox")
+    finally:
+        ip.display_pub.publish = publish
+        ip.configurables.remove(magics)
+    assert result.error_in_exec is None
+    pngs = [d["image/png"] for d in shown if "image/png" in d]
+    assert len(pngs) == 1 and base64.b64decode(pngs[0]).startswith(b"\x89PNG")
+    assert Image.open(dest).convert("RGB").getpixel((0, 0)) == (200, 20, 20)
+    assert "cannot see images" in str(refused.error_in_exec) and len(hosted) == 1

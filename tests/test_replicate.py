@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -273,6 +274,25 @@ def test_polls_until_succeeded(cloud):
     reply = collect(f"replicate:{SDXL}", "cat")
     assert cloud.calls("GET").count(f"GET /v1/predictions/{PID}") == 2
     assert len(reply.images) == 1
+
+
+def test_interrupt_while_polling_cancels_the_prediction(cloud):
+    sdxl(cloud, "replicate_prediction_sdxl_processing.json",
+         polls=("replicate_prediction_sdxl_processing.json",))  # never finishes
+    cloud.on("POST", f"{API}/predictions/{PID}/cancel",
+             httpx.Response(200, json=wire("replicate_prediction_sdxl_canceled.json")))
+    poll = f"GET /v1/predictions/{PID}"
+
+    async def interrupt_after_two_polls():
+        task = asyncio.ensure_future(turn(f"replicate:{SDXL}", "cat").collect())
+        while cloud.calls("GET").count(poll) < 2:
+            await asyncio.sleep(0)
+        task.cancel()  # what the bridge does on KeyboardInterrupt
+        await asyncio.gather(task, return_exceptions=True)
+
+    run_sync(interrupt_after_two_polls())
+    assert cloud.calls()[-1] == f"POST /v1/predictions/{PID}/cancel"
+    assert cloud.calls("POST").count("POST /v1/predictions") == 1
 
 
 def test_failed_prediction_raises_with_its_error(cloud):
