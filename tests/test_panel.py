@@ -286,3 +286,19 @@ def test_front_end_never_parses_html(name):
     for risky in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
                   "new Function", "http://", "https://"):
         assert risky not in js, risky
+
+
+def test_api_key_stays_out_of_widget_state_and_exports(fake):
+    secret = "sk-panelsecret123456"
+    panel = ChatPanel("fake:echo", api_key=secret)
+    recording(panel)
+
+    async def main():
+        panel.submit("hi")
+        await panel.wait()
+
+    run(main())
+    assert fake.requests[0].api_key == secret
+    state = json.dumps({k: v for k, v in panel.get_state().items() if k != "_esm"})
+    assert secret not in state and secret not in panel.to_json()
+    assert secret not in panel.to_markdown() and secret not in repr(panel.conversation)

@@ -144,3 +144,17 @@ def check_panel_and_compare(app, page):
     hosts = {urlparse(u).hostname for u in requests if u.startswith("http")}
     assert hosts == {"127.0.0.1"}, hosts
     assert not any("198.51.100.7" in u for u in requests)
+
+    # ---- Lab's dark theme: the widgets follow JupyterLab's CSS variables ---------------------
+    if app.kind == "lab":
+        light = local.evaluate("el => getComputedStyle(el).backgroundColor")
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).first.click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).first.hover()
+        page.locator(".lm-Menu-item", has_text="JupyterLab Dark").first.click()
+        page.wait_for_function(
+            "([el, light]) => getComputedStyle(el).backgroundColor !== light",
+            arg=[local.element_handle(), light],
+        )
+        page.locator("#jupyterlab-splash").wait_for(state="detached")
+        local.scroll_into_view_if_needed()
+        shot(page, app, "panel-dark")
