@@ -1,4 +1,5 @@
-"""notebooks/replicate.ipynb and notebooks/images.ipynb, run by nbclient against local Cog servers.
+"""notebooks/replicate.ipynb and notebooks/images.ipynb, run by nbclient and by nbval against
+local Cog servers.
 
 Without REPLICATE_API_TOKEN the notebooks use `cog:` models at COG_TEXT_URL / COG_IMAGE_URL.
 Each code cell's fresh outputs are compared with the outputs saved in the notebook, after
@@ -13,6 +14,7 @@ import io
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -104,6 +106,28 @@ def test_notebook_runs_and_matches_its_saved_outputs(name, executed):
     for i, (old, new) in enumerate(zip(saved_code, ran_code, strict=True)):
         assert summary(new) == summary(old), f"{name}: code cell {i} differs:\n{new.source}"
     assert not [o for c in ran_code for o in c.outputs if o["output_type"] == "error"]
+
+
+def test_notebooks_pass_nbval(cog_env, tmp_path):
+    """`pytest --nbval` on both notebooks. nbval ignores `update_display_data`, so it sees only
+    the first flush of a streaming cell: those cells carry the `nbval-ignore-output` tag (the
+    test above compares them in full)."""
+    cfg = tmp_path / "sanitize.cfg"
+    cfg.write_text("".join(f"[s{i}]\nregex: {pat.pattern}\nreplace: {repl}\n\n"
+                           for i, (pat, repl) in enumerate(_VARYING)))
+    for name in NAMES:  # nbval runs a notebook in its folder, where --save writes
+        shutil.copy(NOTEBOOKS / name, tmp_path / name)
+    cells = sum(c.cell_type == "code" for n in NAMES for c in nbformat.read(tmp_path / n, 4).cells)
+    env = {k: v for k, v in os.environ.items() if k != "REPLICATE_API_TOKEN"}
+    env.update(cog_env)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+         "--nbval-sanitize-with", str(cfg), "--rootdir", str(tmp_path),
+         *NAMES],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert f"{cells} passed" in run.stdout, run.stdout[-500:]
 
 
 def test_the_chain_draws_what_the_text_model_described(executed):
