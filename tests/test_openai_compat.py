@@ -463,3 +463,38 @@ def test_stall_is_a_read_timeout(misbehaving):
 def test_request_is_immutable_for_fallback():
     r = request(schema={"type": "object"})
     assert replace(r, model="x").options.schema == {"type": "object"}
+
+
+def test_key_with_a_trailing_newline_is_stripped(mock, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", " sk-fromafile123456\n")
+    mock.sse(wire("openai_text_usage.sse"))
+    nbchat.chat("hi", model="openai:m")
+    assert mock.requests[0].headers["authorization"] == "Bearer sk-fromafile123456"
+
+
+def test_key_that_cannot_be_a_header_is_refused_without_showing_it(misbehaving, monkeypatch):
+    # over a real socket httpx refuses such a header and quotes it in its error message
+    secret = "zz-SECRET-in-two\nlines"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with pytest.raises(nbchat.errors.UsageError, match="OPENAI_API_KEY.*copy it again") as err:
+        nbchat.chat("hi", model="openai:m")
+    assert "SECRET" not in str(err.value) and err.value.__context__ is None
+
+
+def test_unexpected_httpx_errors_become_short_errors_without_the_key(mock, monkeypatch):
+    secret = "zz-SECRET-abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+
+    def broken(req: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError(f"Illegal header value {req.headers['authorization']}")
+
+    registry.register(OpenAIProvider(transport=httpx.MockTransport(broken)))
+    with pytest.raises(ConnectionFailed, match="models.test failed") as err:
+        nbchat.chat("hi", model="openai:m")
+    assert secret not in str(err.value) and err.value.__cause__ is None
+    assert mock.sleeps == []  # not a retryable failure
+
+
+def test_base_url_without_a_scheme_says_so():
+    with pytest.raises(ConnectionFailed, match="not a valid http:// or https://"):
+        nbchat.chat("hi", model="openai:m", base_url="localhost:8000/v1")

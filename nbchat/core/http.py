@@ -287,8 +287,14 @@ def _json_field(body: bytes, name: str) -> Any:
 
 def transport_error(exc: BaseException, url: str | httpx.URL, provider: str) -> ConnectionFailed:
     """A short, actionable error for a connection that failed, dropped or stalled."""
-    host = httpx.URL(str(url)).host if url else "the host"
-    if isinstance(exc, httpx.ConnectTimeout):
+    try:
+        host = httpx.URL(str(url)).host or "the host"
+    except httpx.InvalidURL:
+        host = "the host"
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        msg = (f"{provider}: the URL is not a valid http:// or https:// address; "
+               "check the base URL")
+    elif isinstance(exc, httpx.ConnectTimeout):
         msg = f"{provider}: timed out connecting to {host}; check the base URL and the network"
     elif isinstance(exc, httpx.ConnectError):
         msg = (f"{provider}: could not connect to {host}; is the server running and the "
@@ -337,8 +343,8 @@ async def open_stream(
         headers = {"Content-Type": "application/json", **(headers or {})}
     attempt = 0
     while True:
-        request = client.build_request(method, url, content=content, headers=headers)
         try:
+            request = client.build_request(method, url, content=content, headers=headers)
             response = await client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout,
                 httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
@@ -347,6 +353,8 @@ async def open_stream(
                 await _sleep(retry_delay(attempt, {}, policy))
                 attempt += 1
                 continue
+            raise transport_error(exc, url, provider) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. a bad URL: not retried
             raise transport_error(exc, url, provider) from None
         status = response.status_code
         if status < 300 or (accept_status is not None and accept_status(status)):

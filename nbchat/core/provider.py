@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
-from .errors import MissingKey, UnsupportedInput, remember_secret
+from .errors import MissingKey, UnsupportedInput, UsageError, remember_secret
 from .types import Event, ModelInfo, Request
 
 
@@ -41,6 +41,15 @@ class Provider:
         key = explicit or (os.environ.get(self.key_env) if self.key_env else None)
         if key:
             remember_secret(key)
+            key = key.strip()  # a key read from a file often ends in a newline
+            remember_secret(key)
+            if not (key.isascii() and key.isprintable()) or " " in key:
+                # httpx would refuse the header with the key's text in its message
+                where = f"in {self.key_env} " if self.key_env and not explicit else ""
+                raise UsageError(
+                    f"the {self.name} API key {where}has spaces, line breaks or non-ASCII "
+                    "characters inside; copy it again"
+                )
             return key
         if self.key_env and self.needs_key(base_url):
             raise MissingKey(self.name, self.key_env)

@@ -541,4 +541,7 @@ def merge_models(
 
 
 def host_of(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:  # e.g. "http://[bad": the request itself reports the bad URL
+        return ""
