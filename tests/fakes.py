@@ -1,4 +1,5 @@
-"""A real provider for tests: replies are enqueued, calls are recorded (registered like any other)."""
+"""A real provider for tests: replies are enqueued, calls are recorded (registered like any
+other provider)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
+import re
+
+import pytest
+
+from nbchat.core.errors import ProviderError
 from nbchat.core.render import footer, safe_markdown
-from nbchat.core.types import Reply, Usage
+from nbchat.core.types import Reply, ToolCall, Usage
 
 
 def test_raw_html_is_escaped_outside_code():
@@ -11,7 +16,7 @@ def test_raw_html_is_escaped_outside_code():
 def test_code_is_left_as_written():
     text = "Use `<b>` tags:\n\n```html\n<script>x()</script>\n```\nafter <i>"
     out = safe_markdown(text)
-    assert "`<b>`" in out
+    assert "<code>&#60;b&#62;</code>" in out
     assert "```html\n<script>x()</script>\n```\n" in out
     assert out.endswith("after &lt;i&gt;")
 
@@ -43,3 +48,41 @@ def test_footer_figures():
     assert footer(r) == "llamacpp:smollm2 · 12 in / 40 out tokens · first token 0.25 s · 40.0 tok/s"
     md = r._repr_markdown_()
     assert md.startswith("x") and "<sub>" in md
+
+
+def _tags(markdown: str) -> list[str]:
+    """Raw HTML tags in Markdown, other than the `<code>` we write ourselves."""
+    return re.findall(r"<(?!/?code>)[A-Za-z/!?]", markdown)
+
+
+@pytest.mark.parametrize("text", [
+    "`<img src=x onerror=alert(1)>``",  # a run of two does not close a run of one
+    "`a\n\n<img src=x onerror=alert(1)>\n\nb`",  # a code span ends at a blank line
+    "`a\n<script>alert(1)</script>`",  # an HTML block may interrupt a paragraph
+    "x `a\nb` <img src=x onerror=1> `c`",
+    "\\`<img src=x onerror=alert(1)>`",  # an escaped backtick opens nothing
+    "```x`\n<img src=x onerror=alert(1)>\n```",  # not a fence: info string with a backtick
+    "- a\n  ```\n<img src=x onerror=alert(1)>\n",  # the list item, and its fence, ended
+])
+def test_no_raw_html_where_a_renderer_reads_the_text_differently(text):
+    out = safe_markdown(text)
+    assert _tags(out) == [], out
+
+
+def test_risky_code_spans_become_escaped_code():
+    out = safe_markdown("`<b>` and `[x](javascript:alert(1))`")
+    assert out == ("<code>&#60;b&#62;</code> and "
+                   "<code>&#91;x&#93;&#40;javascript&#58;alert&#40;1&#41;&#41;</code>")
+    assert safe_markdown("use `print(x)` here") == "use `print(x)` here"
+
+
+def test_tool_calls_from_the_model_cannot_inject_html():
+    call = ToolCall("f`<img src=x onerror=alert(1)>`", {"a": "`<script>x()</script>`"})
+    md = Reply(text="", model="m", tool_calls=[call])._repr_markdown_()
+    assert _tags(md.replace("<sub>", "").replace("</sub>", "")) == [], md
+
+
+def test_error_text_cannot_make_links_or_images():
+    md = Reply(model="m", error=ProviderError("see ![x](https://evil/?q=1) [y](javascript:z)"))
+    out = md._repr_markdown_()
+    assert "![" not in out and "javascript:" not in out

@@ -1,4 +1,5 @@
-"""Option keywords: one validator for every entry point (functions, Conversation, panel, compare)."""
+"""Option keywords: one validator for every entry point (functions, Conversation, panel,
+compare)."""
 
 from __future__ import annotations
 

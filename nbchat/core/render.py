@@ -5,6 +5,11 @@ Model output is untrusted. `safe_markdown` keeps code blocks and code spans as t
 - escapes `<` and `>`, so raw HTML (`<script>`, `<img onerror=...>`) shows as text;
 - turns images into plain links (`![a](u)` -> `!​[a](u)`), so nothing is fetched until clicked;
 - keeps only http(s), mailto and in-page link targets; `javascript:` and friends become `#`.
+
+Where a Markdown renderer might read the text differently from us, we err towards escaping:
+a code span whose content could do harm as prose (`<`, a link, a line break) is written as
+`<code>` with every character escaped; a fence counts only if it opens a valid code block,
+and an indented fence ends at the first line indented less (a list item around it ended).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .types import Reply
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
+_FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)")
+# a backtick run closed by a run of the same length, within one paragraph
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)((?:(?!\n[ \t]*\n).)+?)(?<!`)\1(?!`)", re.S)
+_RISKY_CODE = re.compile(r"[<>\n]|\]\(|!\[")
 _LINK_TARGET = re.compile(r"\]\(\s*(<[^>]*>|[^)]*)")
 _REF_DEF = re.compile(r"^( {0,3}\[[^\]]+\]:\s*)(\S+)", re.M)
 _SAFE_SCHEME = re.compile(r"^(https?:|mailto:|#)", re.I)
@@ -41,15 +48,42 @@ def _escape_prose(text: str) -> str:
     return text
 
 
+def _code_html(code: str) -> str:
+    """A code span as HTML whose every character is escaped: no renderer reads markup in it."""
+    code = code.replace("\n", " ")
+    if code.startswith(" ") and code.endswith(" ") and code.strip():
+        code = code[1:-1]
+    return "<code>" + "".join(c if c.isalnum() else f"&#{ord(c)};" for c in code) + "</code>"
+
+
 def _escape_inline(text: str) -> str:
     out: list[str] = []
     pos = 0
     for m in _CODE_SPAN.finditer(text):
         out.append(_escape_prose(text[pos : m.start()]))
-        out.append(m.group(0))
+        code = m.group(2)
+        out.append(_code_html(code) if _RISKY_CODE.search(code) else m.group(0))
         pos = m.end()
     out.append(_escape_prose(text[pos:]))
     return "".join(out)
+
+
+def _fence_opener(line: str) -> tuple[str, int] | None:
+    """(fence, indent) when `line` opens a fenced code block."""
+    m = _FENCE.match(line)
+    if m is None or (m.group(2)[0] == "`" and "`" in m.group(3)):
+        return None  # a backtick fence's info string cannot hold a backtick
+    return m.group(2), len(m.group(1))
+
+
+def _closes(line: str, fence: str) -> bool:
+    m = _FENCE.match(line)
+    return (
+        m is not None
+        and m.group(2)[0] == fence[0]
+        and len(m.group(2)) >= len(fence)
+        and not m.group(3).strip()
+    )
 
 
 def safe_markdown(text: str) -> str:
@@ -57,21 +91,25 @@ def safe_markdown(text: str) -> str:
     out: list[str] = []
     prose: list[str] = []
     fence: str | None = None
+    indent = 0
     for line in text.splitlines(keepends=True):
-        m = _FENCE.match(line)
-        if fence is None:
-            if m:
-                out.append(_escape_inline("".join(prose)))
-                prose = []
-                fence = m.group(1)
+        if fence is not None:
+            if _closes(line, fence):
                 out.append(line)
-            else:
-                prose.append(line)
-        else:
-            out.append(line)
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
-                if not line.strip().strip(fence[0]):
-                    fence = None
+                fence = None
+                continue
+            if not (line.strip() and len(line) - len(line.lstrip(" ")) < indent):
+                out.append(line)
+                continue
+            fence = None  # less indented than the fence: its list item, and the block, ended
+        opened = _fence_opener(line)
+        if opened is None:
+            prose.append(line)
+            continue
+        out.append(_escape_inline("".join(prose)))
+        prose = []
+        fence, indent = opened
+        out.append(line)
     out.append(_escape_inline("".join(prose)))
     return "".join(out)
 
@@ -95,13 +133,18 @@ def footer(reply: Reply) -> str:
     return " · ".join(bits)
 
 
+def tool_calls_markdown(reply: Reply) -> str:
+    """The reply's tool calls as a list; names and arguments come from the model: untrusted."""
+    calls = "\n".join(f"- `{t.name}({t.arguments_json})`" for t in reply.tool_calls)
+    return safe_markdown(f"**Tool calls**\n\n{calls}\n")
+
+
 def reply_markdown(reply: Reply, *, with_footer: bool = True) -> str:
     body = safe_markdown(reply.text)
     if reply.tool_calls:
-        calls = "\n".join(f"- `{t.name}({t.arguments_json})`" for t in reply.tool_calls)
-        body += f"\n\n**Tool calls**\n\n{calls}"
+        body += "\n\n" + tool_calls_markdown(reply).rstrip("\n")
     if reply.error is not None and not reply.text:
-        body = f"**Error:** {html.escape(str(reply.error))}"
+        body = f"**Error:** {safe_markdown(str(reply.error))}"
     if with_footer:
         body += f"\n\n<sub>{html.escape(footer(reply))}</sub>"
     return body

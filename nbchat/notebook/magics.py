@@ -244,10 +244,9 @@ class ChatMagics(Magics, Configurable):
         else:
             out.close()
         if reply.tool_calls:
-            from ..core.render import safe_markdown
+            from ..core.render import tool_calls_markdown
 
-            calls = "\n".join(f"- `{t.name}({t.arguments_json})`" for t in reply.tool_calls)
-            publish({"text/markdown": safe_markdown(f"**Tool calls**\n\n{calls}\n")}, None, False)
+            publish({"text/markdown": tool_calls_markdown(reply)}, None, False)
         if reply.text or reply.image_parts or reply.tool_calls or reply.interrupted:
             publish(footer_bundle(reply.footer()), None, False)
         return reply
