@@ -32,9 +32,9 @@ from .replicate import (
     build_input,
     cancel_quietly,
     failure,
+    final_events,
     finish_reason,
     input_properties,
-    output_items,
     output_schema,
     outputs_files,
 )
@@ -162,14 +162,8 @@ class CogProvider(Provider):
             finished = True
             if not isinstance(pred, dict):
                 raise ProtocolError("the Cog server answered without a prediction")
-            if pred.get("status") == "failed":
-                raise failure(pred, self.name)
-            for item in output_items(pred.get("output")):
-                for ev in await outputs.events(item):
-                    yield ev
-            for ev in outputs.flush():
+            async for ev in final_events(pred, outputs, self.name):
                 yield ev
-            yield Done("stop" if outputs.stopped else finish_reason(str(pred.get("status"))))
         finally:
             if not finished:
                 await cancel_quietly(client, f"{url}/cancel", {})

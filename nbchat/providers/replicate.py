@@ -277,6 +277,19 @@ def finish_reason(status: str) -> str:
     return {"succeeded": "stop", "canceled": "canceled"}.get(status, status)
 
 
+async def final_events(pred: dict[str, Any], outputs: Outputs,
+                       provider: str) -> AsyncIterator[Event]:
+    """The events of a finished prediction: its outputs, then Done; a failed one raises."""
+    if pred.get("status") == "failed":
+        raise failure(pred, provider)
+    for item in output_items(pred.get("output")):
+        for ev in await outputs.events(item):
+            yield ev
+    for ev in outputs.flush():
+        yield ev
+    yield Done("stop" if outputs.stopped else finish_reason(str(pred.get("status"))))
+
+
 def failure(pred: dict[str, Any], provider: str) -> ProviderError:
     err = pred.get("error") or "the prediction failed"
     if isinstance(err, dict):
@@ -475,14 +488,8 @@ class ReplicateProvider(Provider):
             get_url = urls.get("get") or f"{base}/predictions/{pred['id']}"
             pred = await self._poll(client, pred, get_url, auth)
             finished = True
-            if pred["status"] == "failed":
-                raise failure(pred, self.name)
-            for item in output_items(pred.get("output")):
-                for ev in await outputs.events(item):
-                    yield ev
-            for ev in outputs.flush():
+            async for ev in final_events(pred, outputs, self.name):
                 yield ev
-            yield Done("stop" if outputs.stopped else finish_reason(pred["status"]))
         finally:
             if not finished:
                 await cancel_quietly(client, cancel_url, auth)
