@@ -323,6 +323,24 @@ def test_data_uri_outputs_become_images(cloud):
     assert len(cloud.seen) == 2  # no fetch
 
 
+def test_file_outputs_that_are_not_images(cloud):
+    import base64
+
+    done = wire("replicate_prediction_sdxl_succeeded.json")
+    wav = "https://replicate.delivery/pbxt/abc/out-0.wav"
+    done["output"] = [wav]
+    sdxl(cloud)
+    cloud.routes[f"POST {API}/predictions"] = [httpx.Response(201, json=done)]
+    cloud.on("GET", wav, httpx.Response(200, headers={"content-type": "audio/wav"},
+                                        content=b"RIFF\x00\x00\x00\x00WAVEfmt "))
+    reply = collect(f"replicate:{SDXL}", "a bell")
+    assert reply.images == [] and reply.text == wav + "\n"  # the link, to fetch yourself
+    done["output"] = ["data:audio/wav;base64," + base64.b64encode(b"RIFF....WAVE").decode()]
+    cloud.routes[f"POST {API}/predictions"] = [httpx.Response(201, json=done)]
+    with pytest.raises(ProviderError, match=r"not an image \(audio/wav\)"):
+        collect(f"replicate:{SDXL}", "a bell")
+
+
 def test_image_prompt_reaches_an_image_input(cloud):
     sdxl(cloud, "replicate_prediction_sdxl_succeeded.json")
     collect(f"replicate:{SDXL}", "make it blue", images=[png_bytes()])

@@ -33,8 +33,14 @@ from typing import Any
 import httpx
 
 from ..core import http
-from ..core.errors import ProtocolError, ProviderError, UnknownModel, UnsupportedInput
-from ..core.images import parse_data_uri, sniff_mime
+from ..core.errors import (
+    BadOption,
+    ProtocolError,
+    ProviderError,
+    UnknownModel,
+    UnsupportedInput,
+)
+from ..core.images import from_bytes, parse_data_uri
 from ..core.provider import Provider
 from ..core.sse import aiter_sse
 from ..core.types import (
@@ -242,7 +248,10 @@ class Outputs:
         if self.stopped:
             return []
         if is_image_ref(item, self.files):
-            return [ImageEvent(await self.image(item))]
+            part = await self.image(item)
+            if part is not None:
+                return [ImageEvent(part)]
+            return [TextDelta(f"{item}\n")]  # a file that is not an image: its URL, as text
         if not isinstance(item, str):
             item = json.dumps(item)
         text = self.cutter.feed(item)
@@ -252,9 +261,16 @@ class Outputs:
         text = self.cutter.flush()
         return [TextDelta(text)] if text and not self.stopped else []
 
-    async def image(self, ref: str) -> ImagePart:
+    async def image(self, ref: str) -> ImagePart | None:
+        """The image a data URI or URL holds; None for a URL of a file that is not an image."""
         if ref.startswith("data:"):
-            return parse_data_uri(ref)
+            try:
+                return parse_data_uri(ref)
+            except BadOption:
+                kind = ref[5:].split(";", 1)[0].split(",", 1)[0] or "of unknown type"
+                raise ProviderError(
+                    f"the model returned a file that is not an image ({kind}); nbchat shows "
+                    "text and images only", provider=self.provider) from None
         url = httpx.URL(ref)
         headers = self.auth if self.auth_host and url.host == self.auth_host else {}
         try:
@@ -267,10 +283,11 @@ class Outputs:
                 f"(HTTP {resp.status_code}); it may have expired: run the prediction again",
                 provider=self.provider,
             )
-        mime = resp.headers.get("content-type", "").split(";")[0]
-        if not mime.startswith("image/"):
-            mime = sniff_mime(resp.content)
-        return ImagePart(resp.content, mime, url=ref)
+        try:
+            part = from_bytes(resp.content)
+        except BadOption:
+            return None
+        return ImagePart(part.data, part.mime, url=ref)
 
 
 def finish_reason(status: str) -> str:
