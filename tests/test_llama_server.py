@@ -122,3 +122,38 @@ def test_batch_runs_concurrently_and_keeps_order(server):
 
 def test_server_up(llama_server):
     assert httpx.get(f"{llama_server}/models").status_code == 200
+
+
+def test_chat_magic_reaches_every_feature(llama_server, monkeypatch):
+    """%%chat against the real server with no environment: --base-url, tools forced by name,
+    a schema, logprobs and top_p all reach the wire and come back on the reply."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nbchat.notebook.magics import ChatMagics
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    ip = InteractiveShell.instance()
+    magics = ChatMagics(shell=ip)
+    ip.register_magics(magics)
+
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        return "sunny"
+
+    ip.user_ns.update(get_weather=get_weather, shape={
+        "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]})
+    flags = f"-m {MODEL} --base-url {llama_server} -t 0 --max-tokens 40 --new"
+    try:
+        result = ip.run_cell(f"%%chat {flags} --tools get_weather --tool-choice get_weather "
+                             "--as r1\nWeather in Paris?")
+        assert result.error_in_exec is None, result.error_in_exec
+        result = ip.run_cell(f"%%chat {flags} --schema shape --logprobs 1 --top-p 0.9 "
+                             "--as r2\nInvent a name. Answer in JSON.")
+        assert result.error_in_exec is None, result.error_in_exec
+    finally:
+        ip.configurables.remove(magics)
+    r1, r2 = ip.user_ns["r1"], ip.user_ns["r2"]
+    assert [c.name for c in r1.tool_calls] == ["get_weather"]
+    assert isinstance(r2.json["name"], str)
+    # top 1 alternative (llama.cpp adds the sampled token when the grammar forced another)
+    assert r2.logprobs and all(1 <= len(lp["top_logprobs"]) <= 2 for lp in r2.logprobs)

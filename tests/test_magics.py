@@ -445,3 +445,20 @@ def test_extension_loads_in_a_shell():
     ip.run_line_magic("load_ext", "nbchat")
     assert "chat" in ip.magics_manager.magics["cell"]
     assert os.path.basename(nbchat.__file__) == "__init__.py"
+
+
+def test_tools_tool_choice_logprobs_and_top_p(sh, fake):
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    sh.ip.user_ns.update(add=add, kit=[add, {"name": "lookup", "parameters": {"type": "object"}}])
+    sh.ok("%%chat -m fake:echo --tools kit --tool-choice required --logprobs 0 --top-p 0.5\nGo")
+    opts = fake.requests[-1].options
+    assert [t.name for t in opts.tools] == ["add", "lookup"]
+    assert opts.tools[0].parameters["properties"]["a"] == {"type": "integer"}
+    assert (opts.tool_choice, opts.logprobs, opts.top_p) == ("required", 0, 0.5)
+    sh.ok("%%chat -m fake:echo --tools add --tool-choice add\nGo")
+    assert fake.requests[-1].options.tool_choice == "add"
+    assert "ghost" in sh.error("%%chat -m fake:echo --tools ghost\nGo")
+    assert "tool_choice" in sh.error("%%chat -m fake:echo --tools add --tool-choice sub\nGo")

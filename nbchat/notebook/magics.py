@@ -114,11 +114,17 @@ class ChatMagics(Magics, Configurable):
     @argument("-m", "--model", help="model id, an alias like 'local', 'A,B' or 'provider:*'")
     @argument("-s", "--system", help="system prompt (kept for the thread)")
     @argument("-t", "--temperature", type=float, help="sampling temperature, 0..2")
+    @argument("--top-p", type=float, help="nucleus sampling, 0..1")
     @argument("--max-tokens", type=int, help="maximum reply length in tokens")
     @argument("--stop", action="append", metavar="S", help="stop sequence (repeatable)")
     @argument("--seed", type=int, help="sampling seed")
     @argument("--json", action="store_true", help="ask for a JSON reply")
     @argument("--schema", metavar="VAR", help="variable holding a JSON schema, dataclass or model")
+    @argument("--tools", action="append", metavar="VAR",
+              help="variable holding a function, a tool schema or a list of them (repeatable)")
+    @argument("--tool-choice", metavar="C", help="auto, required, none or a tool's name")
+    @argument("--logprobs", type=int, metavar="N",
+              help="return token log-probabilities with N alternatives (0: none) in .logprobs")
     @argument("--new", action="store_true", help="start the thread afresh")
     @argument("--thread", metavar="NAME", help="conversation to continue (default: 'default')")
     @argument("--as", dest="as_var", metavar="VAR", help="also store the reply in VAR")
@@ -167,9 +173,15 @@ class ChatMagics(Magics, Configurable):
             "temperature": _first(args.temperature, self.temperature),
             "max_tokens": _first(args.max_tokens, self.max_tokens),
             "seed": _first(args.seed, self.seed),
+            "top_p": args.top_p,
             "stop": args.stop,
             "base_url": args.base_url,
+            "tool_choice": args.tool_choice,
+            "logprobs": args.logprobs,
         }
+        if args.tools:
+            opts["tools"] = [t for name in args.tools
+                             for t in _as_list(_lookup(ns, name, "--tools"))]
         if args.json:
             opts["json"] = True
         if args.schema:
@@ -331,6 +343,10 @@ def _lookup(ns: dict[str, Any], name: str, flag: str) -> Any:
     if name not in ns:
         raise UsageError(f"{flag} {name}: no variable {name!r} is defined")
     return ns[name]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _image_arg(ns: dict[str, Any], value: str) -> Any:
