@@ -5,6 +5,7 @@ then the streaming I/O through `httpx.MockTransport` and, for what a mock cannot
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import pathlib
 import socket
@@ -498,3 +499,83 @@ def test_unexpected_httpx_errors_become_short_errors_without_the_key(mock, monke
 def test_base_url_without_a_scheme_says_so():
     with pytest.raises(ConnectionFailed, match="not a valid http:// or https://"):
         nbchat.chat("hi", model="openai:m", base_url="localhost:8000/v1")
+
+
+# ---- image inputs of every kind, for every provider on this engine ------------------------
+
+
+@pytest.fixture(scope="module")
+def image_url():
+    """A real loopback server giving a JPEG: URLs are fetched by the core, not mocked."""
+    import http.server
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(buf, format="JPEG")
+    jpeg = buf.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("content-type", "image/jpeg")
+            self.send_header("content-length", str(len(jpeg)))
+            self.end_headers()
+            self.wfile.write(jpeg)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cat.jpg", jpeg
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("model, string_form", [
+    ("openai:m", False), ("cerebras:preview-vision", False), ("anyscale:m", False),
+    ("nvidia:meta/llama-3.2-11b-vision-instruct", False),
+    ("nvidia:microsoft/phi-3-vision-128k-instruct", True),
+])
+def test_images_from_path_url_bytes_and_pil(model, string_form, image_url, tmp_path,
+                                            monkeypatch):
+    import base64
+
+    from PIL import Image
+
+    from nbchat.providers.anyscale import AnyscaleProvider
+    from nbchat.providers.cerebras import CerebrasProvider
+    from nbchat.providers.nvidia import NvidiaProvider
+
+    url, jpeg = image_url
+    bodies: list[dict] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(req.content))
+        return httpx.Response(200, content=wire("openai_text_usage.sse"),
+                              headers={"content-type": "text/event-stream"})
+
+    name = model.split(":")[0]
+    cls = {"openai": OpenAIProvider, "cerebras": CerebrasProvider,
+           "anyscale": AnyscaleProvider, "nvidia": NvidiaProvider}[name]
+    registry.register(cls(transport=httpx.MockTransport(handler)))
+    for env in ("CEREBRAS_API_KEY", "NVIDIA_API_KEY"):
+        monkeypatch.setenv(env, "zz-test-key-123456")
+    monkeypatch.setenv("OPENAI_BASE_URL", BASE)
+    monkeypatch.setenv("ANYSCALE_BASE_URL", BASE)
+    path = tmp_path / "cat.png"
+    Image.new("RGB", (3, 3), "blue").save(path)
+    pil = Image.new("RGBA", (2, 2), (0, 255, 0, 128))
+    try:
+        nbchat.chat("what is this?", model=model, images=[str(path), url, PNG, pil])
+    finally:
+        registry.unregister(name)
+    parts = bodies[0]["messages"][-1]["content"]
+    assert parts[0] == {"type": "text", "text": "what is this?"}
+    uris = [p["image_url"] if string_form else p["image_url"]["url"] for p in parts[1:]]
+    assert [u.split(";")[0] for u in uris] == ["data:image/png", "data:image/jpeg",
+                                               "data:image/png", "data:image/png"]
+    raw = [base64.b64decode(u.split(",", 1)[1]) for u in uris]
+    assert raw[0] == path.read_bytes() and raw[1] == jpeg and raw[2] == PNG
+    assert Image.open(io.BytesIO(raw[3])).getpixel((0, 0)) == (0, 255, 0, 128)
