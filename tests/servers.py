@@ -74,3 +74,17 @@ def llama_server():
     finally:
         stop_server(proc)
         log.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    """Retry and polling delays, recorded instead of waited for (nbchat.core.http._sleep)."""
+    from nbchat.core import http
+
+    delays: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    monkeypatch.setattr(http, "_sleep", no_sleep)
+    return delays

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 import nbchat
-from nbchat.core import http, registry
+from nbchat.core import registry
 from nbchat.core.errors import (
     AuthenticationError,
     BadOption,
@@ -50,16 +50,10 @@ def sse(name: str) -> httpx.Response:
 
 
 @pytest.fixture
-def cerebras(monkeypatch):
+def cerebras(monkeypatch, sleeps):
     server = Cerebras()
     registry.register(CerebrasProvider(transport=httpx.MockTransport(server)))
     monkeypatch.setenv("CEREBRAS_API_KEY", KEY)
-    sleeps: list[float] = []
-
-    async def no_sleep(s: float) -> None:
-        sleeps.append(s)
-
-    monkeypatch.setattr(http, "_sleep", no_sleep)
     server.sleeps = sleeps  # type: ignore[attr-defined]
     yield server
     registry.unregister("cerebras")

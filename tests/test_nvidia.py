@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import nbchat
-from nbchat.core import http, registry
+from nbchat.core import registry
 from nbchat.core.errors import MissingKey, RateLimited, UnknownModel
 from nbchat.providers import nvidia
 from nbchat.providers.nvidia import NvidiaProvider, normalize_base_url
@@ -54,16 +54,10 @@ HOSTED = "https://integrate.api.nvidia.com/v1/chat/completions"
 
 
 @pytest.fixture
-def nv(monkeypatch):
+def nv(monkeypatch, sleeps):
     server = Nvidia()
     registry.register(NvidiaProvider(transport=httpx.MockTransport(server)))
     monkeypatch.setenv("NVIDIA_API_KEY", KEY)
-    sleeps: list[float] = []
-
-    async def no_sleep(s: float) -> None:
-        sleeps.append(s)
-
-    monkeypatch.setattr(http, "_sleep", no_sleep)
     server.sleeps = sleeps  # type: ignore[attr-defined]
     yield server
     registry.unregister("nvidia")

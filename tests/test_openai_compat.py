@@ -241,17 +241,12 @@ class Server:
 
 
 @pytest.fixture
-def mock(monkeypatch):
+def mock(monkeypatch, sleeps):
     server = Server()
     provider = OpenAIProvider(transport=httpx.MockTransport(server))
     registry.register(provider)
     monkeypatch.setenv("OPENAI_BASE_URL", BASE)
-
-    async def no_sleep(seconds):
-        server.sleeps.append(seconds)
-
-    server.sleeps = []  # type: ignore[attr-defined]
-    monkeypatch.setattr(http, "_sleep", no_sleep)
+    server.sleeps = sleeps  # type: ignore[attr-defined]
     yield server
     registry.unregister("openai")
 
