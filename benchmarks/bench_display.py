@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import sys
 import time
 
@@ -29,27 +28,7 @@ import nbchat  # noqa: E402
 from nbchat.core import registry  # noqa: E402
 from nbchat.core.provider import Provider  # noqa: E402
 from nbchat.core.types import Done, ModelInfo, TextDelta, Usage  # noqa: E402
-
-
-def realistic_reply(tokens: int, seed: int = 3) -> list[str]:
-    rnd = random.Random(seed)
-    words = ("the model stream block update notebook output cell render token python value "
-             "function returns list of items each with a name and a short description").split()
-    parts: list[str] = []
-    while sum(len(p) for p in parts) < tokens * 4:
-        kind = rnd.random()
-        if kind < 0.55:
-            n = rnd.randint(30, 110)
-            parts.append(" ".join(rnd.choice(words) for _ in range(n)).capitalize() + ".\n\n")
-        elif kind < 0.8:
-            parts.append("".join(f"- {rnd.choice(words)} {rnd.choice(words)}\n"
-                                 for _ in range(rnd.randint(3, 7))) + "\n")
-        else:
-            lines = [f"    x{i} = {rnd.choice(words)!r}  # {rnd.choice(words)}\n"
-                     for i in range(rnd.randint(5, 30))]
-            parts.append("```python\ndef f():\n" + "".join(lines) + "```\n\n")
-    text = "".join(parts)
-    return [text[i:i + 4] for i in range(0, len(text), 4)][:tokens]
+from tests.fakes import realistic_reply  # noqa: E402
 
 
 class Paced(Provider):

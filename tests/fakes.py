@@ -1,9 +1,10 @@
 """A real provider for tests: replies are enqueued, calls are recorded (registered like any
-other provider)."""
+other provider). Also a realistic Markdown reply to stream (tests and benchmarks share it)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -85,3 +86,25 @@ class FakeProvider(Provider):
         finally:
             self.active -= 1
             self.closed += 1
+
+
+def realistic_reply(tokens: int = 2000, seed: int = 3) -> list[str]:
+    """A Markdown answer cut into ~4-character tokens: paragraphs, lists, code fences."""
+    rnd = random.Random(seed)
+    words = ("the model stream block update notebook output cell render token python value "
+             "function returns list of items each with a name and a short description").split()
+    parts: list[str] = []
+    while sum(len(p) for p in parts) < tokens * 4:
+        kind = rnd.random()
+        if kind < 0.55:
+            n = rnd.randint(30, 110)
+            parts.append(" ".join(rnd.choice(words) for _ in range(n)).capitalize() + ".\n\n")
+        elif kind < 0.8:
+            parts.append("".join(f"- {rnd.choice(words)} {rnd.choice(words)}\n"
+                                 for _ in range(rnd.randint(3, 7))) + "\n")
+        else:
+            lines = [f"    x{i} = {rnd.choice(words)!r}  # {rnd.choice(words)}\n"
+                     for i in range(rnd.randint(5, 30))]
+            parts.append("```python\ndef f():\n" + "".join(lines) + "```\n\n")
+    text = "".join(parts)
+    return [text[i:i + 4] for i in range(0, len(text), 4)][:tokens]

@@ -71,8 +71,7 @@ def test_no_raw_html_where_a_renderer_reads_the_text_differently(text):
 
 def test_risky_code_spans_become_escaped_code():
     out = safe_markdown("`<b>` and `[x](javascript:alert(1))`")
-    assert out == ("<code>&#60;b&#62;</code> and "
-                   "<code>&#91;x&#93;&#40;javascript&#58;alert&#40;1&#41;&#41;</code>")
+    assert out == "<code>&#60;b&#62;</code> and <code>&#91;x&#93;(javascript:alert(1))</code>"
     assert safe_markdown("use `print(x)` here") == "use `print(x)` here"
 
 

@@ -8,7 +8,7 @@ Model output is untrusted. `safe_markdown` keeps code blocks and code spans as t
 
 Where a Markdown renderer might read the text differently from us, we err towards escaping:
 a code span whose content could do harm as prose (`<`, a link, a line break) is written as
-`<code>` with every character escaped; a fence counts only if it opens a valid code block,
+`<code>` with its markup characters escaped; a fence counts only if it opens a valid code block,
 and an indented fence ends at the first line indented less (a list item around it ended).
 """
 
@@ -26,6 +26,8 @@ _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)")
 # a backtick run closed by a run of the same length, within one paragraph
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)((?:(?!\n[ \t]*\n).)+?)(?<!`)\1(?!`)", re.S)
 _RISKY_CODE = re.compile(r"[<>\n]|\]\(|!\[")
+# what Markdown or HTML could read as markup inside `<code>`; intraword `_` cannot emphasise
+_CODE_MARKUP = re.compile(r"[&<>\"'\[\]\\`*~]|(?<!\w)_|_(?!\w)")
 _LINK_TARGET = re.compile(r"\]\(\s*(<[^>]*>|[^)]*)")
 _REF_DEF = re.compile(r"^( {0,3}\[[^\]]+\]:\s*)(\S+)", re.M)
 _SAFE_SCHEME = re.compile(r"^(https?:|mailto:|#)", re.I)
@@ -49,11 +51,11 @@ def _escape_prose(text: str) -> str:
 
 
 def _code_html(code: str) -> str:
-    """A code span as HTML whose every character is escaped: no renderer reads markup in it."""
+    """A code span as HTML with its markup characters escaped: no renderer reads markup in it."""
     code = code.replace("\n", " ")
     if code.startswith(" ") and code.endswith(" ") and code.strip():
         code = code[1:-1]
-    return "<code>" + "".join(c if c.isalnum() else f"&#{ord(c)};" for c in code) + "</code>"
+    return "<code>" + _CODE_MARKUP.sub(lambda m: f"&#{ord(m.group())};", code) + "</code>"
 
 
 def _escape_inline(text: str) -> str:
