@@ -462,3 +462,22 @@ def test_tools_tool_choice_logprobs_and_top_p(sh, fake):
     assert fake.requests[-1].options.tool_choice == "add"
     assert "ghost" in sh.error("%%chat -m fake:echo --tools ghost\nGo")
     assert "tool_choice" in sh.error("%%chat -m fake:echo --tools add --tool-choice sub\nGo")
+
+
+def test_models_table_rows_pure():
+    from nbchat.core.types import ModelInfo
+    from nbchat.notebook.table import ModelTable
+
+    table = ModelTable([
+        ModelInfo(id="a:x", provider="a", tools=True, json=True, vision=True, key_set=True,
+                  key_env="A_KEY"),
+        ModelInfo(id="b:img", provider="b", stream=False, image_generation=True,
+                  key_env="B_TOKEN"),
+        ModelInfo(id="c:local", provider="c", key_set=True),
+    ])
+    assert table.rows() == [
+        ("a:x", "a", "stream, tools, JSON, vision", "✅"),
+        ("b:img", "b", "image generation", "❌ set B_TOKEN"),
+        ("c:local", "c", "stream", "✅"),
+    ]
+    assert "<td>❌ set B_TOKEN</td>" in table._repr_html_() and "b:img" in repr(table)

@@ -33,3 +33,37 @@ def test_reply_repr_never_runs_html(fake):
     assert "<script>" not in bundle["text/markdown"]
     assert "![x](http" not in bundle["text/markdown"]
     assert bundle["text/plain"] == reply.text
+
+
+def test_the_contract_names_and_fields():
+    """The names of issue 2 that other code calls: renaming one must fail here."""
+    import dataclasses
+    import inspect
+
+    for fn in (nbchat.chat, nbchat.achat, nbchat.stream, nbchat.astream):
+        params = list(inspect.signature(fn).parameters.values())
+        assert [p.name for p in params] == ["prompt", "model", "options"], fn
+        assert params[1].default is None and params[2].kind is inspect.Parameter.VAR_KEYWORD
+    assert inspect.iscoroutinefunction(nbchat.achat)
+    conv = inspect.signature(nbchat.Conversation)
+    assert list(conv.parameters)[:2] == ["model", "system"]
+    for name in ("send", "stream", "messages", "reset"):
+        assert hasattr(nbchat.Conversation, name), name
+    assert list(inspect.signature(nbchat.models).parameters) == ["provider"]
+    reply = {f.name for f in dataclasses.fields(nbchat.Reply)}
+    assert {"text", "model", "usage", "finish_reason", "tool_calls"} <= reply
+    assert isinstance(nbchat.Reply.images, property) and isinstance(nbchat.Reply.json, property)
+    assert {f.name for f in dataclasses.fields(nbchat.Usage)} == {"input_tokens", "output_tokens"}
+    assert {f.name for f in dataclasses.fields(nbchat.ToolCall)} >= {"name", "arguments"}
+    info = {f.name for f in dataclasses.fields(nbchat.ModelInfo)}
+    assert {"id", "provider", "stream", "tools", "json", "vision", "image_generation",
+            "key_set"} <= info
+    from nbchat.core.options import OPTION_NAMES
+
+    assert {"temperature", "top_p", "max_tokens", "stop", "seed", "json", "schema", "tools",
+            "tool_choice", "images", "system", "base_url", "api_key"} <= set(OPTION_NAMES)
+
+
+def test_reply_images_are_pil_and_empty_for_text(fake):
+    reply = nbchat.chat("x", model="fake:echo")
+    assert reply.images == [] and reply.tool_calls == []
