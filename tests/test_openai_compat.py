@@ -574,3 +574,23 @@ def test_images_from_path_url_bytes_and_pil(model, string_form, image_url, tmp_p
     raw = [base64.b64decode(u.split(",", 1)[1]) for u in uris]
     assert raw[0] == path.read_bytes() and raw[1] == jpeg and raw[2] == PNG
     assert Image.open(io.BytesIO(raw[3])).getpixel((0, 0)) == (0, 255, 0, 128)
+
+
+def test_stream_cut_off_inside_a_record_is_a_clear_error(mock):
+    mock.sse(b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: {"cho')
+    conv = nbchat.Conversation(model="openai:m")
+    with pytest.raises(ConnectionFailed, match="closed before the reply finished"):
+        conv.send("hi")
+    assert conv.replies[-1].text == "Hi" and conv.replies[-1].interrupted
+
+
+@pytest.mark.parametrize("record", [b"[1, 2]", b'{"choices": [null]}',
+                                    b'{"choices": [{"delta": "text"}]}',
+                                    b'{"choices": [{"delta": {"tool_calls": [7]}}]}'])
+def test_record_of_an_unexpected_shape_is_a_protocol_error(mock, record):
+    mock.sse(b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: ' + record
+             + b"\n\ndata: [DONE]\n\n")
+    conv = nbchat.Conversation(model="openai:m")
+    with pytest.raises(ProtocolError, match="stream record nbchat cannot read"):
+        conv.send("hi")
+    assert conv.replies[-1].text == "Hi"

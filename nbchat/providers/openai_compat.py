@@ -259,31 +259,32 @@ class StreamState:
         """One parsed chunk -> its text (or None); raises on an error record."""
         try:
             choices = obj.get("choices")
-        except AttributeError:
-            raise ProtocolError(
-                f"{self.provider} sent a stream record that is not an object: {obj!r:.80}"
-            ) from None
-        if obj.get("usage"):
-            self.usage = usage_of(obj["usage"])
-        if not choices:
-            if "error" in obj:
-                raise stream_error(obj, self.provider)
+            if obj.get("usage"):
+                self.usage = usage_of(obj["usage"])
+            if not choices:
+                if "error" in obj:
+                    raise stream_error(obj, self.provider)
+                return None
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            if "tool_calls" in delta and delta["tool_calls"]:
+                self.tools.add(delta["tool_calls"])
+                self.n_deltas += 1
+            text = delta.get("content")
+            if text:
+                self.n_deltas += 1
+                lp = choice.get("logprobs")
+                if lp and lp.get("content"):
+                    return TextDelta(text, tuple(lp["content"]))
+                return TextDelta(text)
             return None
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
-        if "tool_calls" in delta and delta["tool_calls"]:
-            self.tools.add(delta["tool_calls"])
-            self.n_deltas += 1
-        text = delta.get("content")
-        if text:
-            self.n_deltas += 1
-            lp = choice.get("logprobs")
-            if lp and lp.get("content"):
-                return TextDelta(text, tuple(lp["content"]))
-            return TextDelta(text)
-        return None
+        except (AttributeError, TypeError, IndexError):  # a record of an unexpected shape
+            raise ProtocolError(
+                f"{self.provider} sent a stream record nbchat cannot read: {obj!r:.80}; "
+                "the reply is incomplete, try again"
+            ) from None
 
     def done_events(self) -> list[Event]:
         calls = self.tools.finish()
@@ -476,7 +477,11 @@ class OpenAICompatProvider(Provider):
                     if data == "[DONE]":
                         finished = True
                     elif data.lstrip().startswith("{"):
-                        delta = feed(loads(data))
+                        try:
+                            obj = loads(data)
+                        except ValueError:  # cut off mid-record: reported as a drop below
+                            break
+                        delta = feed(obj)
                         if delta is not None:
                             yield delta
         except httpx.HTTPError as exc:
