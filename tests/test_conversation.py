@@ -59,7 +59,7 @@ def test_keyboard_interrupt_while_waiting_cancels_the_stream(fake):
     assert next(gen) == "a"
     from nbchat.core import bridge
 
-    loop = bridge._loop()
+    loop = bridge._private_loop()
     loop.call_later(0.05, interrupt_soon)
     with pytest.raises(KeyboardInterrupt):
         next(gen)
@@ -135,6 +135,45 @@ def test_async_twins_match_sync(fake):
         return [c async for c in nbchat.astream("p", model="fake:echo")]
 
     assert asyncio.run(chunks()) == ["s", "t"]
+
+
+def in_kernel_like_loop(coro):
+    """Run like a kernel does: a running loop, and SIGINT raising KeyboardInterrupt
+    (asyncio.run would install its own SIGINT handler instead)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def test_interrupt_inside_a_running_loop_closes_the_stream(fake):
+    """In a kernel: Ctrl-C while a sync call waits on the bridge's loop thread."""
+    import _thread
+    import threading
+
+    conv = nbchat.Conversation("fake:echo")
+    fake.enqueue("a", "b", delay=30)
+
+    async def cell():
+        gen = conv.stream("go")
+        assert next(gen) == "a"
+        threading.Timer(0.2, _thread.interrupt_main).start()
+        next(gen)
+
+    with pytest.raises(KeyboardInterrupt):
+        in_kernel_like_loop(cell())
+    assert fake.closed == 1 and fake.active == 0
+    assert conv.history[-1].interrupted and conv.history[-1].text == "a"
+    fake.enqueue(first_delay=30)
+
+    async def cell2():
+        threading.Timer(0.2, _thread.interrupt_main).start()
+        nbchat.chat("x", model="fake:echo")
+
+    with pytest.raises(KeyboardInterrupt):
+        in_kernel_like_loop(cell2())
+    assert fake.closed == 2 and fake.active == 0
 
 
 def test_sync_calls_work_inside_a_running_loop(fake):

@@ -86,3 +86,28 @@ def test_interrupt_stops_generation_keeps_partial_reply_and_next_cell_works(kern
     outputs, status = _run(kc, "%%chat --max-tokens 5\nSay hi.")
     assert status["status"] == "ok"
     assert "llamacpp:smollm2" in _markdown(outputs)
+
+
+def test_a_message_arriving_during_a_sync_call_does_not_break_the_kernel(kernel):
+    """ipykernel 7 handles shell messages (widget events, comm requests) on its loop; a sync
+    call that re-entered that loop (nest_asyncio) made them fail with "cannot enter context"."""
+    km, kc = kernel
+    _run(kc, "import nbchat")
+    sent: list[str] = []
+
+    def poke(msg):
+        if not sent:
+            sent.append(kc.comm_info())  # a shell request while the cell streams
+
+    outputs, status = _run(
+        kc,
+        "for c in nbchat.stream('Write a long story.', max_tokens=60, temperature=0):\n"
+        "    print(c, end='', flush=True)\n",
+        on_output=poke,
+    )
+    assert sent and status["status"] == "ok"
+    errors = [m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream"
+              and m["content"]["name"] == "stderr"]
+    assert not any("cannot enter context" in e for e in errors), errors
+    reply = kc.get_shell_msg(timeout=30)  # the comm_info request was answered
+    assert reply["msg_type"] == "comm_info_reply"

@@ -14,7 +14,7 @@ def test_all_is_complete_and_importable():
 def test_import_is_light():
     """Importing nbchat (what %load_ext does first) pulls in no HTTP, model or widget library."""
     code = ("import sys, nbchat; heavy = [m for m in ('httpx', 'llama_cpp', 'ipywidgets', "
-            "'anywidget', 'PIL', 'nest_asyncio') if m in sys.modules]; print(heavy)")
+            "'anywidget', 'PIL') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

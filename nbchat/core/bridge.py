@@ -1,45 +1,65 @@
 """The sync bridge: run the async core from sync code, in or out of a running event loop.
 
-Outside a loop, nbchat keeps one private loop (so connection pools live across calls).
-Inside a running loop (a Jupyter kernel), nest_asyncio lets us run it re-entrantly.
-Cancellation propagates: a KeyboardInterrupt while waiting cancels the task, which closes
-the provider's stream, and the interrupt is re-raised.
+Outside a loop, nbchat keeps one private loop in the calling thread (so connection pools
+live across calls). Inside a running loop (a Jupyter kernel) the loop cannot be re-entered
+safely: nest_asyncio would do it, but then the kernel's own message handlers step inside
+the nested run, and ipykernel 7 fails with "cannot enter context ... already entered"
+whenever a message (a widget event, a comm request) arrives during a sync call. So there
+the core runs on a dedicated loop thread and the caller waits on it.
+
+Cancellation propagates either way: a KeyboardInterrupt while waiting cancels the task,
+which closes the provider's stream, and the interrupt is re-raised once it has closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: how long an interrupted call waits for the stream it cancelled to close
+CANCEL_WAIT = 5.0
+
 _private: asyncio.AbstractEventLoop | None = None
+_worker: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 
 
-def _loop() -> asyncio.AbstractEventLoop:
-    global _private
+def _in_running_loop() -> bool:
     try:
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()
     except RuntimeError:
-        loop = None
-    if loop is not None:
-        import nest_asyncio
+        return False
+    return True
 
-        if not getattr(loop, "_nest_patched", False):
-            nest_asyncio.apply(loop)
-        return loop
-    if threading.current_thread() is not threading.main_thread():
-        return asyncio.new_event_loop()
+
+def _private_loop() -> asyncio.AbstractEventLoop:
+    global _private
     with _lock:
         if _private is None or _private.is_closed():
             _private = asyncio.new_event_loop()
-    return _private
+        return _private
 
 
-def _run(loop: asyncio.AbstractEventLoop, aw: Awaitable[T]) -> T:
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """The loop thread used for sync calls made while another loop runs (started once)."""
+    global _worker
+    with _lock:
+        if _worker is None or _worker.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=loop.run_forever, name="nbchat-bridge", daemon=True
+            ).start()
+            _worker = loop
+        return _worker
+
+
+def _run_here(loop: asyncio.AbstractEventLoop, aw: Awaitable[T]) -> T:
     task = asyncio.ensure_future(aw, loop=loop)
     try:
         return loop.run_until_complete(task)
@@ -53,22 +73,62 @@ def _run(loop: asyncio.AbstractEventLoop, aw: Awaitable[T]) -> T:
         raise
 
 
+def _submit(coro: Coroutine[Any, Any, T]) -> tuple[asyncio.Task[T], threading.Event]:
+    """Start `coro` on the worker loop, in a copy of the caller's context (display routing)."""
+    loop = worker_loop()
+    ctx = contextvars.copy_context()
+    started: queue.SimpleQueue[asyncio.Task[T]] = queue.SimpleQueue()
+    finished = threading.Event()
+
+    def start() -> None:
+        task = ctx.run(loop.create_task, coro)
+        task.add_done_callback(lambda _: finished.set())
+        started.put(task)
+
+    loop.call_soon_threadsafe(start)
+    return started.get(), finished
+
+
+def _run_on_worker(coro: Coroutine[Any, Any, T]) -> T:
+    task, finished = _submit(coro)
+    loop = worker_loop()
+    try:
+        while not finished.wait(0.1):  # short waits: KeyboardInterrupt lands between them
+            pass
+    except BaseException:
+        loop.call_soon_threadsafe(task.cancel)
+        finished.wait(CANCEL_WAIT)
+        raise
+    return task.result()
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code."""
-    return _run(_loop(), coro)
+    if _in_running_loop():
+        return _run_on_worker(coro)
+    return _run_here(_private_loop(), coro)
 
 
 async def _next(agen: AsyncIterator[T]) -> T:
     return await agen.__anext__()
 
 
+_DONE = object()
+
+
 def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
     """Iterate an async iterator from sync code; closing or interrupting closes it."""
-    loop = _loop()
+    if _in_running_loop():
+        return _iterate_on_worker(agen)
+    return _iterate_here(agen)
+
+
+def _iterate_here(agen: AsyncIterator[T]) -> Iterator[T]:
+    loop = _private_loop()
     try:
         while True:
             try:
-                item = _run(loop, _next(agen))
+                item = _run_here(loop, _next(agen))
             except StopAsyncIteration:
                 return
             yield item
@@ -76,6 +136,44 @@ def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
             try:
-                _run(loop, aclose())
+                _run_here(loop, aclose())
             except RuntimeError:  # already closed by the cancelled task
                 pass
+
+
+def _iterate_on_worker(agen: AsyncIterator[T]) -> Iterator[T]:
+    """A pump task on the worker loop feeds a thread-safe queue; no loop hop per item."""
+    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    async def pump() -> None:
+        try:
+            async for item in agen:
+                items.put(item)
+            items.put(_DONE)
+        except BaseException as exc:
+            items.put(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    task, finished = _submit(pump())
+    try:
+        while True:
+            while True:
+                try:
+                    item = items.get(timeout=0.1)  # short waits: KeyboardInterrupt lands
+                    break
+                except queue.Empty:
+                    continue
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not finished.is_set():
+            worker_loop().call_soon_threadsafe(task.cancel)
+            finished.wait(CANCEL_WAIT)

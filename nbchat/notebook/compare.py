@@ -8,11 +8,9 @@ kernel. The result is not shown a second time when `compare(...)` is a cell's la
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import html
-import threading
-from collections.abc import Coroutine, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import anywidget
 import traitlets
@@ -26,8 +24,6 @@ from ..core.options import parse_settings
 from ..core.render import safe_markdown
 from ..core.types import ModelInfo, Reply, TextDelta
 from .panel import STATIC, Batcher, esm, image_data_url, short_error
-
-T = TypeVar("T")
 
 
 def stats_of(reply: Reply) -> dict[str, Any]:
@@ -305,15 +301,15 @@ async def acompare(models: Any, prompt: Any, **options: Any) -> CompareResult:
 def compare(models: Any, prompt: Any, **options: Any) -> CompareResult:
     """`acompare` for sync code (a cell, `%%chat -m A,B`): returns the CompareResult.
 
-    In a kernel the streams run on a private loop in a worker thread: re-entering the
-    kernel's own loop (nest_asyncio) breaks ipykernel 7 when a widget message arrives.
+    In a kernel the view is created here (in the cell) and the streams run through the sync
+    bridge, on its loop thread.
     """
     if not _in_kernel():
         return run_sync(acompare(models, prompt, **options))
-    view = CompareView(_in_thread(expand_models(models)), **options)
+    view = CompareView(run_sync(expand_models(models)), **options)
     handle = _show(view)
     try:
-        result = _in_thread(view.arun(prompt))
+        result = run_sync(view.arun(prompt))
     except BaseException:
         _finish(view, handle, None)
         raise
@@ -321,39 +317,3 @@ def compare(models: Any, prompt: Any, **options: Any) -> CompareResult:
     return result
 
 
-def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on a new loop in a worker thread (same context vars, so outputs and widget
-    messages keep the cell as their parent); Ctrl-C / interrupt cancels it."""
-    ctx = contextvars.copy_context()
-    box: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
-    task_box: list[asyncio.Task[T]] = []
-
-    def work() -> None:
-        try:
-            task = loop.create_task(coro)
-            task_box.append(task)
-            box["result"] = loop.run_until_complete(task)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-            box["error"] = exc
-        finally:
-            try:  # close the providers' streams on this loop before it goes
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
-
-    thread = threading.Thread(target=ctx.run, args=(work,), name="nbchat-compare", daemon=True)
-    thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(0.05)
-    except BaseException:
-        try:
-            loop.call_soon_threadsafe(task_box[0].cancel)
-        except (IndexError, RuntimeError):  # not started yet, or already finished
-            pass
-        thread.join()
-        raise
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
