@@ -14,6 +14,7 @@ which closes the provider's stream, and the interrupt is re-raised once it has c
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import queue
 import threading
@@ -43,7 +44,18 @@ def _private_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _private is None or _private.is_closed():
             _private = asyncio.new_event_loop()
+            atexit.register(_close_private, _private)
         return _private
+
+
+def _close_private(loop: asyncio.AbstractEventLoop) -> None:
+    """Finish pending async generators (open streams) before exit, quietly."""
+    if loop.is_closed() or loop.is_running():
+        return
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
 
 
 def worker_loop() -> asyncio.AbstractEventLoop:
