@@ -187,7 +187,7 @@ def jupyter(request, tmp_path, evil_server):
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: Playwright keeps a running loop while open
 def browser():
     from playwright.sync_api import sync_playwright
 
