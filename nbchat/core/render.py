@@ -70,7 +70,7 @@ def _escape_inline(text: str) -> str:
     return "".join(out)
 
 
-def _fence_opener(line: str) -> tuple[str, int] | None:
+def fence_opener(line: str) -> tuple[str, int] | None:
     """(fence, indent) when `line` opens a fenced code block."""
     m = _FENCE.match(line)
     if m is None or (m.group(2)[0] == "`" and "`" in m.group(3)):
@@ -78,7 +78,8 @@ def _fence_opener(line: str) -> tuple[str, int] | None:
     return m.group(2), len(m.group(1))
 
 
-def _closes(line: str, fence: str) -> bool:
+def closes_fence(line: str, fence: str) -> bool:
+    """Whether `line` closes a code block opened by `fence`."""
     m = _FENCE.match(line)
     return (
         m is not None
@@ -96,7 +97,7 @@ def safe_markdown(text: str) -> str:
     indent = 0
     for line in text.splitlines(keepends=True):
         if fence is not None:
-            if _closes(line, fence):
+            if closes_fence(line, fence):
                 out.append(line)
                 fence = None
                 continue
@@ -104,7 +105,7 @@ def safe_markdown(text: str) -> str:
                 out.append(line)
                 continue
             fence = None  # less indented than the fence: its list item, and the block, ended
-        opened = _fence_opener(line)
+        opened = fence_opener(line)
         if opened is None:
             prose.append(line)
             continue

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..core.render import safe_markdown
+from ..core.render import closes_fence, fence_opener, safe_markdown
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 #: bytes a display message carries besides its Markdown (keys, display id, metadata)
 MESSAGE_OVERHEAD = 90
 
@@ -45,19 +43,19 @@ def split_blocks(
     fence: str | None = None
     open_line: str | None = opener
     if opener is not None:
-        m = _FENCE.match(opener)
-        fence = m.group(1) if m else "```"
+        opened = fence_opener(opener)
+        fence = opened[0] if opened else "```"
     for line in text.splitlines(keepends=True):
         if not line.endswith("\n"):
             break  # an unfinished line decides nothing
         end = pos + len(line)
-        m = _FENCE.match(line)
         if fence is None:
-            if m:
+            opened = fence_opener(line)
+            if opened:
                 if text[start:pos].strip():  # a fence interrupts a paragraph
                     blocks.append(prefix + text[start:pos])
                     prefix, start = "", pos
-                fence, open_line = m.group(1), line
+                fence, open_line = opened[0], line
             elif not line.strip():
                 if text[start:pos].strip():
                     blocks.append(prefix + text[start:end])
@@ -66,12 +64,7 @@ def split_blocks(
                 blocks.append(prefix + text[start:end])
                 prefix, start = "", end
         else:
-            closes = (
-                m is not None
-                and m.group(1)[0] == fence[0]
-                and len(m.group(1)) >= len(fence)
-                and not line.strip().strip(fence[0])
-            )
+            closes = closes_fence(line, fence)
             if closes:
                 blocks.append(prefix + text[start:end])
                 prefix, start = "", end
