@@ -6,56 +6,16 @@ Only what varies between runs (times and speeds in footers) is sanitized before 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-import nbclient
-import nbformat
 import pytest
+from nbcompare import execute, outputs
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb"
 
-_VARYING = [
-    (re.compile(r"first token \d+\.\d+ s"), "first token T s"),
-    (re.compile(r"\d+\.\d+ tok/s"), "R tok/s"),
-    (re.compile(r"0x[0-9a-f]+"), "0xADDR"),
-]
-
-
-def _clean(text: str) -> str:
-    for pat, repl in _VARYING:
-        text = pat.sub(repl, text)
-    return text
-
-
-def outputs(cell) -> list[tuple[str, str]]:
-    """(kind, text) for each output, streams joined, images by size only."""
-    out: list[tuple[str, str]] = []
-    for o in cell.get("outputs", []):
-        if o.output_type == "stream":
-            if out and out[-1][0] == "stream":
-                out[-1] = ("stream", out[-1][1] + o.text)
-            else:
-                out.append(("stream", o.text))
-        elif o.output_type == "error":
-            out.append(("error", f"{o.ename}: {o.evalue}"))
-        else:
-            data = o.get("data", {})
-            for mime in ("text/markdown", "text/html", "text/plain"):
-                if mime in data:
-                    out.append((mime, _clean(data[mime])))
-                    break
-    return out
-
-
 @pytest.fixture(scope="module")
 def executed():
-    saved = nbformat.read(NOTEBOOK, as_version=4)
-    fresh = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(fresh, timeout=180, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    client.execute()
-    return saved, fresh
+    return execute(NOTEBOOK)
 
 
 def test_saved_with_outputs(executed):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,25 +21,13 @@ import nbformat
 import pytest
 from cogserver import CogServer
 from nbclient import NotebookClient
+from nbcompare import VARYING, sanitize
 from PIL import Image
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 NAMES = ("replicate.ipynb", "images.ipynb")
 
 pytestmark = pytest.mark.server
-
-_VARYING = [
-    (re.compile(r"first token \d+\.\d+ s"), "first token <t> s"),
-    (re.compile(r"\d+\.\d+ tok/s"), "<r> tok/s"),
-    (re.compile(r"0x[0-9a-f]+"), "0x<addr>"),
-]
-
-
-def sanitize(text: str) -> str:
-    for pat, repl in _VARYING:
-        text = pat.sub(repl, text)
-    return text
-
 
 def execute(name: str, workdir: Path, env: dict[str, str]) -> nbformat.NotebookNode:
     """Run a copy of the notebook in `workdir` (files it saves land there)."""
@@ -114,7 +101,7 @@ def test_notebooks_pass_nbval(cog_env, tmp_path):
     test above compares them in full)."""
     cfg = tmp_path / "sanitize.cfg"
     cfg.write_text("".join(f"[s{i}]\nregex: {pat.pattern}\nreplace: {repl}\n\n"
-                           for i, (pat, repl) in enumerate(_VARYING)))
+                           for i, (pat, repl) in enumerate(VARYING)))
     for name in NAMES:  # nbval runs a notebook in its folder, where --save writes
         shutil.copy(NOTEBOOKS / name, tmp_path / name)
     cells = sum(c.cell_type == "code" for n in NAMES for c in nbformat.read(tmp_path / n, 4).cells)

@@ -7,53 +7,17 @@ Only what varies between runs (times, speeds, addresses) is sanitized before com
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-import nbclient
-import nbformat
 import pytest
+from nbcompare import execute as run_notebook
+from nbcompare import outputs
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-WIDGET = "application/vnd.jupyter.widget-view+json"
-
-_VARYING = [
-    (re.compile(r"first token \d+\.\d+ s"), "first token T s"),
-    (re.compile(r"\d+\.\d+ tok/s"), "R tok/s"),
-    (re.compile(r"\d+\.\d+ s total"), "D s total"),
-    (re.compile(r"0x[0-9a-f]+"), "0xADDR"),
-]
-
-
-def _clean(text: str) -> str:
-    for pat, repl in _VARYING:
-        text = pat.sub(repl, text)
-    return text
-
-
-def outputs(cell) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for o in cell.get("outputs", []):
-        if o.output_type == "stream":
-            out.append(("stream", _clean(o.text)))
-        elif o.output_type == "error":
-            out.append(("error", f"{o.ename}: {o.evalue}"))
-        else:
-            data = o.get("data", {})
-            for mime in (WIDGET, "text/html", "text/markdown", "text/plain"):
-                if mime in data:
-                    out.append((mime, "" if mime == WIDGET else _clean(str(data[mime]))))
-                    break
-    return out
 
 
 def execute(name: str):
-    path = NOTEBOOKS / name
-    saved = nbformat.read(path, as_version=4)
-    fresh = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(fresh, timeout=180, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    return saved, fresh
+    return run_notebook(NOTEBOOKS / name)
 
 
 @pytest.fixture(scope="module")
