@@ -135,6 +135,11 @@ def start_jupyter(kind: str, tmp: Path, env_extra: dict[str, str]):
     notif.mkdir(parents=True)
     (notif / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # save widget state into the notebook on save (off by default), so a reopened notebook
+    # can show a ChatPanel's transcript without a kernel that holds the widget
+    widgets = dirs["settings"] / "@jupyter-widgets" / "jupyterlab-manager"
+    widgets.mkdir(parents=True)
+    (widgets / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
     env = {
         **os.environ, **env_extra,
         "JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_DATA_DIR": str(dirs["data"]),

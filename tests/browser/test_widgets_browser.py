@@ -7,11 +7,15 @@ attach an image, and check that nothing from a reply runs or fetches.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import re
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -26,7 +30,22 @@ def png_bytes() -> bytes:
     return buf.getvalue()
 
 
+def files_transfer(page, name: str):
+    """A browser DataTransfer holding one PNG File, as a drop or paste would carry it."""
+    return page.evaluate_handle(
+        """([b64, name]) => {
+          const dt = new DataTransfer();
+          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          dt.items.add(new File([bytes], name, {type: 'image/png'}));
+          return dt;
+        }""",
+        [base64.b64encode(png_bytes()).decode(), name],
+    )
+
+
 def shot(page, app, name: str) -> None:
+    if page.is_closed():
+        return
     page.screenshot(path=str(ARTIFACTS / f"{app.kind}-{name}.png"))
 
 
@@ -101,15 +120,47 @@ def check_panel_and_compare(app, page):
     final = reply.locator(".nbchat-body").inner_text()
     page.wait_for_timeout(1000)
     assert reply.locator(".nbchat-body").inner_text() == final  # it really stopped
+    assert len(final) > 60
     shot(page, app, "panel-stopped")
 
-    # ---- an image attachment: thumbnail, then an inline error that keeps the prompt ---------
+    # ---- image attachments: drop, paste and the file picker each add a thumbnail, then an
+    # inline error that keeps the prompt ---------------------------------------------------------
+    thumbs = local.locator(".nbchat-thumbs img.nbchat-thumb")
+    dropped = files_transfer(page, "drop.png")
+    over = "new DragEvent('dragover', {bubbles: true, cancelable: true})"
+    assert local.locator(".nbchat-log").evaluate(f"el => !el.dispatchEvent({over})")  # drop allowed
+    local.locator(".nbchat-log").dispatch_event("drop", {"dataTransfer": dropped})
+    thumbs.first.wait_for(timeout=10_000)
+    pasted = files_transfer(page, "paste.png")
+    not_handled = message.evaluate(
+        "(el, dt) => el.dispatchEvent(new ClipboardEvent('paste',"
+        " {clipboardData: dt, bubbles: true, cancelable: true}))",
+        pasted,
+    )
+    assert not not_handled  # the panel took the pasted image (default prevented)
+    assert message.input_value() == ""  # the text box got no pasted text
+    page.wait_for_function(
+        "el => el.querySelectorAll('.nbchat-thumbs .nbchat-thumb').length === 2",
+        arg=local.element_handle(),
+        timeout=10_000,
+    )
     local.locator("input.nbchat-file").set_input_files(
         files=[{"name": "red.png", "mimeType": "image/png", "buffer": png_bytes()}]
     )
-    thumb = local.locator(".nbchat-thumbs img.nbchat-thumb")
-    thumb.wait_for()
-    assert thumb.evaluate("img => img.naturalWidth") == 64
+    page.wait_for_function(
+        "el => el.querySelectorAll('.nbchat-thumbs .nbchat-thumb').length === 3",
+        arg=local.element_handle(),
+        timeout=10_000,
+    )
+    assert [thumbs.nth(i).get_attribute("alt") for i in range(3)] == [
+        "drop.png",
+        "paste.png",
+        "red.png",
+    ]
+    for i in range(3):  # each thumbnail shows the real picture
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth === 64", arg=thumbs.nth(i).element_handle()
+        )
     shot(page, app, "panel-thumbnail")
     message.fill("What is in this picture?")
     local.get_by_role("button", name="Send", exact=True).click()
@@ -158,3 +209,53 @@ def check_panel_and_compare(app, page):
         page.locator("#jupyterlab-splash").wait_for(state="detached")
         local.scroll_into_view_if_needed()
         shot(page, app, "panel-dark")
+
+    # ---- persistence: saved, the kernel gone, reopened in a fresh page: the transcripts show -
+    check_reopened(app, page, final)
+
+
+def check_reopened(app, page, local_reply: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^File$")).first.click()
+    page.locator('.lm-Menu-item[data-command="docmanager:save"]').click()
+    path = app.root / "chat.ipynb"
+    deadline = time.monotonic() + 60
+    while True:  # the widget state (with both transcripts) lands in the file
+        state = json.loads(path.read_text()).get("metadata", {}).get("widgets", {})
+        if local_reply[:40] in json.dumps(state) and "openai:evil" in json.dumps(state):
+            break
+        assert time.monotonic() < deadline, "the saved notebook holds no ChatPanel transcript"
+        time.sleep(0.2)
+    page.close()
+    api = f"{app.base}/api/sessions"
+    for session in httpx.get(api, params={"token": app.token}).json():
+        httpx.delete(f"{api}/{session['id']}", params={"token": app.token}).raise_for_status()
+    assert httpx.get(f"{app.base}/api/kernels", params={"token": app.token}).json() == []
+
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
+    fresh = context.new_page()
+    fresh.set_default_timeout(60_000)
+    requests: list[str] = []
+    fresh.on("request", lambda r: requests.append(r.url))
+    try:
+        fresh.goto(app.url("chat.ipynb"))
+        panels = fresh.locator(".nbchat-panel")
+        panels.nth(1).wait_for()
+        local, evil = panels.nth(0), panels.nth(1)
+        you = local.locator(".nbchat-user .nbchat-body").first
+        assert you.inner_text() == "Write a long story about a brave dragon and a knight."
+        reply = local.locator("[role=article].nbchat-interrupted .nbchat-body")
+        assert reply.inner_text() == local_reply
+        assert "cannot see images" in local.locator(".nbchat-error[role=alert]").inner_text()
+        article = evil.locator("[role=article]")
+        assert "<script>" in article.inner_text()  # restored, still shown as text only
+        assert article.locator("strong", has_text="bold").count() == 1
+        evil.scroll_into_view_if_needed()
+        fresh.screenshot(path=str(ARTIFACTS / f"{app.kind}-panel-reopened.png"))
+        assert fresh.evaluate("() => window.__xss") is None
+        assert fresh.locator("img[src='x'], a[href^='javascript']").count() == 0
+        assert not any("198.51.100.7" in u for u in requests)
+    except BaseException:
+        fresh.screenshot(path=str(ARTIFACTS / f"{app.kind}-failure-reopened.png"))
+        raise
+    finally:
+        context.close()
