@@ -13,7 +13,7 @@ from nbchat.core.bridge import run_sync
 from nbchat.core.errors import AuthenticationError, ProtocolError, ProviderError, UnsupportedInput
 from nbchat.core.images import to_pil
 from nbchat.core.types import Done, ImageEvent, ImagePart, Message, Options, Request, TextPart
-from nbchat.providers import nvidia_genai
+from nbchat.providers import nvidia
 from nbchat.providers.nvidia_genai import (
     image_request_body,
     is_image_model,
@@ -95,7 +95,7 @@ def test_image_field_answer():
 
 
 def test_202_is_polled_until_ready(monkeypatch):
-    monkeypatch.setattr(nvidia_genai, "POLL_INTERVAL", 0.0)
+    monkeypatch.setattr(nvidia, "POLL_INTERVAL", 0.0)
     answers = [httpx.Response(202, headers={"NVCF-REQID": "req-1"}),
                httpx.Response(202, headers={"NVCF-REQID": "req-1"}),
                httpx.Response(200, json=wire("nvidia_genai_sdxl.json"))]

@@ -14,14 +14,14 @@ needs no key and whose base URL is normalised to end in /v1. What differs from p
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ..core import http
-from ..core.errors import ProtocolError, ProviderError, UnknownModel
+from ..core.errors import NbchatError, ProtocolError, ProviderError, UnknownModel
 from ..core.types import Event, ImagePart, ModelInfo, Request
 from .openai_compat import Caps, OpenAICompatProvider, build_body, host_of
 
@@ -114,6 +114,38 @@ def needs_upload(part: ImagePart) -> bool:
 
 def asset_ref(part: ImagePart, asset_id: str) -> str:
     return f"data:{part.mime};asset_id,{asset_id}"
+
+
+async def open_polled(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    *,
+    html_error: Callable[[int, bytes], NbchatError] | None = None,
+) -> httpx.Response:
+    """POST, and while NVCF answers 202 + NVCF-REQID, poll its status URL (chat and images)."""
+    response = await http.open_stream(
+        client, "POST", url, provider="nvidia", json_body=body, headers=headers,
+        key_env="NVIDIA_API_KEY", html_error=html_error, accept_status=lambda s: s == 202,
+    )
+    polls = 0
+    while response.status_code == 202:
+        reqid = response.headers.get("nvcf-reqid")
+        await response.aclose()
+        if not reqid:
+            raise ProtocolError("NVIDIA answered 202 without an NVCF-REQID header to poll")
+        polls += 1
+        if polls > POLL_LIMIT:
+            raise ProviderError("the request is still queued; try again later", provider="nvidia")
+        await http._sleep(POLL_INTERVAL)
+        poll_headers = {k: v for k, v in headers.items()
+                        if k.lower() != "nvcf-input-asset-references"}
+        response = await http.open_stream(
+            client, "GET", f"{NVCF_STATUS}/{reqid}", provider="nvidia",
+            headers=poll_headers, key_env="NVIDIA_API_KEY", accept_status=lambda s: s == 202,
+        )
+    return response
 
 
 class NvidiaProvider(OpenAICompatProvider):
@@ -228,30 +260,9 @@ class NvidiaProvider(OpenAICompatProvider):
         headers: dict[str, str],
         api_key: str | None,
     ) -> httpx.Response:
-        """POST, and while the answer is 202 + NVCF-REQID, poll the status URL."""
-        response = await http.open_stream(
-            client, "POST", url, provider=self.name, json_body=body, headers=headers,
-            key_env=self.key_env, html_error=lambda s, b: self.html_error(s, b, url),
-            accept_status=lambda s: s == 202,
+        return await open_polled(
+            client, url, body, headers, html_error=lambda s, b: self.html_error(s, b, url)
         )
-        polls = 0
-        while response.status_code == 202:
-            reqid = response.headers.get("nvcf-reqid")
-            await response.aclose()
-            if not reqid:
-                raise ProtocolError("NVIDIA answered 202 without an NVCF-REQID header to poll")
-            polls += 1
-            if polls > POLL_LIMIT:
-                raise ProviderError("the request is still queued; try again later",
-                                    provider=self.name)
-            await http._sleep(POLL_INTERVAL)
-            poll_headers = {k: v for k, v in headers.items()
-                            if k.lower() != "nvcf-input-asset-references"}
-            response = await http.open_stream(
-                client, "GET", f"{NVCF_STATUS}/{reqid}", provider=self.name,
-                headers=poll_headers, key_env=self.key_env, accept_status=lambda s: s == 202,
-            )
-        return response
 
     # ---- streaming -------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ A `202` with `NVCF-REQID` is polled on the NVCF status URL until it answers 200.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -23,9 +22,6 @@ from ..core.images import parse_data_uri, sniff_mime
 from ..core.types import Done, Event, ImageEvent, ImagePart, ModelInfo, Request
 
 GENAI_BASE = "https://ai.api.nvidia.com/v1/genai"
-NVCF_STATUS = "https://api.nvcf.nvidia.com/v2/nvcf/pexec/status"
-POLL_INTERVAL = 1.0
-POLL_LIMIT = 300  # polls before giving up (about five minutes)
 
 #: model -> request shape: "sdxl" (text_prompts) or "prompt" (flat prompt)
 IMAGE_MODELS: dict[str, tuple[str, str]] = {
@@ -139,46 +135,23 @@ async def stream_image(
     client: httpx.AsyncClient, request: Request, api_key: str
 ) -> AsyncIterator[Event]:
     """POST the prompt, poll a 202 until done, and yield one ImageEvent per image, then Done."""
+    from .nvidia import open_polled  # nvidia imports this module lazily: no cycle
+
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
-    body = image_request_body(request)
     url = genai_url(request.model)
-    payload = await _json(client, "POST", url, headers, body)
-    polls = 0
-    while isinstance(payload, _Pending):
-        polls += 1
-        if polls > POLL_LIMIT:
-            raise ProviderError("the image is still not ready; try again later", provider="nvidia")
-        await asyncio.sleep(POLL_INTERVAL if polls > 1 else 0)
-        payload = await _json(client, "GET", f"{NVCF_STATUS}/{payload.reqid}", headers, None)
-    for part in parse_image_response(payload):
-        yield ImageEvent(part)
-    yield Done("stop")
-
-
-class _Pending:
-    """A 202 answer: the result is to be polled under this NVCF request id."""
-
-    def __init__(self, reqid: str) -> None:
-        self.reqid = reqid
-
-
-async def _json(client: httpx.AsyncClient, method: str, url: str, headers: dict[str, str],
-                body: Any) -> Any:
-    response = await http.open_stream(
-        client, method, url, provider="nvidia", json_body=body, headers=headers,
-        key_env="NVIDIA_API_KEY", accept_status=lambda s: s == 202,
-    )
+    response = await open_polled(client, url, image_request_body(request), headers)
     try:
-        if response.status_code == 202:
-            reqid = response.headers.get("nvcf-reqid")
-            if not reqid:
-                raise ProtocolError("NVIDIA answered 202 without an NVCF-REQID header to poll")
-            return _Pending(reqid)
         data = await response.aread()
     except httpx.HTTPError as exc:
         raise http.transport_error(exc, url, "nvidia") from None
     finally:
         await response.aclose()
+    for part in parse_image_response(_parse_json(data)):
+        yield ImageEvent(part)
+    yield Done("stop")
+
+
+def _parse_json(data: bytes) -> Any:
     try:
         return json.loads(data)
     except ValueError:
