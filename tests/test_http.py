@@ -242,3 +242,9 @@ def test_configure_timeouts(monkeypatch):
     http.configure(read_timeout=3, connect_timeout=2, max_retries=0)
     assert http.timeouts() == http.Timeouts(connect=2, read=3)
     assert http.retry_policy().max_retries == 0
+
+
+def test_409_after_retries_says_the_server_is_busy():
+    err = http.error_from_response(409, b'{"detail":"Already running a prediction"}', {},
+                                   provider="cog")
+    assert "Already running a prediction" in str(err) and "busy" in str(err)

@@ -274,6 +274,8 @@ def error_from_response(
         )
     if status == 404:
         return ProviderError(message + " (check the model id and the base URL)", **kw)
+    if status == 409:  # a Cog server busy with another prediction, after the retries
+        return ProviderError(message + " (the server is busy; try again when it is free)", **kw)
     return ProviderError(message, **kw)
 
 
