@@ -2,6 +2,10 @@
 // ({type: "delta", cols: {index: newText}}); each column's final state arrives in `columns`.
 // Uses h, renderMarkdown, dataImage from markdown.js (prepended by nbchat).
 
+/** @typedef {import("./types").CompareState} CompareState */
+/** @template {Record<string, any>} T @typedef {import("./types").AnyModel<T>} AnyModel */
+/** @template {Record<string, any>} T @typedef {import("./types").AnyWidget<T>} AnyWidget */
+
 /** @param {any} stats */
 function formatStats(stats) {
   if (!stats) return "";
@@ -16,7 +20,7 @@ function formatStats(stats) {
   return bits.join(" · ");
 }
 
-/** @param {{ model: any, el: HTMLElement }} ctx */
+/** @param {{ model: AnyModel<CompareState>, el: HTMLElement }} ctx */
 function render({ model, el }) {
   const prompt = h("div", { class: "nbchat-prompt" });
   const cols = h("div", { class: "nbchat-cols" });
@@ -80,4 +84,4 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default /** @satisfies {AnyWidget<CompareState>} */ ({ render });

@@ -8,13 +8,14 @@ const INLINE =
   /(`+)([^`][\s\S]*?)\1(?!`)|!\[([^\]]*)\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)|\[([^\]]+)\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)|\*\*([^*][\s\S]*?)\*\*|(?<![\w])__([^_][\s\S]*?)__(?![\w])|\*([^*\s][^*]*?)\*|(?<![\w])_([^_\s][^_]*?)_(?![\w])/g;
 
 /**
- * @param {string} tag
+ * @template {string} K
+ * @param {K} tag
  * @param {Record<string, string>} [attrs]
  * @param {...(Node|string)} children
- * @returns {HTMLElement}
+ * @returns {K extends keyof HTMLElementTagNameMap ? HTMLElementTagNameMap[K] : HTMLElement}
  */
 function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
+  const node = /** @type {any} */ (document.createElement(tag));
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
   node.append(...children);
   return node;

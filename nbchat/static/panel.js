@@ -2,6 +2,10 @@
 // the whole transcript arrives as the `transcript` trait at the end of each turn.
 // Uses h, renderMarkdown, bytesToDataUrl, dataImage from markdown.js (prepended by nbchat).
 
+/** @typedef {import("./types").PanelState} PanelState */
+/** @template {Record<string, any>} T @typedef {import("./types").AnyModel<T>} AnyModel */
+/** @template {Record<string, any>} T @typedef {import("./types").AnyWidget<T>} AnyWidget */
+
 /**
  * @param {string} label
  * @param {Record<string, string>} [attrs]
@@ -10,35 +14,42 @@ function button(label, attrs = {}) {
   return h("button", { type: "button", ...attrs }, label);
 }
 
-/** @param {{ model: any, el: HTMLElement }} ctx */
+/** @param {{ model: AnyModel<PanelState>, el: HTMLElement }} ctx */
 function render({ model, el }) {
   /** @type {{ file: File, url: string }[]} */
   let pending = [];
   /** @type {{ text: string, body: HTMLElement, images: HTMLElement, frame: number } | null} */
   let current = null;
 
-  const modelSelect = /** @type {HTMLSelectElement} */ (h("select", { "aria-label": "Model" }));
-  const system = /** @type {HTMLTextAreaElement} */ (
-    h("textarea", { "aria-label": "System prompt", rows: "1", placeholder: "System prompt" })
-  );
-  const temperature = /** @type {HTMLInputElement} */ (
-    h("input", { type: "number", "aria-label": "Temperature", min: "0", max: "2", step: "0.1", placeholder: "default" })
-  );
-  const maxTokens = /** @type {HTMLInputElement} */ (
-    h("input", { type: "number", "aria-label": "Max tokens", min: "1", step: "1", placeholder: "default" })
-  );
+  const modelSelect = h("select", { "aria-label": "Model" });
+  const system = h("textarea", { "aria-label": "System prompt", rows: "1", placeholder: "System prompt" });
+  const temperature = h("input", {
+    type: "number",
+    "aria-label": "Temperature",
+    min: "0",
+    max: "2",
+    step: "0.1",
+    placeholder: "default",
+  });
+  const maxTokens = h("input", { type: "number", "aria-label": "Max tokens", min: "1", step: "1", placeholder: "default" });
   const newChat = button("New chat");
   const exportMd = button("Export Markdown");
   const exportJson = button("Export JSON");
   const log = h("div", { class: "nbchat-log", role: "log", "aria-live": "polite" });
   const thumbs = h("div", { class: "nbchat-thumbs" });
-  const fileInput = /** @type {HTMLInputElement} */ (
-    h("input", { type: "file", accept: "image/*", multiple: "", class: "nbchat-file", "aria-label": "Attach image" })
-  );
+  const fileInput = h("input", {
+    type: "file",
+    accept: "image/*",
+    multiple: "",
+    class: "nbchat-file",
+    "aria-label": "Attach image",
+  });
   const attach = button("Attach image");
-  const input = /** @type {HTMLTextAreaElement} */ (
-    h("textarea", { "aria-label": "Message", rows: "3", placeholder: "Message (Enter sends, Shift+Enter: new line)" })
-  );
+  const input = h("textarea", {
+    "aria-label": "Message",
+    rows: "3",
+    placeholder: "Message (Enter sends, Shift+Enter: new line)",
+  });
   const send = button("Send", { class: "nbchat-send" });
   const stop = button("Stop");
 
@@ -83,7 +94,11 @@ function render({ model, el }) {
     root.classList.toggle("nbchat-busy", busy);
   }
 
-  /** @param {string} name @param {any} value */
+  /**
+   * @template {keyof PanelState} K
+   * @param {K} name
+   * @param {PanelState[K]} value
+   */
   function save(name, value) {
     model.set(name, value);
     model.save_changes();
@@ -105,6 +120,7 @@ function render({ model, el }) {
   function bubble(role, modelName) {
     const body = h("div", { class: "nbchat-body" });
     const images = h("div", { class: "nbchat-images" });
+    /** @type {Record<string, string>} */
     const attrs = role === "assistant" ? { role: "article", "aria-label": `Reply from ${modelName || "model"}` } : {};
     const who = role === "assistant" ? modelName || "assistant" : "You";
     const box = h("div", { class: `nbchat-msg nbchat-${role}`, ...attrs }, h("div", { class: "nbchat-who" }, who), body, images);
@@ -263,4 +279,4 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default /** @satisfies {AnyWidget<PanelState>} */ ({ render });
