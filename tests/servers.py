@@ -56,10 +56,10 @@ def start_llama_server(n_ctx: int = N_CTX) -> tuple[str, subprocess.Popen[bytes]
         time.sleep(0.2)
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
+def stop_server(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(grace)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)

@@ -23,18 +23,6 @@ from nbchat.core.errors import (
 URL = "https://api.example.test/v1/chat/completions"
 
 
-@pytest.fixture
-def delays(monkeypatch):
-    """Record retry delays instead of sleeping."""
-    seen: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        seen.append(seconds)
-
-    monkeypatch.setattr(http, "_sleep", fake_sleep)
-    return seen
-
-
 def run(coro):
     # a fresh loop each time, explicitly: once nest_asyncio has patched asyncio (any test that
     # used the sync bridge inside a running loop does that), asyncio.run reuses one loop
@@ -69,7 +57,7 @@ async def send(transport, **kw):
         await client.aclose()
 
 
-def test_retries_429_honouring_retry_after_then_succeeds(delays):
+def test_retries_429_honouring_retry_after_then_succeeds(sleeps):
     transport, calls = replies(
         httpx.Response(429, headers={"retry-after": "3"}, json={"error": {"message": "slow"}}),
         httpx.Response(503, headers={"retry-after-ms": "250"}, text="busy"),
@@ -77,7 +65,7 @@ def test_retries_429_honouring_retry_after_then_succeeds(delays):
     )
     assert run(send(transport)) == (200, b"ok")
     assert len(calls) == 3
-    assert delays == [3.0, 0.25]
+    assert sleeps == [3.0, 0.25]
     assert calls[0].headers["content-type"] == "application/json"
     assert calls[0].content == b'{"a":1}'
 
@@ -93,27 +81,27 @@ def test_backoff_doubles_and_is_capped():
     assert 0.375 <= d[0] <= 0.5 and 0.75 <= d[1] <= 1.0 and 6.0 <= d[5] <= 8.0
 
 
-def test_gives_up_after_two_retries_with_the_provider_message(delays):
+def test_gives_up_after_two_retries_with_the_provider_message(sleeps):
     body = {"error": {"message": "Rate limit exceeded", "type": "rate_limit"}}
     transport, calls = replies(*[httpx.Response(429, json=body,
                                                 headers={"retry-after": "1"})] * 3)
     with pytest.raises(RateLimited) as info:
         run(send(transport))
-    assert len(calls) == 3 and len(delays) == 2
+    assert len(calls) == 3 and len(sleeps) == 2
     assert info.value.retry_after == 1.0
     assert info.value.status == 429
     assert "Rate limit exceeded" in str(info.value) and "retry in 1 s" in str(info.value)
 
 
-def test_long_retry_after_is_reported_not_waited(delays):
+def test_long_retry_after_is_reported_not_waited(sleeps):
     transport, calls = replies(httpx.Response(429, headers={"retry-after": "3600"}, text="{}"))
     with pytest.raises(RateLimited) as info:
         run(send(transport))
-    assert len(calls) == 1 and delays == []
+    assert len(calls) == 1 and sleeps == []
     assert info.value.retry_after == 3600
 
 
-def test_400_is_not_retried(delays):
+def test_400_is_not_retried(sleeps):
     transport, calls = replies(httpx.Response(400, json={"error": {"message": "bad"}}))
     with pytest.raises(ProviderError, match="HTTP 400: bad"):
         run(send(transport))
@@ -173,7 +161,7 @@ def test_key_never_in_error_text():
     assert "nvapi-abcdefghijklmnop" not in str(err)
 
 
-def test_connect_error_is_retried_then_reported(delays):
+def test_connect_error_is_retried_then_reported(sleeps):
     calls = []
 
     def handler(request):
@@ -182,7 +170,7 @@ def test_connect_error_is_retried_then_reported(delays):
 
     with pytest.raises(ConnectionFailed, match="could not connect to api.example.test"):
         run(send(httpx.MockTransport(handler)))
-    assert len(calls) == 3 and len(delays) == 2
+    assert len(calls) == 3 and len(sleeps) == 2
 
 
 def test_transport_error_messages():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import stop_server
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -183,12 +184,7 @@ def jupyter(request, tmp_path, evil_server):
     try:
         yield app
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_server(proc, grace=15)
         log.close()
 
 
