@@ -95,7 +95,7 @@ def evil_server():
 
 NOTEBOOK_CELLS = [
     "import nbchat\nfrom nbchat import ChatPanel",
-    "panel = ChatPanel('local', temperature=0, max_tokens=200)\npanel",
+    "panel = ChatPanel('local', temperature=0, max_tokens=1000)\npanel",
     "nbchat.compare(['local', 'openai:evil'], 'Say hello.', temperature=0, max_tokens=48)",
     "evil = ChatPanel('openai:evil')\nevil",
 ]
