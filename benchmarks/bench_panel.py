@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from slow_sse import start_slow_server  # noqa: E402
 
-from nbchat.notebook.panel import BATCH_INTERVAL, ChatPanel  # noqa: E402
+from nbchat.notebook.panel import ChatPanel  # noqa: E402
+from nbchat.notebook.widgets import BATCH_INTERVAL  # noqa: E402
 
 TOKENS = 2000
 

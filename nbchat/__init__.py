@@ -37,11 +37,11 @@ _LAZY = {
 
 __all__ = [*_LAZY, "last", "load_ipython_extension", "__version__"]
 
-#: the most recent reply of `%%chat` (also of the panel and compare)
-last: Any = None
-
-
 def __getattr__(name: str) -> Any:
+    if name == "last":  # the most recent reply of `%%chat`, the panel or compare
+        from .notebook import last_result
+
+        return last_result.get()
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
         value = module if name == "errors" else getattr(module, name)

@@ -78,7 +78,7 @@ def llama_server():
 
 @pytest.fixture
 def sleeps(monkeypatch):
-    """Retry and polling delays, recorded instead of waited for (nbchat.core.http._sleep)."""
+    """Retry and polling delays, recorded instead of waited for (nbchat.core.http.sleep)."""
     from nbchat.core import http
 
     delays: list[float] = []
@@ -86,5 +86,5 @@ def sleeps(monkeypatch):
     async def no_sleep(seconds: float) -> None:
         delays.append(seconds)
 
-    monkeypatch.setattr(http, "_sleep", no_sleep)
+    monkeypatch.setattr(http, "sleep", no_sleep)
     return delays

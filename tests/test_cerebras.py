@@ -1,4 +1,4 @@
-"""`cerebras:` over recorded wire data (MockTransport), following PROVIDERS.md."""
+"""`cerebras:` over recorded wire data (MockTransport): inference-docs.cerebras.ai shapes."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from nbchat.core import registry
 from nbchat.core.errors import MissingKey, RateLimited, UnknownModel
 from nbchat.providers import nvidia
 from nbchat.providers.nvidia import NvidiaProvider, normalize_base_url
+from nbchat.providers.protocols import nvcf, nvidia_genai
 
 WIRE = pathlib.Path(__file__).parent / "wire"
 KEY = "nvapi-TESTKEY0123456789abcdefghijkl"
@@ -138,7 +139,7 @@ def test_text_model_refuses_images_before_sending(nv):
 
 
 def test_large_image_goes_through_asset_upload(nv):
-    nv.add(nvidia.NVCF_ASSETS, httpx.Response(200, json={
+    nv.add(nvcf.NVCF_ASSETS, httpx.Response(200, json={
         "assetId": "a1b2c3", "uploadUrl": UPLOAD_URL, "contentType": "image/jpeg",
         "description": nvidia.ASSET_DESCRIPTION}))
     nv.add(UPLOAD_URL, httpx.Response(200))
@@ -171,7 +172,7 @@ def test_small_image_is_inlined():
 
 def test_202_is_polled_until_done(nv):
     nv.add(HOSTED, httpx.Response(202, headers={"NVCF-REQID": "req-42"}, json={}))
-    status = f"{nvidia.NVCF_STATUS}/req-42"
+    status = f"{nvcf.NVCF_STATUS}/req-42"
     nv.add(status, httpx.Response(202, headers={"NVCF-REQID": "req-42"}, json={}))
     nv.add(status, sse("nvidia_stream.sse"))
     reply = nbchat.chat("Hi", model="nvidia:meta/llama-3.1-70b-instruct")
@@ -179,12 +180,12 @@ def test_202_is_polled_until_done(nv):
     assert [str(r.url) for r in nv.requests] == [HOSTED, status, status]
     assert nv.requests[1].method == "GET"
     assert nv.requests[1].headers["authorization"] == f"Bearer {KEY}"
-    assert nv.sleeps == [nvidia.POLL_INTERVAL] * 2
+    assert nv.sleeps == [nvcf.POLL_INTERVAL] * 2
 
 
 def test_202_then_whole_json_reply(nv):
     nv.add(HOSTED, httpx.Response(202, headers={"NVCF-REQID": "r9"}))
-    nv.add(f"{nvidia.NVCF_STATUS}/r9", httpx.Response(200, json={
+    nv.add(f"{nvcf.NVCF_STATUS}/r9", httpx.Response(200, json={
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "done"},
                      "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 4, "completion_tokens": 1}}))
@@ -219,9 +220,8 @@ def test_listing_merges_table_and_live(nv):
     assert listed["nvidia:meta/llama-3.1-8b-instruct"].tools
     assert listed["nvidia:meta/llama-3.1-8b-instruct"].json
     assert "nvidia:someone/new-model" in listed
-    genai = nvidia._genai()
-    if genai is not None:  # text-to-image models live at another endpoint: always listed
-        assert any(m.image_generation for m in listed.values())
+    # text-to-image models live at another endpoint: always listed
+    assert any(m.image_generation for m in listed.values())
 
 
 def test_known_table_has_vision_flags():
@@ -231,8 +231,7 @@ def test_known_table_has_vision_flags():
 
 
 def test_text_to_image_is_delegated(nv):
-    genai = nvidia._genai()
-    assert genai is not None, "nbchat.providers.nvidia_genai is part of the package"
+    genai = nvidia_genai
     model = "stabilityai/stable-diffusion-xl"
     png = base64.b64encode(PNG_SMALL).decode()
     nv.add(genai.genai_url(model), httpx.Response(200, json={

@@ -14,7 +14,7 @@ from nbchat.core.errors import AuthenticationError, ProtocolError, ProviderError
 from nbchat.core.images import to_pil
 from nbchat.core.types import Done, ImageEvent, ImagePart, Message, Options, Request, TextPart
 from nbchat.providers import nvidia
-from nbchat.providers.nvidia_genai import (
+from nbchat.providers.protocols.nvidia_genai import (
     image_request_body,
     is_image_model,
     known_models,

@@ -37,7 +37,7 @@ from nbchat.core.types import (
     ToolCallEvent,
 )
 from nbchat.providers.openai import OpenAIProvider
-from nbchat.providers.openai_compat import (
+from nbchat.providers.protocols.openai_wire import (
     Caps,
     StreamState,
     ToolCallAssembler,

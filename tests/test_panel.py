@@ -12,7 +12,8 @@ from fakes import FakeProvider
 
 from nbchat.core.errors import ProviderError
 from nbchat.core.types import ImagePart
-from nbchat.notebook.panel import BATCH_INTERVAL, Batcher, ChatPanel
+from nbchat.notebook.panel import ChatPanel
+from nbchat.notebook.widgets import BATCH_INTERVAL, Batcher
 
 
 def png(color: str = "red", size: int = 600) -> bytes:
@@ -179,7 +180,7 @@ def test_attached_images_are_sent_and_thumbnailed(fake):
     big = png("blue", 600)
 
     async def main():
-        front_end(panel, {"type": "send", "text": "describe", "mimes": ["image/png"]},
+        front_end(panel, {"type": "send", "text": "describe"},
                   [memoryview(big)])
         await panel.wait()
 
@@ -280,7 +281,7 @@ def test_transcript_is_synced_state_and_not_touched_per_token(fake):
 
 @pytest.mark.parametrize("name", ["panel.js", "compare.js", "markdown.js"])
 def test_front_end_never_parses_html(name):
-    from nbchat.notebook.panel import STATIC
+    from nbchat.notebook.widgets import STATIC
 
     js = (STATIC / name).read_text()
     for risky in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",

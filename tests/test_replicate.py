@@ -25,14 +25,14 @@ from nbchat.core.options import parse_settings
 from nbchat.core.turn import Turn, build_request
 from nbchat.core.types import ImagePart, Message, Options, Request
 from nbchat.providers import replicate
-from nbchat.providers.replicate import (
-    ReplicateProvider,
+from nbchat.providers.protocols.cog_prediction import (
     StopCutter,
     build_input,
     flatten_messages,
     input_properties,
     streams_text,
 )
+from nbchat.providers.replicate import ReplicateProvider
 
 WIRE = Path(__file__).parent / "wire"
 TOKEN = "r8_TestToken0123456789abcdef"

@@ -14,8 +14,9 @@
     │   └── ServiceGone          an endpoint that no longer exists (Anyscale's shared URL)
     ├── ConnectionFailed       could not reach the host, the connection dropped, or it stalled
     ├── ProtocolError          the peer sent something we cannot parse (malformed SSE, HTML)
-    ├── ReplyNotJSON           reply.json on a reply that is not JSON (also a ValueError)
-    └── Interrupted            the user stopped the stream (the partial reply is kept)
+    └── ReplyNotJSON           reply.json on a reply that is not JSON (also a ValueError)
+
+A stopped stream is not an error: its `Reply` is kept with `interrupted=True`.
 
 A message never contains an API key: `redact()` is applied to every provider-supplied text.
 """
@@ -149,10 +150,6 @@ class ProtocolError(NbchatError):
 
 
 class ReplyNotJSON(NbchatError, ValueError):
-    pass
-
-
-class Interrupted(NbchatError):
     pass
 
 

@@ -39,14 +39,21 @@ from .errors import (
 )
 
 __all__ = [
+    "RETRY_STATUSES",
     "RetryPolicy",
     "Timeouts",
     "configure",
     "error_from_response",
-    "error_message",
     "get_client",
+    "is_context_error",
+    "message_of",
     "open_stream",
+    "parse_retry_after",
+    "request_json",
     "retry_delay",
+    "retry_policy",
+    "sleep",
+    "timeouts",
     "transport_error",
 ]
 
@@ -180,18 +187,6 @@ def _looks_html(body: bytes, content_type: str) -> bool:
     return "html" in content_type or head.startswith((b"<!doctype", b"<html"))
 
 
-def error_message(body: bytes | str, content_type: str = "") -> str | None:
-    """The provider's message from any of the three JSON error shapes; None if not JSON."""
-    raw = body.encode() if isinstance(body, str) else body
-    if _looks_html(raw, content_type):
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return message_of(data)
-
-
 def message_of(data: Any) -> str | None:
     if not isinstance(data, dict):
         return str(data) if data else None
@@ -316,7 +311,8 @@ def transport_error(exc: BaseException, url: str | httpx.URL, provider: str) -> 
 # ---- sending ------------------------------------------------------------------------------
 
 
-async def _sleep(seconds: float) -> None:  # a seam: tests record the delays instead of waiting
+async def sleep(seconds: float) -> None:
+    """Wait between retries or polls; a seam: tests record the delays instead of waiting."""
     await asyncio.sleep(seconds)
 
 
@@ -352,7 +348,7 @@ async def open_stream(
                 httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
                 httpx.PoolTimeout) as exc:
             if attempt < policy.max_retries:
-                await _sleep(retry_delay(attempt, {}, policy))
+                await sleep(retry_delay(attempt, {}, policy))
                 attempt += 1
                 continue
             raise transport_error(exc, url, provider) from None
@@ -370,7 +366,7 @@ async def open_stream(
         after = parse_retry_after(response.headers)
         if (status in policy.statuses and attempt < policy.max_retries
                 and (after is None or after <= policy.max_retry_after)):
-            await _sleep(retry_delay(attempt, response.headers, policy))
+            await sleep(retry_delay(attempt, response.headers, policy))
             attempt += 1
             continue
         raise error_from_response(

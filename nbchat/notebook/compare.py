@@ -23,7 +23,8 @@ from ..core.errors import BadOption
 from ..core.options import parse_settings
 from ..core.render import safe_markdown
 from ..core.types import ModelInfo, Reply, TextDelta
-from .panel import STATIC, Batcher, esm, image_data_url, short_error
+from . import last_result
+from .widgets import STATIC, Batcher, esm, image_data_url, short_error
 
 
 def stats_of(reply: Reply) -> dict[str, Any]:
@@ -137,10 +138,8 @@ class CompareResult(dict[str, Reply]):
 
 
 def _shell() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover
-        return None
+    from IPython import get_ipython
+
     return get_ipython()
 
 
@@ -224,10 +223,8 @@ class CompareView(anywidget.AnyWidget):
             *(self._one(i, m, prompt, batcher) for i, m in enumerate(self.model_ids))
         )
         batcher.flush()
-        import nbchat
-
         result = CompareResult(dict(zip(self.model_ids, replies, strict=True)), self.prompt)
-        nbchat.last = result
+        last_result.remember(result)
         return result
 
     def run(self, prompt: str) -> CompareResult:

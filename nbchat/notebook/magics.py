@@ -264,9 +264,9 @@ class ChatMagics(Magics, Configurable):
         return reply
 
     def _store(self, reply: Any, as_var: str | None, ns: dict[str, Any]) -> None:
-        import nbchat
+        from . import last_result
 
-        nbchat.last = reply
+        last_result.remember(reply)
         if as_var:
             ns[as_var] = reply
 

@@ -10,7 +10,8 @@ import os
 
 from ..core.errors import NbchatError, ProtocolError, ServiceGone
 from ..core.types import ModelInfo
-from .openai_compat import Caps, OpenAICompatProvider, host_of
+from .protocols.openai_compat import OpenAICompatProvider, host_of
+from .protocols.openai_wire import Caps
 
 SHARED_HOST = "api.endpoints.anyscale.com"
 GONE = (

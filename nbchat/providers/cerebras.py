@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ..core.errors import UnsupportedInput
 from ..core.types import ModelInfo, Request
-from .openai_compat import Caps, OpenAICompatProvider
+from .protocols.openai_compat import OpenAICompatProvider
+from .protocols.openai_wire import Caps
 
 MAX_IMAGES = 5
 MAX_IMAGE_BYTES = 10 * 1024 * 1024

@@ -27,7 +27,7 @@ from ..core.errors import ProtocolError, ProviderError, UsageError
 from ..core.provider import Provider
 from ..core.sse import aiter_sse
 from ..core.types import Done, Event, ModelInfo, Request
-from .replicate import (
+from .protocols.cog_prediction import (
     Outputs,
     build_input,
     cancel_quietly,
@@ -130,14 +130,6 @@ class CogProvider(Provider):
             )
         return self._schemas[base]
 
-    def forget(self, base: str | None = None) -> None:
-        """Drop cached health and schema (e.g. after restarting the server with another model)."""
-        if base is None:
-            self._ready.clear()
-            self._schemas.clear()
-        else:
-            self._ready.discard(base)
-            self._schemas.pop(base, None)
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         base = self.server(request.base_url)

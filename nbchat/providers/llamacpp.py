@@ -18,7 +18,7 @@ from typing import Any
 from ..core.errors import ContextTooLong, NbchatError, UnknownModel, UnsupportedInput
 from ..core.provider import Provider
 from ..core.types import Done, Event, Message, ModelInfo, Options, Request, Usage
-from .openai_compat import StreamState, to_openai_messages
+from .protocols.openai_wire import StreamState, to_openai_messages
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MAX_TOKENS = 512

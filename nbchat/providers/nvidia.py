@@ -8,31 +8,29 @@ needs no key and whose base URL is normalised to end in /v1. What differs from p
 - images too large to inline (about 180 KB of base64) go through the NVCF asset upload;
 - a request may answer 202 with `NVCF-REQID`: poll the status URL until it is done;
 - self-hosted NIM takes a JSON schema as top-level `guided_json`;
-- text-to-image models are delegated to `nvidia_genai` (another module).
+- text-to-image models go through the GenAI wire in `protocols.nvidia_genai`;
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ..core import http
-from ..core.errors import NbchatError, ProtocolError, ProviderError, UnknownModel
+from ..core.errors import ProtocolError, UnknownModel
 from ..core.types import Event, ImagePart, ModelInfo, Request
-from .openai_compat import Caps, OpenAICompatProvider, build_body, host_of
+from .protocols import nvidia_genai
+from .protocols.nvcf import NVCF_ASSETS, open_polled
+from .protocols.openai_compat import OpenAICompatProvider, host_of
+from .protocols.openai_wire import Caps, build_body
 
 HOSTED_HOSTS = frozenset({"integrate.api.nvidia.com", "ai.api.nvidia.com",
                           "api.nvcf.nvidia.com"})
-NVCF = "https://api.nvcf.nvidia.com/v2/nvcf"
-NVCF_ASSETS = f"{NVCF}/assets"
-NVCF_STATUS = f"{NVCF}/pexec/status"
 INLINE_LIMIT = 180_000  # characters of base64 an inline image may take
-POLL_INTERVAL = 1.0
-POLL_LIMIT = 600
 ASSET_DESCRIPTION = "nbchat input image"
 
 
@@ -88,15 +86,6 @@ DEPRECATED: dict[str, str] = {
 }
 
 
-def _genai() -> Any:
-    """The text-to-image module, if it is there."""
-    try:
-        from . import nvidia_genai
-    except ImportError:
-        return None
-    return nvidia_genai
-
-
 def normalize_base_url(url: str) -> str:
     """NIM base URLs end in /v1 (`http://localhost:8000` -> `http://localhost:8000/v1`)."""
     url = url.rstrip("/")
@@ -114,38 +103,6 @@ def needs_upload(part: ImagePart) -> bool:
 
 def asset_ref(part: ImagePart, asset_id: str) -> str:
     return f"data:{part.mime};asset_id,{asset_id}"
-
-
-async def open_polled(
-    client: httpx.AsyncClient,
-    url: str,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    *,
-    html_error: Callable[[int, bytes], NbchatError] | None = None,
-) -> httpx.Response:
-    """POST, and while NVCF answers 202 + NVCF-REQID, poll its status URL (chat and images)."""
-    response = await http.open_stream(
-        client, "POST", url, provider="nvidia", json_body=body, headers=headers,
-        key_env="NVIDIA_API_KEY", html_error=html_error, accept_status=lambda s: s == 202,
-    )
-    polls = 0
-    while response.status_code == 202:
-        reqid = response.headers.get("nvcf-reqid")
-        await response.aclose()
-        if not reqid:
-            raise ProtocolError("NVIDIA answered 202 without an NVCF-REQID header to poll")
-        polls += 1
-        if polls > POLL_LIMIT:
-            raise ProviderError("the request is still queued; try again later", provider="nvidia")
-        await http._sleep(POLL_INTERVAL)
-        poll_headers = {k: v for k, v in headers.items()
-                        if k.lower() != "nvcf-input-asset-references"}
-        response = await http.open_stream(
-            client, "GET", f"{NVCF_STATUS}/{reqid}", provider="nvidia",
-            headers=poll_headers, key_env="NVIDIA_API_KEY", accept_status=lambda s: s == 202,
-        )
-    return response
 
 
 class NvidiaProvider(OpenAICompatProvider):
@@ -177,8 +134,7 @@ class NvidiaProvider(OpenAICompatProvider):
 
     def known_models(self) -> list[ModelInfo]:
         table = [self._entry(m, spec) for m, spec in MODELS.items()]
-        genai = _genai()
-        return table + (list(genai.known_models()) if genai else [])
+        return table + nvidia_genai.known_models()
 
     def _entry(self, model: str, spec: NvModel) -> ModelInfo:
         return self.model_entry(
@@ -191,10 +147,9 @@ class NvidiaProvider(OpenAICompatProvider):
         self, *, api_key: str | None = None, base_url: str | None = None
     ) -> list[ModelInfo]:
         models = await super().list_models(api_key=api_key, base_url=base_url)
-        genai = _genai()
-        if genai and is_hosted(self.resolve_base_url(base_url)):
+        if is_hosted(self.resolve_base_url(base_url)):
             have = {m.id for m in models}
-            models += [m for m in genai.known_models() if m.id not in have]
+            models += [m for m in nvidia_genai.known_models() if m.id not in have]
         return models
 
     # ---- wire ----------------------------------------------------------------------------
@@ -267,12 +222,12 @@ class NvidiaProvider(OpenAICompatProvider):
     # ---- streaming -------------------------------------------------------------------------
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
-        genai = _genai()
-        if genai is not None and genai.is_image_model(request.model):
+        if nvidia_genai.is_image_model(request.model):
             base = self.resolve_base_url(request.base_url)
             key = self.api_key(request.api_key, base) or ""
             event: Event
-            async for event in genai.stream_image(http.get_client(self.transport), request, key):
+            client = http.get_client(self.transport)
+            async for event in nvidia_genai.stream_image(client, request, key):
                 yield event
             return
         async for event in super().stream(request):

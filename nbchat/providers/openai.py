@@ -8,7 +8,8 @@ api.openai.com, since self-hosted servers usually take no key.
 from __future__ import annotations
 
 from ..core.types import ModelInfo
-from .openai_compat import Caps, OpenAICompatProvider, host_of
+from .protocols.openai_compat import OpenAICompatProvider, host_of
+from .protocols.openai_wire import Caps
 
 OPENAI_HOST = "api.openai.com"
 

@@ -7,18 +7,8 @@ the prediction's `urls.stream` (SSE: output/logs/error/done); other models are c
 are always cut here too; once one appears, or when the user interrupts, the prediction is
 cancelled (best effort, bounded time). Create is not idempotent, so it is never retried.
 
-The schema mapping, prompt flattening and output handling are shared with the Cog provider.
-
-History is flattened into one prompt, since these models take a single string:
-
-    User: first question
-    Assistant: first answer
-    User: the new prompt
-    Assistant:
-
-A single user message is sent as it is. System messages go to `system_prompt` when the model
-takes one, else they lead the prompt. Models whose output is a file (image models) get only
-the last user message: they draw a prompt, they do not converse.
+The schema mapping, prompt flattening and output handling are the Cog prediction protocol,
+shared with the Cog provider: see `nbchat.providers.protocols.cog_prediction`.
 """
 
 from __future__ import annotations
@@ -26,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,295 +24,36 @@ import httpx
 
 from ..core import http
 from ..core.errors import (
-    BadOption,
     ProtocolError,
     ProviderError,
     UnknownModel,
-    UnsupportedInput,
 )
-from ..core.images import from_bytes, parse_data_uri
 from ..core.provider import Provider
 from ..core.sse import aiter_sse
 from ..core.types import (
     Done,
     Event,
-    ImageEvent,
-    ImagePart,
-    Message,
     ModelInfo,
     Request,
-    TextDelta,
+)
+from .protocols.cog_prediction import (
+    TERMINAL,
+    Outputs,
+    build_input,
+    cancel_quietly,
+    final_events,
+    input_properties,
+    outputs_files,
+    streams_text,
 )
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
-PROMPT_KEYS = ("prompt", "text", "input", "question", "message")
-SYSTEM_KEYS = ("system_prompt", "system_message", "system")
-MAX_TOKEN_KEYS = ("max_tokens", "max_new_tokens", "max_length", "max_completion_tokens")
-IMAGE_KEYS = ("image", "input_image", "image_input", "image_url", "img", "images",
-              "input_images")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
-CANCEL_TIMEOUT = 5.0
 POLL_FIRST, POLL_MAX = 0.25, 2.0
 COLLECTIONS = ("language-models", "text-to-image")
 MAX_PAGES = 5
 
 #: create is not idempotent: never resend it after it may have reached the server
 NO_RETRY = http.RetryPolicy(max_retries=0)
-
-
-# ---- the model's schema ---------------------------------------------------------------------
-
-
-def input_properties(openapi: dict[str, Any] | None) -> dict[str, dict[str, Any]] | None:
-    """The model's input fields, or None when the schema is unknown."""
-    if not isinstance(openapi, dict):
-        return None
-    schema = (openapi.get("components") or {}).get("schemas", {}).get("Input")
-    if not isinstance(schema, dict):
-        return None
-    return dict(schema.get("properties") or {})
-
-
-def output_schema(openapi: dict[str, Any] | None) -> dict[str, Any]:
-    if not isinstance(openapi, dict):
-        return {}
-    out = (openapi.get("components") or {}).get("schemas", {}).get("Output")
-    return out if isinstance(out, dict) else {}
-
-
-def streams_text(openapi: dict[str, Any] | None) -> bool:
-    """Replicate streams a model whose Output is an iterator array."""
-    out = output_schema(openapi)
-    return out.get("type") == "array" and out.get("x-cog-array-type") == "iterator"
-
-
-def outputs_files(openapi: dict[str, Any] | None) -> bool:
-    out = output_schema(openapi)
-    item = out.get("items") if out.get("type") == "array" else out
-    return isinstance(item, dict) and item.get("format") == "uri"
-
-
-def _first(keys: Sequence[str], props: dict[str, Any]) -> str | None:
-    return next((k for k in keys if k in props), None)
-
-
-# ---- messages and options -> model input ---------------------------------------------------
-
-
-def flatten_messages(
-    messages: Sequence[Message], history: bool = True
-) -> tuple[str, str, tuple[ImagePart, ...]]:
-    """(prompt, system text, images); see the module docstring."""
-    system = "\n\n".join(m.text for m in messages if m.role == "system" and m.text)
-    turns = [m for m in messages if m.role in ("user", "assistant")]
-    if not turns or turns[-1].role != "user":
-        raise UnsupportedInput("the conversation must end with a user message")
-    if not history:
-        return turns[-1].text, "", turns[-1].images
-    images = turns[-1].images
-    if any(m.images for m in turns[:-1]):
-        images = tuple(i for m in turns for i in m.images)
-    if len(turns) == 1:
-        return turns[0].text, system, images
-    lines = [f"{'User' if m.role == 'user' else 'Assistant'}: {m.text}" for m in turns]
-    return "\n".join(lines) + "\nAssistant:", system, images
-
-
-def build_input(
-    request: Request, props: dict[str, dict[str, Any]] | None, *, history: bool = True
-) -> dict[str, Any]:
-    """The prediction's `input`, mapped onto the model's own field names.
-
-    With no schema (None) the usual Llama-style names are used. `history=False` (image
-    models) sends the last user message alone.
-    """
-    prompt, system, images = flatten_messages(request.messages, history)
-    o = request.options
-    known = props if props is not None else {
-        k: {} for k in ("prompt", "system_prompt", "max_tokens", "temperature", "top_p", "seed",
-                        "stop_sequences")
-    }
-    inp: dict[str, Any] = {}
-    sys_key = _first(SYSTEM_KEYS, known)
-    if system and sys_key is None:
-        prompt = f"{system}\n\n{prompt}"
-    elif system and sys_key:
-        inp[sys_key] = system
-    inp[_first(PROMPT_KEYS, known) or "prompt"] = prompt
-    if o.max_tokens is not None and (key := _first(MAX_TOKEN_KEYS, known)):
-        inp[key] = o.max_tokens
-    for name, value in (("temperature", o.temperature), ("top_p", o.top_p), ("seed", o.seed)):
-        if value is not None and name in known:
-            inp[name] = value
-    if o.stop and "stop_sequences" in known:
-        inp["stop_sequences"] = ",".join(o.stop)
-    if images:
-        key = _first(IMAGE_KEYS, known) if props is not None else None
-        if key is None:
-            raise UnsupportedInput(
-                f"this model takes no image input (its inputs: {', '.join(known) or 'unknown'}); "
-                "leave out images=..., or pass the image yourself with input={'<name>': ...}"
-            )
-        if known[key].get("type") == "array":
-            inp[key] = [i.data_uri() for i in images]
-        elif len(images) > 1:
-            raise UnsupportedInput(f"this model takes one image ({key!r}); give only one")
-        else:
-            inp[key] = images[0].data_uri()
-    inp.update(o.extra)
-    return inp
-
-
-# ---- outputs -> events ----------------------------------------------------------------------
-
-
-class StopCutter:
-    """Cuts text at the first stop sequence, even one split across chunks.
-
-    Text that could be the start of a stop sequence is held back until the next chunk.
-    """
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = tuple(s for s in stops if s)
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.buf = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        if not self.stops:
-            return text
-        self.buf += text
-        hits = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out = self.buf[: min(hits)]
-            self.buf = ""
-            self.stopped = True
-            return out
-        cut = len(self.buf) - self.hold
-        if cut <= 0:
-            return ""
-        out, self.buf = self.buf[:cut], self.buf[cut:]
-        return out
-
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
-        return out
-
-
-def is_image_ref(value: Any, files: bool) -> bool:
-    """Whether an output item is an image: a data URI, or a URL of a file output."""
-    if not isinstance(value, str):
-        return False
-    if value.startswith("data:"):
-        return value.startswith("data:image/") or files
-    if value.startswith(("http://", "https://")) and "\n" not in value:
-        return files or value.split("?", 1)[0].lower().endswith(IMAGE_EXTENSIONS)
-    return False
-
-
-def output_items(output: Any) -> list[Any]:
-    if output is None:
-        return []
-    return list(output) if isinstance(output, list) else [output]
-
-
-class Outputs:
-    """Turns output items into events: text through the stop cutter, images fetched."""
-
-    def __init__(self, client: httpx.AsyncClient, stops: Sequence[str], files: bool,
-                 provider: str, auth: dict[str, str] | None = None,
-                 auth_host: str | None = None) -> None:
-        self.client = client
-        self.cutter = StopCutter(stops)
-        self.files = files
-        self.provider = provider
-        self.auth = auth or {}
-        self.auth_host = auth_host
-
-    @property
-    def stopped(self) -> bool:
-        return self.cutter.stopped
-
-    async def events(self, item: Any) -> list[Event]:
-        if self.stopped:
-            return []
-        if is_image_ref(item, self.files):
-            part = await self.image(item)
-            if part is not None:
-                return [ImageEvent(part)]
-            return [TextDelta(f"{item}\n")]  # a file that is not an image: its URL, as text
-        if not isinstance(item, str):
-            item = json.dumps(item)
-        text = self.cutter.feed(item)
-        return [TextDelta(text)] if text else []
-
-    def flush(self) -> list[Event]:
-        text = self.cutter.flush()
-        return [TextDelta(text)] if text and not self.stopped else []
-
-    async def image(self, ref: str) -> ImagePart | None:
-        """The image a data URI or URL holds; None for a URL of a file that is not an image."""
-        if ref.startswith("data:"):
-            try:
-                return parse_data_uri(ref)
-            except BadOption:
-                kind = ref[5:].split(";", 1)[0].split(",", 1)[0] or "of unknown type"
-                raise ProviderError(
-                    f"the model returned a file that is not an image ({kind}); nbchat shows "
-                    "text and images only", provider=self.provider) from None
-        url = httpx.URL(ref)
-        headers = self.auth if self.auth_host and url.host == self.auth_host else {}
-        try:
-            resp = await self.client.get(url, headers=headers, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise http.transport_error(exc, url, self.provider) from None
-        if resp.status_code >= 400:
-            raise ProviderError(
-                f"could not fetch the output image {url.host}{url.path} "
-                f"(HTTP {resp.status_code}); it may have expired: run the prediction again",
-                provider=self.provider,
-            )
-        try:
-            part = from_bytes(resp.content)
-        except BadOption:
-            return None
-        return ImagePart(part.data, part.mime, url=ref)
-
-
-def finish_reason(status: str) -> str:
-    return {"succeeded": "stop", "canceled": "canceled"}.get(status, status)
-
-
-async def final_events(pred: dict[str, Any], outputs: Outputs,
-                       provider: str) -> AsyncIterator[Event]:
-    """The events of a finished prediction: its outputs, then Done; a failed one raises."""
-    if pred.get("status") == "failed":
-        raise failure(pred, provider)
-    for item in output_items(pred.get("output")):
-        for ev in await outputs.events(item):
-            yield ev
-    for ev in outputs.flush():
-        yield ev
-    yield Done("stop" if outputs.stopped else finish_reason(str(pred.get("status"))))
-
-
-def failure(pred: dict[str, Any], provider: str) -> ProviderError:
-    err = pred.get("error") or "the prediction failed"
-    if isinstance(err, dict):
-        err = err.get("detail") or json.dumps(err)
-    logs = (pred.get("logs") or "").strip().splitlines()
-    hint = f" (last log line: {logs[-1][:200]})" if logs else ""
-    return ProviderError(f"{err}{hint}", provider=provider)
-
-
-async def cancel_quietly(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bool:
-    """POST a cancel, best effort and bounded in time; whether the server took it."""
-    try:
-        resp = await asyncio.wait_for(client.post(url, headers=headers), CANCEL_TIMEOUT)
-        return resp.status_code < 400
-    except (Exception, asyncio.CancelledError):  # nothing more to do: the user already stopped
-        return False
 
 
 # ---- model ids and the capability table -----------------------------------------------------

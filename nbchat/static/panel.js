@@ -185,7 +185,7 @@ function render({ model, el }) {
     pending = [];
     renderThumbs();
     const buffers = await Promise.all(files.map((p) => p.file.arrayBuffer()));
-    model.send({ type: "send", text, mimes: files.map((p) => p.file.type) }, undefined, buffers);
+    model.send({ type: "send", text }, undefined, buffers);
     input.value = "";
     for (const entry of log.querySelectorAll(".nbchat-error")) entry.remove();
     const { body, images } = bubble("user");

@@ -1,8 +1,9 @@
 """NVIDIA text-to-image: the `ai.api.nvidia.com/v1/genai/<model>` endpoints.
 
 The NVIDIA provider delegates image models here (`is_image_model`). Two request shapes exist
-(PROVIDERS.md, unconfirmed): Stable Diffusion XL takes `text_prompts`; newer models (SD3, FLUX)
-take a flat `prompt`. Answers carry `artifacts[].base64` or `image`; each becomes an ImageEvent.
+(build.nvidia.com model pages; not confirmed against the live API, the recorded exchanges are in
+tests/wire/nvidia_genai_*.json): Stable Diffusion XL takes `text_prompts`; newer models (SD3,
+FLUX) take a flat `prompt`. Answers carry `artifacts[].base64` or `image`; each becomes an ImageEvent.
 A `202` with `NVCF-REQID` is polled on the NVCF status URL until it answers 200.
 """
 
@@ -16,10 +17,10 @@ from typing import Any
 
 import httpx
 
-from ..core import http
-from ..core.errors import ProtocolError, ProviderError, UnsupportedInput
-from ..core.images import parse_data_uri, sniff_mime
-from ..core.types import Done, Event, ImageEvent, ImagePart, ModelInfo, Request
+from ...core import http
+from ...core.errors import ProtocolError, ProviderError, UnsupportedInput
+from ...core.images import parse_data_uri, sniff_mime
+from ...core.types import Done, Event, ImageEvent, ImagePart, ModelInfo, Request
 
 GENAI_BASE = "https://ai.api.nvidia.com/v1/genai"
 
@@ -135,7 +136,7 @@ async def stream_image(
     client: httpx.AsyncClient, request: Request, api_key: str
 ) -> AsyncIterator[Event]:
     """POST the prompt, poll a 202 until done, and yield one ImageEvent per image, then Done."""
-    from .nvidia import open_polled  # nvidia imports this module lazily: no cycle
+    from .nvcf import open_polled
 
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
     url = genai_url(request.model)
