@@ -8,7 +8,32 @@ Imports are lazy so that loading the extension stays fast.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time these load on first use
+    from .core import errors as errors
+    from .core.api import abatch as abatch
+    from .core.api import achat as achat
+    from .core.api import amodels as amodels
+    from .core.api import astream as astream
+    from .core.api import batch as batch
+    from .core.api import chat as chat
+    from .core.api import models as models
+    from .core.api import stream as stream
+    from .core.conversation import Conversation as Conversation
+    from .core.registry import register as register
+    from .core.types import Message as Message
+    from .core.types import ModelInfo as ModelInfo
+    from .core.types import Reply as Reply
+    from .core.types import ToolCall as ToolCall
+    from .core.types import Usage as Usage
+    from .notebook.compare import CompareView as CompareView
+    from .notebook.compare import acompare as acompare
+    from .notebook.compare import compare as compare
+    from .notebook.panel import ChatPanel as ChatPanel
+
+    #: the most recent result of `%%chat`, the panel or compare (see `nbchat.notebook.last_result`)
+    last: Any
 
 __version__ = "0.1.0"
 
@@ -55,6 +80,7 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext nbchat`: register `%%chat` and `%models` on the IPython shell."""
     from .notebook.magics import ChatMagics
 
     ipython.register_magics(ChatMagics(shell=ipython))

@@ -17,27 +17,41 @@ def _one_shot(model: str | None, options: dict[str, Any]) -> Conversation:
 
 
 async def achat(prompt: Any, model: str | None = None, **options: Any) -> Reply:
-    """Send one prompt (a string or a list of messages) and return the whole reply."""
+    """Send one prompt and return the whole reply.
+
+    `prompt` is a string, a `Message`, or a list of messages (`Message`, `(role, text)` tuples
+    or OpenAI-style dicts). `model` is `"provider:model"` or an alias (`"local"`, the default).
+    `options` are the keywords every entry point takes (see `nbchat.core.options`).
+
+    Raises `UsageError` (unknown model or option, bad value) before any I/O, `MissingKey`,
+    `ProviderError` (with `status`), `ConnectionFailed` or `ProtocolError`.
+    """
     return await _one_shot(model, options).asend(prompt)
 
 
 def chat(prompt: Any, model: str | None = None, **options: Any) -> Reply:
+    """`achat`, from synchronous code (in a running loop, on nbchat's own loop thread)."""
     return run_sync(achat(prompt, model, **options))
 
 
 def astream(prompt: Any, model: str | None = None, **options: Any) -> AsyncIterator[str]:
-    """Yield the reply's text chunks as they arrive."""
+    """Yield the reply's text chunks (str, in order) as they arrive; same arguments and errors
+    as `achat`. Closing the iterator early stops the provider's stream."""
     return _one_shot(model, options).astream(prompt)
 
 
 def stream(prompt: Any, model: str | None = None, **options: Any) -> Iterator[str]:
+    """`astream`, from synchronous code: an iterator of text chunks."""
     return iterate_sync(astream(prompt, model, **options))
 
 
 async def abatch(
     prompts: Iterable[Any], model: str | None = None, *, concurrency: int = 4, **options: Any
 ) -> list[Reply]:
-    """Many prompts to one model, at most `concurrency` at a time; replies in prompt order."""
+    """Many prompts to one model, at most `concurrency` at a time; replies in prompt order.
+
+    Options are validated once, before any request; the first failing prompt's error is raised.
+    """
     if concurrency < 1:
         from .errors import BadOption
 
@@ -55,6 +69,7 @@ async def abatch(
 def batch(
     prompts: Iterable[Any], model: str | None = None, *, concurrency: int = 4, **options: Any
 ) -> list[Reply]:
+    """`abatch`, from synchronous code."""
     return run_sync(abatch(prompts, model, concurrency=concurrency, **options))
 
 
@@ -78,4 +93,5 @@ async def amodels(provider: str | None = None) -> list[ModelInfo]:
 
 
 def models(provider: str | None = None) -> list[ModelInfo]:
+    """`amodels`, from synchronous code: a list of `ModelInfo` (id, capabilities, key status)."""
     return run_sync(amodels(provider))

@@ -89,6 +89,14 @@ class Provider:
     # ---- the one streaming method --------------------------------------------------------
 
     def stream(self, request: Request) -> AsyncIterator[Event]:
+        """Run one request: an async iterator of events.
+
+        Yields `TextDelta`s (text in order), `ToolCallEvent`s, `ImageEvent`s, then exactly one
+        `Done` (finish reason, `Usage` in tokens) last. Raises `nbchat.core.errors` types
+        (`ProviderError`, `ConnectionFailed`, `ProtocolError`, `MissingKey`, `UsageError`);
+        never `ErrorEvent` (the `Turn` turns errors into events for front ends that want them).
+        Closing the iterator must stop the work (cancel the HTTP stream or the generation).
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:

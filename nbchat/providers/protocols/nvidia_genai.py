@@ -3,8 +3,8 @@
 The NVIDIA provider delegates image models here (`is_image_model`). Two request shapes exist
 (build.nvidia.com model pages; not confirmed against the live API, the recorded exchanges are in
 tests/wire/nvidia_genai_*.json): Stable Diffusion XL takes `text_prompts`; newer models (SD3,
-FLUX) take a flat `prompt`. Answers carry `artifacts[].base64` or `image`; each becomes an ImageEvent.
-A `202` with `NVCF-REQID` is polled on the NVCF status URL until it answers 200.
+FLUX) take a flat `prompt`. Answers carry `artifacts[].base64` or `image`; each becomes an
+ImageEvent. A `202` with `NVCF-REQID` is polled on the NVCF status URL until it answers 200.
 """
 
 from __future__ import annotations
