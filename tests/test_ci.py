@@ -25,3 +25,29 @@ def test_exit_code_5_fails_ci(tmp_path, pytest_rc, ci_rc):
     done = subprocess.run(["bash", str(tmp_path / ".ci/run")], capture_output=True, text=True)
     assert done.returncode == ci_rc
     assert ("no tests" in done.stderr) == (pytest_rc == 5)
+
+
+def _blocks(lang: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [b.split("```", 1)[0] for b in text.split(f"```{lang}\n")[1:]]
+
+
+def test_readme_run_command_starts_lab_as_root_too():
+    """Lab refuses to start as root (containers, CI images) without --allow-root."""
+    run = next(b for b in _blocks("bash") if "jupyter lab" in b)
+    assert "--allow-root" in run.split("jupyter lab", 1)[1]
+
+
+def test_readme_panel_example_runs_after_load_ext():
+    """The README's panel example, after `%load_ext nbchat`, in a real IPython shell."""
+    from IPython.testing.globalipapp import start_ipython
+
+    block = next(b for b in _blocks("python") if "ChatPanel(" in b)
+    head = block.split("\n\n", 1)[0] + "\n" + next(
+        line for line in block.splitlines() if "ChatPanel(" in line
+    )
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "nbchat")
+    result = ip.run_cell(head)
+    assert result.error_in_exec is None, result.error_in_exec
+    assert type(ip.user_ns["panel"]).__name__ == "ChatPanel"
