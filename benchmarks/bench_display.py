@@ -42,7 +42,7 @@ class Paced(Provider):
     def known_models(self) -> list[ModelInfo]:
         return [ModelInfo(id="paced:model", provider="paced", key_set=True)]
 
-    async def stream(self, request):
+    async def stream(self, request, endpoint):
         start = time.perf_counter()
         for i, c in enumerate(self.chunks):
             delay = start + i / self.rate - time.perf_counter()

@@ -2,6 +2,9 @@
 
 `%load_ext nbchat` registers `%%chat` and `%models`. The same core is usable from plain Python:
 `nbchat.chat`, `nbchat.stream`, `nbchat.Conversation`, `nbchat.models`.
+Third-party providers subclass `nbchat.Provider` (its `stream(request, endpoint)` yields
+`TextDelta`, `ToolCallEvent`, `ImageEvent`, then `Done`) and are found through the entry-point
+group `nbchat.providers`, or added at run time with `nbchat.register`.
 Imports are lazy so that loading the extension stays fast.
 """
 
@@ -21,11 +24,22 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time these load 
     from .core.api import models as models
     from .core.api import stream as stream
     from .core.conversation import Conversation as Conversation
+    from .core.credentials import Endpoint as Endpoint
+    from .core.credentials import Secret as Secret
+    from .core.provider import Provider as Provider
     from .core.registry import register as register
+    from .core.registry import unregister as unregister
+    from .core.types import Done as Done
+    from .core.types import ErrorEvent as ErrorEvent
+    from .core.types import Event as Event
+    from .core.types import ImageEvent as ImageEvent
     from .core.types import Message as Message
     from .core.types import ModelInfo as ModelInfo
     from .core.types import Reply as Reply
+    from .core.types import Request as Request
+    from .core.types import TextDelta as TextDelta
     from .core.types import ToolCall as ToolCall
+    from .core.types import ToolCallEvent as ToolCallEvent
     from .core.types import Usage as Usage
     from .notebook.compare import CompareView as CompareView
     from .notebook.compare import acompare as acompare
@@ -54,6 +68,18 @@ _LAZY = {
     "ModelInfo": "nbchat.core.types",
     "errors": "nbchat.core.errors",
     "register": "nbchat.core.registry",
+    "unregister": "nbchat.core.registry",
+    # the provider interface, for third-party providers (entry-point group "nbchat.providers")
+    "Provider": "nbchat.core.provider",
+    "Request": "nbchat.core.types",
+    "Endpoint": "nbchat.core.credentials",
+    "Secret": "nbchat.core.credentials",
+    "Event": "nbchat.core.types",
+    "TextDelta": "nbchat.core.types",
+    "ToolCallEvent": "nbchat.core.types",
+    "ImageEvent": "nbchat.core.types",
+    "Done": "nbchat.core.types",
+    "ErrorEvent": "nbchat.core.types",
     "ChatPanel": "nbchat.notebook.panel",
     "CompareView": "nbchat.notebook.compare",
     "compare": "nbchat.notebook.compare",

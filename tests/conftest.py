@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from fakes import FakeProvider  # noqa: E402
 
-from nbchat.core import registry  # noqa: E402
+from nbchat.core import credentials, registry  # noqa: E402
 
 #: session fixtures for real loopback servers (llama_cpp.server: `llama_server`)
 pytest_plugins = ["servers"]
@@ -32,3 +32,6 @@ def _no_cloud_keys(monkeypatch):
                 "ANYSCALE_BASE_URL", "OPENAI_BASE_URL", "COG_BASE_URL", "NBCHAT_LOCAL_MODEL",
                 "NBCHAT_DEFAULT_MODEL"):
         monkeypatch.delenv(var, raising=False)
+    credentials.configure(api_keys={}, base_urls={})  # nor keys configured by another test
+    yield
+    credentials.configure(api_keys={}, base_urls={})

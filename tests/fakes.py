@@ -8,6 +8,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from nbchat.core.credentials import Endpoint
 from nbchat.core.provider import Provider
 from nbchat.core.types import (
     Done,
@@ -43,6 +44,7 @@ class FakeProvider(Provider):
         self.name = name  # type: ignore[misc]
         self.queue: list[Scripted] = []
         self.requests: list[Request] = []
+        self.endpoints: list[Endpoint] = []  # what the core resolved for each request
         self.closed = 0
         self.active = 0
         self.max_active = 0  # most streams open at once (batch / compare concurrency)
@@ -64,8 +66,9 @@ class FakeProvider(Provider):
         return next((m for m in self.known_models() if m.name == model), None) or \
             ModelInfo(id=f"{self.name}:{model}", provider=self.name, vision=self.vision)
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
         self.requests.append(request)
+        self.endpoints.append(endpoint)
         script = self.queue.pop(0) if self.queue else Scripted([request.messages[-1].text])
         self.active += 1
         self.max_active = max(self.max_active, self.active)

@@ -205,8 +205,8 @@ def test_no_prediction_is_sent_before_the_model_is_ready(status):
         return httpx.Response(500)
 
     provider = CogProvider(httpx.MockTransport(handler))
-    turn = Turn(provider, Request("m", (Message.of("user", "hi"),),
-                                  base_url="http://127.0.0.1:5999"), "cog:m")
+    turn = Turn(provider, Request("m", (Message.of("user", "hi"),)), "cog:m",
+                base_url="http://127.0.0.1:5999")
     with pytest.raises(ProviderError, match=status):
         nbchat.core.bridge.run_sync(turn.collect())
     assert seen == ["GET /health-check"]

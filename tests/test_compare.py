@@ -33,14 +33,14 @@ class Gate(FakeProvider):
         self.started = 0
         self.all_in: asyncio.Event | None = None
 
-    async def stream(self, request):
+    async def stream(self, request, endpoint):
         if self.all_in is None:
             self.all_in = asyncio.Event()
         self.started += 1
         if self.started == self.n:
             self.all_in.set()
         await asyncio.wait_for(self.all_in.wait(), 10)
-        async for ev in super().stream(request):
+        async for ev in super().stream(request, endpoint):
             yield ev
 
 

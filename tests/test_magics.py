@@ -93,9 +93,9 @@ class KeyedFake(FakeProvider):
 
     key_env = "NBCHAT_FAKEKEY_API_KEY"
 
-    async def stream(self, request: Request):
-        self.api_key(request.api_key)
-        async for ev in super().stream(request):
+    async def stream(self, request: Request, endpoint):
+        endpoint.require_key()
+        async for ev in super().stream(request, endpoint):
             yield ev
 
 

@@ -10,10 +10,12 @@ import httpx
 import pytest
 
 from nbchat.core.bridge import run_sync
+from nbchat.core.credentials import Secret
 from nbchat.core.errors import AuthenticationError, ProtocolError, ProviderError, UnsupportedInput
+from nbchat.core.http import bearer_auth
 from nbchat.core.images import to_pil
 from nbchat.core.types import Done, ImageEvent, ImagePart, Message, Options, Request, TextPart
-from nbchat.providers import nvidia
+from nbchat.providers.protocols import nvcf
 from nbchat.providers.protocols.nvidia_genai import (
     image_request_body,
     is_image_model,
@@ -35,7 +37,8 @@ def run(handler, model: str, prompt: str = "a red fox", **opts) -> list:
 
     async def go() -> list:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return [ev async for ev in stream_image(client, request, KEY)]
+            auth = bearer_auth(Secret(KEY))
+            return [ev async for ev in stream_image(client, request, auth)]
 
     return run_sync(go())
 
@@ -95,7 +98,7 @@ def test_image_field_answer():
 
 
 def test_202_is_polled_until_ready(monkeypatch):
-    monkeypatch.setattr(nvidia, "POLL_INTERVAL", 0.0)
+    monkeypatch.setattr(nvcf, "POLL_INTERVAL", 0.0)
     answers = [httpx.Response(202, headers={"NVCF-REQID": "req-1"}),
                httpx.Response(202, headers={"NVCF-REQID": "req-1"}),
                httpx.Response(200, json=wire("nvidia_genai_sdxl.json"))]

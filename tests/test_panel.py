@@ -299,7 +299,7 @@ def test_api_key_stays_out_of_widget_state_and_exports(fake):
         await panel.wait()
 
     run(main())
-    assert fake.requests[0].api_key == secret
+    assert fake.endpoints[0].api_key.get() == secret
     state = json.dumps({k: v for k, v in panel.get_state().items() if k != "_esm"})
     assert secret not in state and secret not in panel.to_json()
     assert secret not in panel.to_markdown() and secret not in repr(panel.conversation)

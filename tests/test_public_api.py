@@ -49,7 +49,10 @@ def test_the_contract_names_and_fields():
     assert list(conv.parameters)[:2] == ["model", "system"]
     for name in ("send", "stream", "messages", "reset"):
         assert hasattr(nbchat.Conversation, name), name
-    assert list(inspect.signature(nbchat.models).parameters) == ["provider"]
+    for fn in (nbchat.models, nbchat.amodels):
+        sig = inspect.signature(fn).parameters
+        assert list(sig) == ["provider", "base_url", "api_key"], fn
+        assert sig["base_url"].kind is sig["api_key"].kind is inspect.Parameter.KEYWORD_ONLY
     reply = {f.name for f in dataclasses.fields(nbchat.Reply)}
     assert {"text", "model", "usage", "finish_reason", "tool_calls"} <= reply
     assert isinstance(nbchat.Reply.images, property) and isinstance(nbchat.Reply.json, property)
@@ -67,3 +70,21 @@ def test_the_contract_names_and_fields():
 def test_reply_images_are_pil_and_empty_for_text(fake):
     reply = nbchat.chat("x", model="fake:echo")
     assert reply.images == [] and reply.tool_calls == []
+
+
+def test_the_provider_interface_is_public():
+    """What a third-party provider needs is importable from `nbchat` itself, lazily."""
+    import inspect
+
+    from nbchat.core import credentials, provider, registry, types
+
+    assert nbchat.Provider is provider.Provider and nbchat.Request is types.Request
+    assert nbchat.Endpoint is credentials.Endpoint and nbchat.Secret is credentials.Secret
+    for name in ("TextDelta", "ToolCallEvent", "ImageEvent", "Done", "ErrorEvent", "Event"):
+        assert getattr(nbchat, name) is getattr(types, name), name
+        assert name in nbchat.__all__ and name in dir(nbchat)
+    assert nbchat.register is registry.register and nbchat.unregister is registry.unregister
+    assert list(inspect.signature(nbchat.Provider.stream).parameters) == [
+        "self", "request", "endpoint"]
+    assert list(inspect.signature(nbchat.Provider.list_models).parameters) == [
+        "self", "endpoint"]

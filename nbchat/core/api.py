@@ -9,6 +9,8 @@ from typing import Any
 from . import registry
 from .bridge import iterate_sync, run_sync
 from .conversation import Conversation
+from .credentials import Secret
+from .errors import BadOption
 from .types import ModelInfo, Reply
 
 
@@ -53,8 +55,6 @@ async def abatch(
     Options are validated once, before any request; the first failing prompt's error is raised.
     """
     if concurrency < 1:
-        from .errors import BadOption
-
         raise BadOption("concurrency", "must be at least 1")
     _one_shot(model, options)  # validates model and options once, up front
     sem = asyncio.Semaphore(concurrency)
@@ -73,8 +73,26 @@ def batch(
     return run_sync(abatch(prompts, model, concurrency=concurrency, **options))
 
 
-async def amodels(provider: str | None = None) -> list[ModelInfo]:
-    """Models of one provider or of all: the live list where reachable, else the table."""
+async def amodels(
+    provider: str | None = None,
+    *,
+    base_url: str | None = None,
+    api_key: str | Secret | None = None,
+) -> list[ModelInfo]:
+    """Models of one provider or of all: the live list where reachable, else the table.
+
+    `base_url` and `api_key` (with a provider) list the server they name, e.g.
+    `amodels("openai", base_url="http://127.0.0.1:8080/v1")` for a llama.cpp server; otherwise
+    the endpoint comes from `%config`, then the environment (see `nbchat.core.credentials`).
+    Returns `ModelInfo`s with full ids (`provider:model`). Asked for one provider, raises its
+    errors (`MissingKey`, `ProviderError`, `ConnectionFailed`, `UnknownModel` for an unknown
+    name); for all providers, one that cannot list falls back to its table.
+    """
+    if (base_url or api_key) and not provider:
+        raise BadOption(
+            "base_url" if base_url else "api_key",
+            "name the provider too, e.g. nbchat.models('openai', base_url=...)",
+        )
     names = [provider] if provider else registry.provider_names()
     for name in names:
         registry.get_provider(name)  # unknown provider -> UnknownModel with close matches
@@ -82,16 +100,25 @@ async def amodels(provider: str | None = None) -> list[ModelInfo]:
     async def listing(name: str) -> list[ModelInfo]:
         p = registry.get_provider(name)
         try:
-            return await p.list_models()
+            return await p.list_models(endpoint=p.endpoint(base_url, api_key))
         except Exception:
             if provider:  # asked for this provider: show why it failed
                 raise
-            return p.known_models()
+            try:
+                return p.known_models()
+            except Exception:  # e.g. a malformed key in its variable: the others still list
+                return []
 
     lists = await asyncio.gather(*(listing(n) for n in names))
     return [m for lst in lists for m in lst]
 
 
-def models(provider: str | None = None) -> list[ModelInfo]:
-    """`amodels`, from synchronous code: a list of `ModelInfo` (id, capabilities, key status)."""
-    return run_sync(amodels(provider))
+def models(
+    provider: str | None = None,
+    *,
+    base_url: str | None = None,
+    api_key: str | Secret | None = None,
+) -> list[ModelInfo]:
+    """`amodels`, from synchronous code: a list of `ModelInfo` (id, capabilities, key status),
+    e.g. `nbchat.models("openai", base_url="http://127.0.0.1:8080/v1")`."""
+    return run_sync(amodels(provider, base_url=base_url, api_key=api_key))

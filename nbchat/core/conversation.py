@@ -116,6 +116,8 @@ class Conversation:
             registry.full_id(provider, local),
             images=settings.images,
             on_finish=record,
+            base_url=settings.base_url,
+            api_key=settings.api_key,
         )
 
     async def asend(self, prompt: Any, **options: Any) -> Reply:

@@ -6,7 +6,8 @@
     │   ├── UnknownOption      a keyword nbchat does not take
     │   ├── BadOption          a keyword with a bad value
     │   └── UnsupportedInput   e.g. images sent to a model that cannot see
-    ├── MissingKey             the provider's key variable is not set
+    ├── MissingKey             the provider's key is not set (argument, %config or variable)
+    ├── ProviderUnavailable    a plugin provider that cannot be loaded (the reason inside)
     ├── ProviderError          the provider answered with an error (status, message)
     │   ├── AuthenticationError  401/403
     │   ├── RateLimited          429 (retry_after)
@@ -102,8 +103,13 @@ class MissingKey(NbchatError):
         self.env = env
         super().__init__(
             f"no API key for {provider}: set the environment variable {env} "
-            f"(or pass api_key=...)."
+            f"(or pass api_key=..., or in a notebook "
+            f"%config ChatMagics.api_keys = {{{provider!r}: ...}})."
         )
+
+
+class ProviderUnavailable(NbchatError):
+    """A provider plugin that cannot be imported, is not a `Provider`, or fails to start."""
 
 
 class ProviderError(NbchatError):

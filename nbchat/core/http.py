@@ -8,6 +8,8 @@
 - `error_from_response(...)` maps all three error body shapes (`{"error": {...}}`, flat
   `{"message": ...}`, problem-details `{"title", "detail"}`) and HTML pages to core errors.
 - `transport_error(...)` turns httpx's connection/timeout errors into `ConnectionFailed`.
+- `BearerAuth` / `bearer_auth(secret)` put `Authorization: Bearer <key>` on a request: the one
+  place where a key's plain value is read (`nbchat.core.credentials.Secret.get`).
 
 Timeouts come from `NBCHAT_CONNECT_TIMEOUT` / `NBCHAT_READ_TIMEOUT` (seconds) or `configure()`.
 """
@@ -21,12 +23,13 @@ import os
 import random
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
+from .credentials import Secret
 from .errors import (
     AuthenticationError,
     ConnectionFailed,
@@ -40,8 +43,10 @@ from .errors import (
 
 __all__ = [
     "RETRY_STATUSES",
+    "BearerAuth",
     "RetryPolicy",
     "Timeouts",
+    "bearer_auth",
     "configure",
     "error_from_response",
     "get_client",
@@ -144,6 +149,31 @@ def get_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Async
         )
         per_loop[key] = client
     return client
+
+
+# ---- credentials --------------------------------------------------------------------------
+
+
+class BearerAuth(httpx.Auth):
+    """httpx auth that sends `Authorization: Bearer <key>` (the OpenAI wire's scheme, used by
+    every keyed provider here). The header is written straight onto the outgoing request, so
+    no nbchat frame holds it in a local; httpx shows `Authorization` as `[secure]` in a
+    `Headers` repr. On a redirect to another host httpx drops the header."""
+
+    def __init__(self, secret: Secret) -> None:
+        self.secret = secret
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = "Bearer " + self.secret.get()
+        yield request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(Secret('***'))"
+
+
+def bearer_auth(secret: Secret | None) -> BearerAuth | None:
+    """`BearerAuth` for a key, or None (no header) when there is none."""
+    return BearerAuth(secret) if secret is not None else None
 
 
 # ---- retries ------------------------------------------------------------------------------
@@ -325,6 +355,7 @@ async def open_stream(
     json_body: Any = None,
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
     key_env: str | None = None,
     policy: RetryPolicy | None = None,
     html_error: Callable[[int, bytes], NbchatError] | None = None,
@@ -332,8 +363,11 @@ async def open_stream(
 ) -> httpx.Response:
     """Send and return the response (body unread); the caller must `aclose()` it.
 
-    Retries retryable statuses and connection failures; raises a core error otherwise.
-    `accept_status` lets a caller take a non-2xx status itself (e.g. NVIDIA's 202).
+    `auth` (e.g. `bearer_auth(endpoint.api_key)`) adds the credentials; `key_env` names the
+    variable a 401/403 message tells the user to check. Retries retryable statuses and
+    connection failures (`policy`, default `retry_policy()`); raises `ProviderError` and its
+    subclasses for an HTTP error (`error_from_response`), `ConnectionFailed` for a transport
+    failure. `accept_status` lets a caller take a non-2xx status itself (e.g. NVIDIA's 202).
     """
     policy = policy or retry_policy()
     if json_body is not None:
@@ -343,7 +377,7 @@ async def open_stream(
     while True:
         try:
             request = client.build_request(method, url, content=content, headers=headers)
-            response = await client.send(request, stream=True)
+            response = await client.send(request, stream=True, auth=auth)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout,
                 httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
                 httpx.PoolTimeout) as exc:

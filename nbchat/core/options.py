@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .credentials import Secret
 from .errors import BadOption, UnknownOption
 from .types import Options, Tool
 
@@ -42,7 +43,7 @@ class Settings:
     images: tuple[Any, ...] = ()
     system: str | None = None
     base_url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
+    api_key: Secret | None = field(default=None, repr=False)
 
 
 def _number(name: str, value: Any, lo: float, hi: float) -> float:
@@ -102,7 +103,11 @@ def parse_settings(kwargs: Mapping[str, Any], base: Settings | None = None) -> S
             opts["extra"] = {**base.options.extra, **value}
         elif name == "images":
             top[name] = tuple(_as_list(value))
-        elif name in ("system", "base_url", "api_key"):
+        elif name == "api_key":
+            if not isinstance(value, (str, Secret)):
+                raise BadOption(name, f"expected a string, got {type(value).__name__}")
+            top[name] = value if isinstance(value, Secret) else Secret(value)
+        elif name in ("system", "base_url"):
             if not isinstance(value, str):
                 raise BadOption(name, f"expected a string, got {type(value).__name__}")
             top[name] = value

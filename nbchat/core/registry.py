@@ -1,13 +1,36 @@
-"""Providers by name, model ids written `provider:model`, aliases, and "did you mean"."""
+"""Providers by name, model ids written `provider:model`, aliases, and "did you mean".
+
+Three kinds of provider, looked up in this order:
+- registered at run time with `register()` (tests register fakes this way);
+- built in (`_BUILTIN`), imported on first use so that `%load_ext` stays fast;
+- plugins: entry points of the group `nbchat.providers` in installed packages, whose name is
+  the provider's name and whose value is a `Provider` subclass, e.g. in a plugin's
+  pyproject.toml::
+
+      [project.entry-points."nbchat.providers"]
+      echo = "nbchat_echo:EchoProvider"
+
+  Entry points are read on the first lookup that needs them (never at `%load_ext`), and a
+  plugin's module is imported on first use. A plugin that fails to load raises
+  `ProviderUnavailable` for its own name only: `%models` lists it with the reason, every other
+  provider keeps working. A plugin cannot replace a built-in name.
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
 import os
+from typing import TYPE_CHECKING
 
-from .errors import UnknownModel
+from .errors import ProviderUnavailable, UnknownModel
 from .provider import Provider
+
+if TYPE_CHECKING:  # pragma: no cover
+    from importlib.metadata import EntryPoint
+
+#: the entry-point group third-party packages add providers to
+ENTRY_POINT_GROUP = "nbchat.providers"
 
 #: provider name -> "module:Class", imported on first use so that `%load_ext` stays fast
 _BUILTIN: dict[str, str] = {
@@ -29,32 +52,98 @@ DEFAULT_MODEL = "local"
 
 _instances: dict[str, Provider] = {}
 _registered: dict[str, Provider] = {}
+_plugins: dict[str, EntryPoint] | None = None  # None until the entry points are first read
 
 
 def register(provider: Provider) -> None:
-    """Add (or replace) a provider; tests register fakes the same way."""
+    """Add (or replace) a provider under `provider.name`, ahead of built-ins and plugins.
+
+    Tests register fakes the same way; `unregister(name)` undoes it."""
     _registered[provider.name] = provider
     _instances.pop(provider.name, None)
 
 
 def unregister(name: str) -> None:
+    """Remove a provider added with `register()`, and forget the cached instance of a built-in
+    or plugin provider of that name (the next lookup makes a fresh one). Unknown names are
+    ignored."""
     _registered.pop(name, None)
     _instances.pop(name, None)
 
 
+def plugins(*, refresh: bool = False) -> dict[str, EntryPoint]:
+    """Provider name -> entry point of the group `nbchat.providers`, read once (again with
+    `refresh=True`, e.g. after installing a plugin into a running kernel)."""
+    global _plugins
+    if _plugins is None or refresh:
+        from importlib.metadata import entry_points
+
+        found: dict[str, EntryPoint] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name not in _BUILTIN:  # a plugin cannot take a built-in's name
+                found.setdefault(ep.name, ep)
+        _plugins = found
+    return _plugins
+
+
 def provider_names() -> list[str]:
-    return list(dict.fromkeys([*_BUILTIN, *_registered]))
+    """Every provider name: built-ins, then plugins, then registered ones."""
+    return list(dict.fromkeys([*_BUILTIN, *plugins(), *_registered]))
+
+
+def has_provider(name: str) -> bool:
+    """Whether a provider of that name exists. Built-in and registered names are checked
+    first, so they never read the entry points; an unknown name reads them again (a plugin
+    may have been installed since)."""
+    return name in _registered or name in _BUILTIN or name in plugins() \
+        or name in plugins(refresh=True)
 
 
 def get_provider(name: str) -> Provider:
+    """The provider of that name (one instance per name). Raises `UnknownModel` for a name no
+    provider has, `ProviderUnavailable` for a plugin that cannot be loaded, and
+    `ImportError` for a built-in whose optional dependency is missing."""
     if name in _registered:
         return _registered[name]
     if name not in _instances:
-        if name not in _BUILTIN:
+        if name in _BUILTIN:
+            module, _, cls = _BUILTIN[name].partition(":")
+            _instances[name] = getattr(importlib.import_module(module), cls)()
+        elif has_provider(name):
+            _instances[name] = _load_plugin(name, plugins()[name])
+        else:
             raise UnknownModel(f"{name}:", [f"{p}:" for p in provider_names()])
-        module, _, cls = _BUILTIN[name].partition(":")
-        _instances[name] = getattr(importlib.import_module(module), cls)()
     return _instances[name]
+
+
+def _load_plugin(name: str, ep: EntryPoint) -> Provider:
+    dist = getattr(ep, "dist", None)
+    origin = f"the plugin {ep.value!r}" + (f" of {dist.name} {dist.version}" if dist else "")
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        raise ProviderUnavailable(
+            f"provider {name!r}: {origin} cannot be loaded ({type(exc).__name__}: {exc}); "
+            "reinstall or uninstall that package"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ProviderUnavailable(
+            f"provider {name!r}: {origin} is not a nbchat.Provider subclass"
+        )
+    if cls.name and cls.name != name:
+        raise ProviderUnavailable(
+            f"provider {name!r}: {origin} calls itself {cls.name!r}; the entry point's name "
+            "and the class's `name` must be the same"
+        )
+    try:
+        provider = cls()
+    except Exception as exc:
+        raise ProviderUnavailable(
+            f"provider {name!r}: {origin} failed to start ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not provider.name:
+        provider.name = name  # type: ignore[misc]
+    return provider
 
 
 def default_model() -> str:
@@ -78,7 +167,7 @@ def resolve(model: str | None) -> tuple[Provider, str]:
     if ":" not in model:
         raise UnknownModel(model, known_ids())
     prefix, _, local = model.partition(":")
-    if prefix not in provider_names():
+    if not has_provider(prefix):
         guesses = difflib.get_close_matches(prefix, provider_names(), n=2, cutoff=0.6)
         raise UnknownModel(model, [f"{g}:{local}" for g in guesses] + known_ids())
     provider = get_provider(prefix)

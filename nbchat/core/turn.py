@@ -13,6 +13,7 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
+from .credentials import Endpoint, Secret
 from .errors import NbchatError
 from .images import resolve_images
 from .options import Settings
@@ -32,7 +33,12 @@ from .types import (
 
 
 class Turn:
-    """One assistant turn in progress. `reply` is complete once `events()` is exhausted."""
+    """One assistant turn in progress. `reply` is complete once `events()` is exhausted.
+
+    `base_url` and `api_key` are the call's explicit values; the endpoint (explicit, then
+    `%config`, then environment) is resolved when the turn starts, so that a missing or
+    malformed key is reported like any other failure of the turn (raised, or an `ErrorEvent`).
+    """
 
     def __init__(
         self,
@@ -42,9 +48,14 @@ class Turn:
         *,
         images: tuple[Any, ...] = (),
         on_finish: Callable[[Turn], None] | None = None,
+        base_url: str | None = None,
+        api_key: Secret | None = None,
     ) -> None:
         self.provider = provider
         self.request = request
+        self.endpoint: Endpoint | None = None
+        self._base_url = base_url
+        self._api_key = api_key
         self.reply = Reply(model=model_id, json_mode=request.options.json)
         self._chunks: list[str] = []
         self._images = images
@@ -58,7 +69,7 @@ class Turn:
         """The text received so far."""
         return "".join(self._chunks)
 
-    async def _prepared(self) -> Request:
+    async def _prepared(self) -> tuple[Request, Endpoint]:
         request = self.request
         if self._images:
             parts = await resolve_images(self._images)
@@ -68,7 +79,10 @@ class Turn:
             request = replace(request, messages=tuple(msgs))
             self.request = request
         self.provider.check_request(request)
-        return request
+        endpoint = self.provider.endpoint(self._base_url, self._api_key)
+        endpoint.require_key()
+        self.endpoint = endpoint
+        return request, endpoint
 
     async def events(self, *, errors_as_events: bool = False) -> AsyncGenerator[Event, None]:
         """Stream events; on error either raise (default) or yield one ErrorEvent and stop."""
@@ -77,8 +91,8 @@ class Turn:
         agen: AsyncIterator[Event] | None = None
         chunks = self._chunks
         try:
-            request = await self._prepared()
-            agen = self.provider.stream(request)
+            request, endpoint = await self._prepared()
+            agen = self.provider.stream(request, endpoint)
             async for ev in agen:
                 if isinstance(ev, TextDelta):
                     if reply.time_to_first_token is None:
@@ -167,6 +181,4 @@ def build_request(
         model=model_local,
         messages=tuple(msgs),
         options=settings.options,
-        api_key=settings.api_key,
-        base_url=settings.base_url,
     )

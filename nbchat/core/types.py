@@ -126,13 +126,15 @@ class Options:
 
 @dataclass(frozen=True)
 class Request:
-    """What a provider is asked to do: one model, a history, options and connection settings."""
+    """What a provider is asked to do: one model, a history and options.
+
+    Where it goes and with which key is not part of the request: the core resolves an
+    `nbchat.core.credentials.Endpoint` and passes it to `Provider.stream` beside it.
+    """
 
     model: str  # the provider-local id (without "provider:")
     messages: tuple[Message, ...]
     options: Options = field(default_factory=Options)
-    api_key: str | None = field(default=None, repr=False)
-    base_url: str | None = None
 
 
 # ---- stream events -------------------------------------------------------------------------

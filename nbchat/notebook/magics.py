@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Dict, Float, Int, Unicode, observe, validate
 from traitlets.config import Configurable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,6 +98,16 @@ class ChatMagics(Magics, Configurable):
     max_block_chars = Int(
         1500, help="A streamed block longer than this is cut at a line break and frozen."
     ).tag(config=True)
+    api_keys = Dict(
+        key_trait=Unicode(),
+        help="API keys by provider name, e.g. {'cerebras': getpass.getpass()}; used when a call "
+        "passes no api_key=, before the provider's environment variable. Shown as ***.",
+    ).tag(config=True)
+    base_urls = Dict(
+        key_trait=Unicode(), value_trait=Unicode(),
+        help="Base URLs by provider name, e.g. {'openai': 'http://localhost:8080/v1'}; used when "
+        "a call passes no base_url=, before the provider's environment variable.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -107,6 +117,30 @@ class ChatMagics(Magics, Configurable):
                 shell.configurables.append(self)  # so that %config ChatMagics... reaches us
             if "ChatMagics" in shell.config:
                 self.update_config(shell.config)
+
+    # ---- %config ChatMagics.api_keys / base_urls -> the core's credentials ---------------
+
+    @validate("api_keys")
+    def _valid_api_keys(self, proposal: Any) -> dict[str, Any]:
+        from ..core.credentials import checked_key
+
+        _check_providers(proposal.value, "api_keys")
+        with usage_errors():  # held as Secrets: %config ChatMagics shows them as ***
+            return {str(name): checked_key(value, str(name), "in %config ChatMagics.api_keys")
+                    for name, value in proposal.value.items() if value}
+
+    @validate("base_urls")
+    def _valid_base_urls(self, proposal: Any) -> dict[str, str]:
+        _check_providers(proposal.value, "base_urls")
+        return dict(proposal.value)
+
+    @observe("api_keys", "base_urls")
+    def _push_credentials(self, change: Any) -> None:
+        from ..core import credentials
+
+        with usage_errors():
+            credentials.configure(**{change.name: change.new},
+                                  source=f"%config ChatMagics.{change.name}")
 
     # ---- %%chat ------------------------------------------------------------------------
 
@@ -318,6 +352,23 @@ class ChatMagics(Magics, Configurable):
         with usage_errors():
             table = model_table(line.strip() or None)
         display(table)
+
+
+def _check_providers(mapping: dict[str, Any], trait: str) -> None:
+    """`UsageError` with a close match for a name in `mapping` that no provider has."""
+    import difflib
+
+    from ..core import registry
+
+    for name in map(str, mapping):
+        if not registry.has_provider(name):
+            names = registry.provider_names()
+            near = difflib.get_close_matches(name, names, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise UsageError(
+                f"%config ChatMagics.{trait}: no provider is called {name!r}.{hint} "
+                f"Providers: {', '.join(names)}."
+            )
 
 
 def _unquote(value: Any) -> Any:

@@ -6,8 +6,7 @@ HTML page, which is reported as `ServiceGone` with what to do, not as a JSON err
 
 from __future__ import annotations
 
-import os
-
+from ..core.credentials import Endpoint
 from ..core.errors import NbchatError, ProtocolError, ServiceGone
 from ..core.types import ModelInfo
 from .protocols.openai_compat import OpenAICompatProvider, host_of
@@ -33,31 +32,28 @@ class AnyscaleProvider(OpenAICompatProvider):
     name = "anyscale"
     key_env = "ANYSCALE_API_KEY"
     base_url_env = "ANYSCALE_BASE_URL"
+    base_url_env_aliases = ("ANYSCALE_API_BASE",)  # LangChain's name for the same setting
     default_base_url = f"https://{SHARED_HOST}/v1"
     # its JSON mode took {"type": "json_object", "schema": {...}}
     caps = Caps(schema_style="json_object")
-
-    def base_url(self, explicit: str | None = None) -> str | None:
-        # LangChain's name for the same setting
-        return super().base_url(explicit or os.environ.get("ANYSCALE_API_BASE"))
 
     def needs_key(self, base_url: str | None) -> bool:
         return host_of(base_url or self.default_base_url or "") == SHARED_HOST
 
     def html_error(self, status: int, body: bytes, url: str = "") -> NbchatError:
-        if host_of(url or self.base_url() or "") == SHARED_HOST:
+        if host_of(url) == SHARED_HOST:
             return ServiceGone(GONE, status=status, provider=self.name)
         return ProtocolError(
             f"anyscale answered with an HTML page instead of JSON (HTTP {status}); check "
             "ANYSCALE_BASE_URL: it should be your deployment's API root, usually ending in /v1"
         )
 
-    def known_models(self) -> list[ModelInfo]:
+    def table(self, endpoint: Endpoint) -> list[ModelInfo]:
         return [
-            self.model_entry(m, tools=t, json=True, description=d)
+            self.model_entry(m, endpoint, tools=t, json=True, description=d)
             for m, (t, d) in MODELS.items()
         ]
 
-    def live_entry(self, model: str) -> ModelInfo:
-        return self.model_entry(model, tools=True, json=True,
-                                description=f"at {self.base_url()}")
+    def live_entry(self, model: str, endpoint: Endpoint) -> ModelInfo:
+        return self.model_entry(model, endpoint, tools=True, json=True,
+                                description=f"at {endpoint.base_url}")

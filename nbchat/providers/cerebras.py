@@ -6,6 +6,7 @@ sent; `stop` takes at most 4 strings; image input is limited to PNG/JPEG data UR
 
 from __future__ import annotations
 
+from ..core.credentials import Endpoint
 from ..core.errors import UnsupportedInput
 from ..core.types import ModelInfo, Request
 from .protocols.openai_compat import OpenAICompatProvider
@@ -32,14 +33,14 @@ class CerebrasProvider(OpenAICompatProvider):
     default_base_url = "https://api.cerebras.ai/v1"
     caps = Caps(max_tokens_field="max_completion_tokens", default_max_tokens=2048, max_stop=4)
 
-    def known_models(self) -> list[ModelInfo]:
+    def table(self, endpoint: Endpoint) -> list[ModelInfo]:
         return [
-            self.model_entry(m, tools=t, json=j, vision=v, description=d)
+            self.model_entry(m, endpoint, tools=t, json=j, vision=v, description=d)
             for m, (t, j, v, d) in MODELS.items()
         ]
 
-    def live_entry(self, model: str) -> ModelInfo:
-        return self.model_entry(model, tools=True, json=True)
+    def live_entry(self, model: str, endpoint: Endpoint) -> ModelInfo:
+        return self.model_entry(model, endpoint, tools=True, json=True)
 
     def check_request(self, request: Request) -> None:
         super().check_request(request)

@@ -15,7 +15,6 @@ File outputs arrive as data URIs and become images.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from ..core import http
+from ..core.credentials import Endpoint
 from ..core.errors import ProtocolError, ProviderError, UsageError
 from ..core.provider import Provider
 from ..core.sse import aiter_sse
@@ -76,8 +76,9 @@ class CogProvider(Provider):
         self._ready: set[str] = set()
         self._schemas: dict[str, dict[str, Any] | None] = {}
 
-    def server(self, explicit: str | None) -> str:
-        base = self.base_url(explicit)
+    def server(self, endpoint: Endpoint) -> str:
+        """The server's base URL; `UsageError` saying how to give one if there is none."""
+        base = endpoint.base_url
         if not base:
             raise UsageError(
                 "no Cog server given: set COG_BASE_URL=http://localhost:5000 "
@@ -86,19 +87,19 @@ class CogProvider(Provider):
         return base
 
     def known_models(self) -> list[ModelInfo]:
-        base = os.environ.get("COG_BASE_URL")
+        base = self.endpoint().base_url
         if not base:
             return []
         return [ModelInfo(id="cog:model", provider=self.name, key_set=True,
-                          description=f"the Cog model at {base.rstrip('/')}")]
+                          description=f"the Cog model at {base}")]
 
     def model_info(self, model: str) -> ModelInfo | None:
         return None  # what a Cog model takes is read from its schema at request time
 
-    async def list_models(
-        self, *, api_key: str | None = None, base_url: str | None = None
-    ) -> list[ModelInfo]:
-        base = self.base_url(base_url)
+    async def list_models(self, endpoint: Endpoint | None = None) -> list[ModelInfo]:
+        """The one model of the server at `endpoint`, capabilities read from its
+        `/openapi.json`; empty when no server is set."""
+        base = (endpoint or self.endpoint()).base_url
         if not base:
             return []
         client = http.get_client(self.transport)
@@ -131,8 +132,10 @@ class CogProvider(Provider):
         return self._schemas[base]
 
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        base = self.server(request.base_url)
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
+        """Check health, read the schema, create the prediction with `PUT /predictions/{id}`
+        and yield its output as events (wire: PROVIDERS.md, Cog)."""
+        base = self.server(endpoint)
         client = http.get_client(self.transport)
         await self.check_health(client, base)
         openapi = await self.schema(client, base)
@@ -158,7 +161,7 @@ class CogProvider(Provider):
                 yield ev
         finally:
             if not finished:
-                await cancel_quietly(client, f"{url}/cancel", {})
+                await cancel_quietly(client, f"{url}/cancel")
 
     async def _stream_sse(self, client: httpx.AsyncClient, url: str, body: dict[str, Any],
                           outputs: Outputs) -> AsyncIterator[Event]:

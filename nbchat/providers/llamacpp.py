@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..core.credentials import Endpoint
 from ..core.errors import ContextTooLong, NbchatError, UnknownModel, UnsupportedInput
 from ..core.provider import Provider
 from ..core.types import Done, Event, Message, ModelInfo, Options, Request, Usage
@@ -176,7 +177,9 @@ class LlamaCppProvider(Provider):
                 self._models[key] = _Loaded(llm)
             return self._models[key]
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
+        """Generate in a worker thread (one at a time per loaded model); the endpoint is unused
+        (the model runs in this process)."""
         messages = to_llama_messages(request.messages)
         kwargs = completion_kwargs(request.options)
         loaded = await asyncio.to_thread(

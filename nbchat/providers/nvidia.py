@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from ..core import http
+from ..core.credentials import Endpoint
 from ..core.errors import ProtocolError, UnknownModel
 from ..core.types import Event, ImagePart, ModelInfo, Request
 from .protocols import nvidia_genai
@@ -111,9 +112,8 @@ class NvidiaProvider(OpenAICompatProvider):
     base_url_env = "NVIDIA_BASE_URL"
     default_base_url = "https://integrate.api.nvidia.com/v1"
 
-    def base_url(self, explicit: str | None = None) -> str | None:
-        url = super().base_url(explicit)
-        return normalize_base_url(url) if url else None
+    def normalize_base_url(self, url: str) -> str:
+        return normalize_base_url(url)
 
     def needs_key(self, base_url: str | None) -> bool:
         return is_hosted(base_url or self.default_base_url or "")
@@ -132,24 +132,26 @@ class NvidiaProvider(OpenAICompatProvider):
             return new
         return model
 
-    def known_models(self) -> list[ModelInfo]:
-        table = [self._entry(m, spec) for m, spec in MODELS.items()]
-        return table + nvidia_genai.known_models()
+    def table(self, endpoint: Endpoint) -> list[ModelInfo]:
+        table = [self._entry(m, spec, endpoint) for m, spec in MODELS.items()]
+        return table + nvidia_genai.known_models(key_set=endpoint.key_set)
 
-    def _entry(self, model: str, spec: NvModel) -> ModelInfo:
+    def _entry(self, model: str, spec: NvModel, endpoint: Endpoint) -> ModelInfo:
         return self.model_entry(
-            model, tools=spec.tools, json=spec.structured,
+            model, endpoint, tools=spec.tools, json=spec.structured,
             vision=spec.model_type in ("vlm", "nv-vlm"),
             description=f"{spec.description} ({spec.model_type})",
         )
 
-    async def list_models(
-        self, *, api_key: str | None = None, base_url: str | None = None
-    ) -> list[ModelInfo]:
-        models = await super().list_models(api_key=api_key, base_url=base_url)
-        if is_hosted(self.resolve_base_url(base_url)):
+    async def list_models(self, endpoint: Endpoint | None = None) -> list[ModelInfo]:
+        """`GET {base}/models`, plus the text-to-image models on the hosted catalog (its
+        listing leaves them out)."""
+        endpoint = endpoint or self.endpoint()
+        models = await super().list_models(endpoint)
+        if is_hosted(self.base_of(endpoint)):
             have = {m.id for m in models}
-            models += [m for m in nvidia_genai.known_models() if m.id not in have]
+            models += [m for m in nvidia_genai.known_models(key_set=endpoint.key_set)
+                       if m.id not in have]
         return models
 
     # ---- wire ----------------------------------------------------------------------------
@@ -168,31 +170,36 @@ class NvidiaProvider(OpenAICompatProvider):
     def chat_url(self, model: str, base_url: str) -> str:
         spec = MODELS.get(model)
         if spec is not None and spec.endpoint and base_url == self.default_base_url:
+            # the hosted catalog serves this model at its own URL
             return spec.endpoint
         return f"{base_url}/chat/completions"
 
     async def prepare(
-        self, client: httpx.AsyncClient, request: Request, caps: Caps, api_key: str | None
+        self, client: httpx.AsyncClient, request: Request, caps: Caps, endpoint: Endpoint
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        headers = self.headers(api_key)
+        headers = self.headers()
         big = [p for m in request.messages for p in m.images if needs_upload(p)]
-        if not big or not api_key:  # a self-hosted NIM takes inline images of any size
+        if not big or endpoint.api_key is None:  # a self-hosted NIM takes any size inline
             return build_body(request, caps), headers
         refs: dict[int, str] = {}
         ids: list[str] = []
         for part in big:
-            asset_id = await self.upload_asset(client, part, api_key)
+            asset_id = await self.upload_asset(client, part, endpoint)
             refs[id(part)] = asset_ref(part, asset_id)
             ids.append(asset_id)
         headers["NVCF-INPUT-ASSET-REFERENCES"] = ",".join(ids)
         return build_body(request, caps, image_url=lambda p: refs.get(id(p))), headers
 
-    async def upload_asset(self, client: httpx.AsyncClient, part: ImagePart, api_key: str) -> str:
-        """Create an NVCF asset, PUT the bytes to its upload URL, return the asset id."""
+    async def upload_asset(
+        self, client: httpx.AsyncClient, part: ImagePart, endpoint: Endpoint
+    ) -> str:
+        """Create an NVCF asset (`POST {NVCF_ASSETS}` with the key), PUT the bytes to its
+        presigned upload URL (no key), return the asset id. Wire: PROVIDERS.md, NVIDIA
+        (unconfirmed in vendor docs)."""
         data = await http.request_json(
             client, "POST", NVCF_ASSETS, provider=self.name, key_env=self.key_env,
             json_body={"contentType": part.mime, "description": ASSET_DESCRIPTION},
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+            headers={"Accept": "application/json"}, auth=http.bearer_auth(endpoint.api_key),
         )
         try:
             upload_url, asset_id = data["uploadUrl"], str(data["assetId"])
@@ -213,22 +220,24 @@ class NvidiaProvider(OpenAICompatProvider):
         url: str,
         body: dict[str, Any],
         headers: dict[str, str],
-        api_key: str | None,
+        endpoint: Endpoint,
     ) -> httpx.Response:
         return await open_polled(
-            client, url, body, headers, html_error=lambda s, b: self.html_error(s, b, url)
+            client, url, body, headers, auth=http.bearer_auth(endpoint.api_key),
+            html_error=lambda s, b: self.html_error(s, b, url),
         )
 
     # ---- streaming -------------------------------------------------------------------------
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
+        """Chat models as in `OpenAICompatProvider.stream`; text-to-image models through
+        `nvidia_genai.stream_image` (one `ImageEvent` per image, then `Done`)."""
+        event: Event
         if nvidia_genai.is_image_model(request.model):
-            base = self.resolve_base_url(request.base_url)
-            key = self.api_key(request.api_key, base) or ""
-            event: Event
             client = http.get_client(self.transport)
-            async for event in nvidia_genai.stream_image(client, request, key):
+            auth = http.bearer_auth(endpoint.api_key)
+            async for event in nvidia_genai.stream_image(client, request, auth):
                 yield event
             return
-        async for event in super().stream(request):
+        async for event in super().stream(request, endpoint):
             yield event

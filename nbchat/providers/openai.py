@@ -1,12 +1,14 @@
 """`openai:` — any OpenAI-compatible endpoint: OpenAI itself, llama.cpp server, vLLM, Ollama,
 a self-hosted NIM or an Anyscale deployment.
 
-`OPENAI_BASE_URL` (or `base_url=...`) picks the server; `OPENAI_API_KEY` is needed only for
-api.openai.com, since self-hosted servers usually take no key.
+`base_url=...`, `%config ChatMagics.base_urls = {"openai": ...}` or `OPENAI_BASE_URL` picks the
+server; a key (`api_key=...`, `%config ChatMagics.api_keys`, `OPENAI_API_KEY`) is needed only for
+api.openai.com, since self-hosted servers usually take none (one given is sent all the same).
 """
 
 from __future__ import annotations
 
+from ..core.credentials import Endpoint
 from ..core.types import ModelInfo
 from .protocols.openai_compat import OpenAICompatProvider, host_of
 from .protocols.openai_wire import Caps
@@ -37,16 +39,15 @@ class OpenAIProvider(OpenAICompatProvider):
             return Caps(max_tokens_field="max_completion_tokens", strict_schema=False)
         return self.caps
 
-    def known_models(self) -> list[ModelInfo]:
-        base = self.base_url() or ""
-        if host_of(base) != OPENAI_HOST:
+    def table(self, endpoint: Endpoint) -> list[ModelInfo]:
+        if host_of(endpoint.base_url or "") != OPENAI_HOST:
             return []  # a self-hosted server: its models come from GET /models
         return [
-            self.model_entry(m, tools=t, json=j, vision=v, description="OpenAI")
+            self.model_entry(m, endpoint, tools=t, json=j, vision=v, description="OpenAI")
             for m, t, j, v in _TABLE
         ]
 
-    def live_entry(self, model: str) -> ModelInfo:
+    def live_entry(self, model: str, endpoint: Endpoint) -> ModelInfo:
         # a self-hosted OpenAI-compatible server: assume the common features, let it decide
-        return self.model_entry(model, tools=True, json=True,
-                                description=f"at {self.base_url()}")
+        return self.model_entry(model, endpoint, tools=True, json=True,
+                                description=f"at {endpoint.base_url}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from ..core import http
+from ..core.credentials import Endpoint
 from ..core.errors import (
     ProtocolError,
     ProviderError,
@@ -152,18 +152,14 @@ class ReplicateProvider(Provider):
         if info is not None and not info.image_generation:
             super().check_request(request)
 
-    def _headers(self, key: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"}
-
-    async def list_models(
-        self, *, api_key: str | None = None, base_url: str | None = None
-    ) -> list[ModelInfo]:
-        """The language-model and text-to-image collections, merged with the table."""
-        base = self.base_url(base_url) or DEFAULT_BASE_URL
-        key = api_key or os.environ.get(self.key_env or "")
-        if not key:
+    async def list_models(self, endpoint: Endpoint | None = None) -> list[ModelInfo]:
+        """The language-model and text-to-image collections (`GET {base}/collections/{slug}`,
+        at most `MAX_PAGES` pages each), merged with the table; the table alone without a key."""
+        endpoint = endpoint or self.endpoint()
+        if endpoint.api_key is None:
             return self.known_models()
-        key = self.api_key(key, base) or ""
+        base = endpoint.base_url or DEFAULT_BASE_URL
+        auth = http.bearer_auth(endpoint.api_key)
         client = http.get_client(self.transport)
         found: dict[str, ModelInfo] = {}
         for slug in COLLECTIONS:
@@ -173,7 +169,7 @@ class ReplicateProvider(Provider):
                 if not url:
                     break
                 body = await http.request_json(client, "GET", url, provider=self.name,
-                                               headers=self._headers(key), key_env=self.key_env)
+                                               auth=auth, key_env=self.key_env)
                 for info in parse_collection(body, kind, True):
                     found.setdefault(info.id, info)
                 url = (body or {}).get("next")
@@ -181,7 +177,7 @@ class ReplicateProvider(Provider):
             found.setdefault(info.id, info)
         return list(found.values())
 
-    async def schema(self, client: httpx.AsyncClient, base: str, key: str,
+    async def schema(self, client: httpx.AsyncClient, base: str, auth: httpx.Auth | None,
                      ref: ModelRef) -> dict[str, Any] | None:
         """The version's OpenAPI schema (cached); None if the model does not publish one."""
         cache = (base, f"{ref.path}:{ref.version or ''}")
@@ -191,24 +187,27 @@ class ReplicateProvider(Provider):
             else:
                 url = f"{base}/models/{ref.path}"
             body = await http.request_json(client, "GET", url, provider=self.name,
-                                           headers=self._headers(key), key_env=self.key_env)
+                                           auth=auth, key_env=self.key_env)
             version = body if ref.version else (body or {}).get("latest_version")
             self._schemas[cache] = (version or {}).get("openapi_schema")
         return self._schemas[cache]
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        base = self.base_url(request.base_url) or DEFAULT_BASE_URL
-        key = self.api_key(request.api_key, base) or ""
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
+        """Create a prediction (never retried: create is not idempotent) and yield its output:
+        streamed through `urls.stream` for text models, else waited for (`Prefer: wait`) and
+        polled. Cancels the prediction if the consumer stops early. Wire: PROVIDERS.md,
+        Replicate."""
+        base = endpoint.base_url or DEFAULT_BASE_URL
+        auth = http.bearer_auth(endpoint.api_key)
         client = http.get_client(self.transport)
         ref = ModelRef.parse(request.model)
-        openapi = await self.schema(client, base, key, ref)
+        openapi = await self.schema(client, base, auth, ref)
         files = outputs_files(openapi)
         inp = build_input(request, input_properties(openapi), history=not files)
         streaming = streams_text(openapi) if openapi else True
-        auth = self._headers(key)
         outputs = Outputs(client, request.options.stop, files, self.name, auth,
                           httpx.URL(base).host)
-        headers = dict(auth)
+        headers: dict[str, str] = {}
         body: dict[str, Any] = {"input": inp}
         if ref.version:
             url = f"{base}/predictions"
@@ -220,7 +219,8 @@ class ReplicateProvider(Provider):
         else:
             headers["Prefer"] = "wait"
         pred = await http.request_json(client, "POST", url, provider=self.name, json_body=body,
-                                       headers=headers, key_env=self.key_env, policy=NO_RETRY)
+                                       headers=headers, auth=auth, key_env=self.key_env,
+                                       policy=NO_RETRY)
         if not isinstance(pred, dict) or "id" not in pred:
             raise ProtocolError("Replicate answered the create without a prediction id")
         urls = pred.get("urls") or {}
@@ -243,20 +243,20 @@ class ReplicateProvider(Provider):
                 await cancel_quietly(client, cancel_url, auth)
 
     async def _poll(self, client: httpx.AsyncClient, pred: dict[str, Any], url: str,
-                    auth: dict[str, str]) -> dict[str, Any]:
+                    auth: httpx.Auth | None) -> dict[str, Any]:
         delay = POLL_FIRST
         while pred.get("status") not in TERMINAL:
             await asyncio.sleep(delay)
             delay = min(delay * 2, POLL_MAX)
             pred = await http.request_json(client, "GET", url, provider=self.name,
-                                           headers=auth, key_env=self.key_env)
+                                           auth=auth, key_env=self.key_env)
         return pred
 
-    async def _stream_sse(self, client: httpx.AsyncClient, url: str, auth: dict[str, str],
+    async def _stream_sse(self, client: httpx.AsyncClient, url: str, auth: httpx.Auth | None,
                           outputs: Outputs) -> AsyncIterator[Event]:
-        headers = {**auth, "Accept": "text/event-stream", "Cache-Control": "no-store"}
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         response = await http.open_stream(client, "GET", url, provider=self.name,
-                                          headers=headers, key_env=self.key_env)
+                                          headers=headers, auth=auth, key_env=self.key_env)
         try:
             async for event, data in aiter_sse(response.aiter_bytes()):
                 if event == "output":

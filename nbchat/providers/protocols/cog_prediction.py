@@ -206,13 +206,14 @@ class Outputs:
     """Turns output items into events: text through the stop cutter, images fetched."""
 
     def __init__(self, client: httpx.AsyncClient, stops: Sequence[str], files: bool,
-                 provider: str, auth: dict[str, str] | None = None,
+                 provider: str, auth: httpx.Auth | None = None,
                  auth_host: str | None = None) -> None:
+        """`auth` is sent only with image fetches from `auth_host` (the API's own host)."""
         self.client = client
         self.cutter = StopCutter(stops)
         self.files = files
         self.provider = provider
-        self.auth = auth or {}
+        self.auth = auth
         self.auth_host = auth_host
 
     @property
@@ -247,9 +248,9 @@ class Outputs:
                     f"the model returned a file that is not an image ({kind}); nbchat shows "
                     "text and images only", provider=self.provider) from None
         url = httpx.URL(ref)
-        headers = self.auth if self.auth_host and url.host == self.auth_host else {}
+        auth = self.auth if self.auth_host and url.host == self.auth_host else None
         try:
-            resp = await self.client.get(url, headers=headers, follow_redirects=True)
+            resp = await self.client.get(url, auth=auth, follow_redirects=True)
         except httpx.HTTPError as exc:
             raise http.transport_error(exc, url, self.provider) from None
         if resp.status_code >= 400:
@@ -291,10 +292,12 @@ def failure(pred: dict[str, Any], provider: str) -> ProviderError:
     return ProviderError(f"{err}{hint}", provider=provider)
 
 
-async def cancel_quietly(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bool:
-    """POST a cancel, best effort and bounded in time; whether the server took it."""
+async def cancel_quietly(client: httpx.AsyncClient, url: str,
+                         auth: httpx.Auth | None = None) -> bool:
+    """POST a cancel, best effort and bounded in time (`CANCEL_TIMEOUT` seconds); whether
+    the server took it. Never raises."""
     try:
-        resp = await asyncio.wait_for(client.post(url, headers=headers), CANCEL_TIMEOUT)
+        resp = await asyncio.wait_for(client.post(url, auth=auth), CANCEL_TIMEOUT)
         return resp.status_code < 400
     except (Exception, asyncio.CancelledError):  # nothing more to do: the user already stopped
         return False

@@ -32,11 +32,17 @@ async def open_polled(
     body: dict[str, Any],
     headers: dict[str, str],
     *,
+    auth: httpx.Auth | None = None,
     html_error: Callable[[int, bytes], NbchatError] | None = None,
 ) -> httpx.Response:
-    """POST, and while NVCF answers 202 + NVCF-REQID, poll its status URL (chat and images)."""
+    """POST, and while NVCF answers 202 + NVCF-REQID, poll its status URL (chat and images).
+
+    `auth` (the NVIDIA key) goes with the POST and every poll. Returns the final response
+    with its body unread (the caller closes it); raises `ProtocolError` for a 202 without
+    `NVCF-REQID`, `ProviderError` after `POLL_LIMIT` polls (`POLL_INTERVAL` seconds apart).
+    """
     response = await http.open_stream(
-        client, "POST", url, provider="nvidia", json_body=body, headers=headers,
+        client, "POST", url, provider="nvidia", json_body=body, headers=headers, auth=auth,
         key_env="NVIDIA_API_KEY", html_error=html_error, accept_status=lambda s: s == 202,
     )
     polls = 0
@@ -53,6 +59,7 @@ async def open_polled(
                         if k.lower() != "nvcf-input-asset-references"}
         response = await http.open_stream(
             client, "GET", f"{NVCF_STATUS}/{reqid}", provider="nvidia",
-            headers=poll_headers, key_env="NVIDIA_API_KEY", accept_status=lambda s: s == 202,
+            headers=poll_headers, auth=auth, key_env="NVIDIA_API_KEY",
+            accept_status=lambda s: s == 202,
         )
     return response

@@ -44,10 +44,8 @@ def is_image_model(model: str) -> bool:
     return _local(model) in IMAGE_MODELS
 
 
-def known_models() -> list[ModelInfo]:
-    import os
-
-    key_set = bool(os.environ.get("NVIDIA_API_KEY"))
+def known_models(*, key_set: bool = False) -> list[ModelInfo]:
+    """The text-to-image table; `key_set` says whether the NVIDIA endpoint has a key."""
     return [
         ModelInfo(
             id=f"nvidia:{m}",
@@ -133,14 +131,16 @@ def parse_image_response(body: Any) -> list[ImagePart]:
 
 
 async def stream_image(
-    client: httpx.AsyncClient, request: Request, api_key: str
+    client: httpx.AsyncClient, request: Request, auth: httpx.Auth | None
 ) -> AsyncIterator[Event]:
-    """POST the prompt, poll a 202 until done, and yield one ImageEvent per image, then Done."""
+    """POST the prompt to `genai_url(model)` with `auth` (the NVIDIA key as
+    `http.bearer_auth`), poll a 202 until done, and yield one ImageEvent per image, then Done.
+    Raises `ProviderError` (content filter, failed draw, HTTP errors) or `ProtocolError`."""
     from .nvcf import open_polled
 
-    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
     url = genai_url(request.model)
-    response = await open_polled(client, url, image_request_body(request), headers)
+    response = await open_polled(client, url, image_request_body(request),
+                                 {"Accept": "application/json"}, auth=auth)
     try:
         data = await response.aread()
     except httpx.HTTPError as exc:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ...core import http
+from ...core.credentials import Endpoint
 from ...core.errors import ConnectionFailed, NbchatError, ProtocolError, ProviderError
 from ...core.provider import Provider
 from ...core.sse import SSEParser
@@ -30,7 +31,13 @@ class _EmptyStream(Exception):
 
 
 class OpenAICompatProvider(Provider):
-    """A provider speaking the OpenAI chat wire. Subclasses set names, env vars and tables."""
+    """A provider speaking the OpenAI chat wire. Subclasses set names, env vars and tables.
+
+    Hooks for subclasses: `caps_for` (wire differences per model and host), `chat_url`,
+    `prepare` (body and headers), `open_response` (how the POST is sent), `html_error`,
+    `table` (the capability table for an endpoint) and `live_entry` (a listed model the table
+    does not know).
+    """
 
     caps: ClassVar[Caps] = Caps()
     #: whether a list_models() failure should fall back to the table silently
@@ -45,11 +52,9 @@ class OpenAICompatProvider(Provider):
     def caps_for(self, model: str, base_url: str) -> Caps:
         return self.caps
 
-    def headers(self, api_key: str | None) -> dict[str, str]:
-        h = {"Accept": "text/event-stream"}
-        if api_key:
-            h["Authorization"] = f"Bearer {api_key}"
-        return h
+    def headers(self) -> dict[str, str]:
+        """Headers of a chat request besides the credentials (those go in as `auth`)."""
+        return {"Accept": "text/event-stream"}
 
     def html_error(self, status: int, body: bytes, url: str = "") -> NbchatError:
         return ProtocolError(
@@ -60,18 +65,18 @@ class OpenAICompatProvider(Provider):
     def chat_url(self, model: str, base_url: str) -> str:
         return f"{base_url}/chat/completions"
 
-    def resolve_base_url(self, explicit: str | None) -> str:
-        base = self.base_url(explicit)
-        if not base:
+    def base_of(self, endpoint: Endpoint) -> str:
+        """The endpoint's base URL; `NbchatError` saying how to set one if it has none."""
+        if not endpoint.base_url:
             env = f" or set {self.base_url_env}" if self.base_url_env else ""
             raise NbchatError(f"{self.name}: no base URL; pass base_url=...{env}")
-        return base
+        return endpoint.base_url
 
     async def prepare(
-        self, client: httpx.AsyncClient, request: Request, caps: Caps, api_key: str | None
+        self, client: httpx.AsyncClient, request: Request, caps: Caps, endpoint: Endpoint
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """The body and headers to send (NVIDIA uploads large images here)."""
-        return build_body(request, caps), self.headers(api_key)
+        return build_body(request, caps), self.headers()
 
     async def open_response(
         self,
@@ -79,26 +84,32 @@ class OpenAICompatProvider(Provider):
         url: str,
         body: dict[str, Any],
         headers: dict[str, str],
-        api_key: str | None,
+        endpoint: Endpoint,
     ) -> httpx.Response:
+        """POST the body; the response comes back with its body unread."""
         return await http.open_stream(
             client, "POST", url, provider=self.name, json_body=body, headers=headers,
-            key_env=self.key_env, html_error=lambda s, b: self.html_error(s, b, url),
+            auth=http.bearer_auth(endpoint.api_key), key_env=self.key_env,
+            html_error=lambda s, b: self.html_error(s, b, url),
         )
 
     # ---- streaming -----------------------------------------------------------------------
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        base = self.resolve_base_url(request.base_url)
-        api_key = self.api_key(request.api_key, base)
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
+        """POST `{base}/chat/completions` with `stream: true` and yield the SSE chunks' events
+        (wire: PROVIDERS.md, "Shared OpenAI-compatible chat"). A server that refuses
+        `json_schema` is asked again with `json_object` (llama.cpp's form); a 200 stream that
+        closes before its first byte is asked again without streaming, to get the real
+        error or the reply."""
+        base = self.base_of(endpoint)
         caps = self.caps_for(request.model, base)
         if base in self._schema_fallback:
             caps = replace(caps, schema_style="json_object")
         client = http.get_client(self.transport)
         url = self.chat_url(request.model, base)
-        body, headers = await self.prepare(client, request, caps, api_key)
+        body, headers = await self.prepare(client, request, caps, endpoint)
         try:
-            response = await self.open_response(client, url, body, headers, api_key)
+            response = await self.open_response(client, url, body, headers, endpoint)
         except ProviderError as exc:
             # servers without json_schema (llama.cpp's) take {"type":"json_object","schema":...}
             if not (request.options.schema is not None and caps.schema_style == "json_schema"
@@ -106,8 +117,8 @@ class OpenAICompatProvider(Provider):
                 raise
             self._schema_fallback.add(base)
             caps = replace(caps, schema_style="json_object")
-            body, headers = await self.prepare(client, request, caps, api_key)
-            response = await self.open_response(client, url, body, headers, api_key)
+            body, headers = await self.prepare(client, request, caps, endpoint)
+            response = await self.open_response(client, url, body, headers, endpoint)
         try:
             ctype = response.headers.get("content-type", "")
             if "text/event-stream" in ctype or not ctype:
@@ -125,7 +136,7 @@ class OpenAICompatProvider(Provider):
         # does not fit): nothing reached the user, so ask once more without streaming to get
         # the real error, or the reply.
         body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        response = await self.open_response(client, url, body, headers, api_key)
+        response = await self.open_response(client, url, body, headers, endpoint)
         try:
             ctype = response.headers.get("content-type", "")
             for ev in await self._whole_events(response, url, ctype):
@@ -202,36 +213,45 @@ class OpenAICompatProvider(Provider):
 
     # ---- models --------------------------------------------------------------------------
 
-    def model_entry(self, model: str, **flags: Any) -> ModelInfo:
+    def model_entry(self, model: str, endpoint: Endpoint, **flags: Any) -> ModelInfo:
+        """A `ModelInfo` for `provider:model` at `endpoint` (`key_set` from the endpoint)."""
         return ModelInfo(
             id=f"{self.name}:{model}",
             provider=self.name,
-            key_set=self.key_set() or not self.needs_key(self.base_url()),
+            key_set=endpoint.key_set,
             key_env=self.key_env,
             **flags,
         )
 
-    async def list_models(
-        self, *, api_key: str | None = None, base_url: str | None = None
-    ) -> list[ModelInfo]:
-        """`GET /models` merged with the capability table (table entries first)."""
-        base = self.resolve_base_url(base_url)
-        key = self.api_key(api_key, base)
+    def table(self, endpoint: Endpoint) -> list[ModelInfo]:
+        """The capability table for models at `endpoint` (empty by default)."""
+        return []
+
+    def known_models(self) -> list[ModelInfo]:
+        return self.table(self.endpoint())
+
+    async def list_models(self, endpoint: Endpoint | None = None) -> list[ModelInfo]:
+        """`GET {base}/models` (`{"data": [{"id": ...}, ...]}`) merged with the capability
+        table: listed ids in server order, with table flags where the table knows them; the
+        table alone if the server lists nothing. Raises `MissingKey` when the endpoint needs a
+        key and has none, and the HTTP errors of `nbchat.core.http`."""
+        endpoint = endpoint or self.endpoint()
+        base = self.base_of(endpoint)
+        endpoint.require_key()
         client = http.get_client(self.transport)
-        headers = {"Accept": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         data = await http.request_json(
-            client, "GET", f"{base}/models", provider=self.name, headers=headers,
+            client, "GET", f"{base}/models", provider=self.name,
+            headers={"Accept": "application/json"}, auth=http.bearer_auth(endpoint.api_key),
             key_env=self.key_env, html_error=lambda s, b: self.html_error(s, b, base),
         )
         items = data.get("data", []) if isinstance(data, dict) else data or []
         live = [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
-        return merge_models(self.known_models(), live, self.live_entry)
+        return merge_models(self.table(endpoint), live,
+                            lambda model: self.live_entry(model, endpoint))
 
-    def live_entry(self, model: str) -> ModelInfo:
+    def live_entry(self, model: str, endpoint: Endpoint) -> ModelInfo:
         """A listed model that the table does not know: streaming only, flags unknown."""
-        return self.model_entry(model)
+        return self.model_entry(model, endpoint)
 
 
 def merge_models(
