@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 from fakes import FakeProvider
@@ -268,7 +269,7 @@ def test_schema_base_url_and_images_from_variables(sh, fake, tmp_path):
           f"--image pic --image {path}\nDescribe")
     req = fake.requests[-1]
     assert req.options.schema["properties"] == {"a": {"type": "string"}} and req.options.json
-    assert req.base_url == "http://127.0.0.1:9/v1"
+    assert fake.endpoints[-1].base_url == "http://127.0.0.1:9/v1"
     assert [p.data for p in req.messages[-1].images] == [png.data, png.data]
     assert "nope" in sh.error("%%chat -m fake:echo --schema nope\nGo")
     assert "no variable or file" in sh.error("%%chat -m fake:echo --image ghost\nGo")
@@ -386,6 +387,54 @@ def test_compare_missing_module_is_a_clear_error(sh, monkeypatch):
     monkeypatch.setitem(sys.modules, "nbchat.notebook.compare", None)
     msg = sh.error("%%chat -m a:b,c:d\nGo")
     assert "compare" in msg
+
+
+def test_config_keys_and_base_urls_reach_the_wire_redacted(sh, capsys, caplog, monkeypatch):
+    import httpx
+
+    from nbchat.providers.cerebras import CerebrasProvider
+
+    wire = (Path(__file__).parent / "wire" / "cerebras_stream.sse").read_bytes()
+    seen: list[httpx.Request] = []
+
+    def host(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=wire, headers={"content-type": "text/event-stream"})
+
+    monkeypatch.setenv("CEREBRAS_API_KEY", "csk-environmentloses1")
+    registry.register(CerebrasProvider(transport=httpx.MockTransport(host)))
+    try:
+        sh.ok('%config ChatMagics.api_keys = {"cerebras": "csk-configkey123456\\n"}')
+        sh.ok('%config ChatMagics.base_urls = {"cerebras": "https://proxy.example/v1"}')
+        sh.ok("%%chat -m cerebras:llama3.1-8b\nHi")
+        assert nbchat.last.text == "Fast inference"
+        assert str(seen[-1].url) == "https://proxy.example/v1/chat/completions"
+        assert seen[-1].headers["authorization"] == "Bearer csk-configkey123456"
+        capsys.readouterr()
+        sh.ok("%config ChatMagics")
+        shown = capsys.readouterr().out
+        assert "api_keys" in shown and "Secret('***')" in shown and "configkey" not in shown
+        # a misspelt provider is refused with the name it means; the previous keys stay
+        sh.run('%config ChatMagics.api_keys = {"cerebas": "csk-typo123456789"}')
+        assert "Did you mean 'cerebras'?" in caplog.text and "typo" not in caplog.text
+        sh.run('%config ChatMagics.api_keys = {"cerebras": "csk-two words"}')
+        assert "copy it again" in caplog.text and "words" not in caplog.text
+        sh.ok("%%chat -m cerebras:llama3.1-8b\nHi again")
+        assert seen[-1].headers["authorization"] == "Bearer csk-configkey123456"
+        # an empty mapping gives the environment back
+        sh.ok("%config ChatMagics.api_keys = {}")
+        sh.ok("%%chat -m cerebras:llama3.1-8b\nHi")
+        assert seen[-1].headers["authorization"] == "Bearer csk-environmentloses1"
+        # keys set in ipython_config.py apply from %load_ext on
+        sh.ip.config.ChatMagics.api_keys = {"cerebras": "csk-fromprofile7890"}
+        second = ChatMagics(shell=sh.ip)
+        sh.ip.configurables.remove(second)
+        sh.ip.register_magics(second)
+        sh.ok("%%chat -m cerebras:llama3.1-8b\nHi")
+        assert seen[-1].headers["authorization"] == "Bearer csk-fromprofile7890"
+    finally:
+        registry.unregister("cerebras")
+        sh.ip.register_magics(sh.magics)
 
 
 # ---- %models -------------------------------------------------------------------------------

@@ -103,8 +103,7 @@ class MissingKey(NbchatError):
         self.env = env
         super().__init__(
             f"no API key for {provider}: set the environment variable {env} "
-            f"(or pass api_key=..., or in a notebook "
-            f"%config ChatMagics.api_keys = {{{provider!r}: ...}})."
+            f"(or pass api_key=...)."
         )
 
 

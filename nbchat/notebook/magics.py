@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Dict, Float, Int, Unicode, observe, validate
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,14 +120,19 @@ class ChatMagics(Magics, Configurable):
 
     # ---- %config ChatMagics.api_keys / base_urls -> the core's credentials ---------------
 
+    # A TraitError makes traitlets keep the previous value (and %config print the message).
+
     @validate("api_keys")
     def _valid_api_keys(self, proposal: Any) -> dict[str, Any]:
         from ..core.credentials import checked_key
+        from ..core.errors import NbchatError
 
         _check_providers(proposal.value, "api_keys")
-        with usage_errors():  # held as Secrets: %config ChatMagics shows them as ***
+        try:  # held as Secrets: %config ChatMagics shows them as ***
             return {str(name): checked_key(value, str(name), "in %config ChatMagics.api_keys")
                     for name, value in proposal.value.items() if value}
+        except NbchatError as exc:
+            raise TraitError(str(exc)) from None
 
     @validate("base_urls")
     def _valid_base_urls(self, proposal: Any) -> dict[str, str]:
@@ -138,9 +143,8 @@ class ChatMagics(Magics, Configurable):
     def _push_credentials(self, change: Any) -> None:
         from ..core import credentials
 
-        with usage_errors():
-            credentials.configure(**{change.name: change.new},
-                                  source=f"%config ChatMagics.{change.name}")
+        credentials.configure(**{change.name: change.new},
+                              source=f"%config ChatMagics.{change.name}")
 
     # ---- %%chat ------------------------------------------------------------------------
 
@@ -355,7 +359,7 @@ class ChatMagics(Magics, Configurable):
 
 
 def _check_providers(mapping: dict[str, Any], trait: str) -> None:
-    """`UsageError` with a close match for a name in `mapping` that no provider has."""
+    """`TraitError` with a close match for a name in `mapping` that no provider has."""
     import difflib
 
     from ..core import registry
@@ -365,7 +369,7 @@ def _check_providers(mapping: dict[str, Any], trait: str) -> None:
             names = registry.provider_names()
             near = difflib.get_close_matches(name, names, n=1)
             hint = f" Did you mean {near[0]!r}?" if near else ""
-            raise UsageError(
+            raise TraitError(
                 f"%config ChatMagics.{trait}: no provider is called {name!r}.{hint} "
                 f"Providers: {', '.join(names)}."
             )
