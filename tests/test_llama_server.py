@@ -78,6 +78,22 @@ def test_model_listing(server):
     assert info.id == MODEL and info.key_set and info.stream
 
 
+def test_models_lists_a_server_given_by_url(llama_server):
+    """No OPENAI_BASE_URL: the URL alone names the server (and a key is sent if given)."""
+    [info] = nbchat.models("openai", base_url=llama_server)
+    assert info.id == MODEL and info.key_set and info.description == f"at {llama_server}"
+    [same] = nbchat.core.bridge.run_sync(
+        nbchat.amodels("openai", base_url=llama_server + "/", api_key="sk-ignoredbyllama"))
+    assert same == info
+    reply = nbchat.chat("Hi", model=f"openai:{info.name}", base_url=llama_server, max_tokens=4)
+    assert reply.text and reply.error is None
+
+
+def test_models_lists_a_server_given_by_config(llama_server):
+    nbchat.core.credentials.configure(base_urls={"openai": llama_server})
+    assert [m.id for m in nbchat.models("openai")] == [MODEL]
+
+
 def test_context_length_error(server):
     with pytest.raises(ContextTooLong) as err:
         nbchat.chat("word " * 3000, model=MODEL, max_tokens=5)

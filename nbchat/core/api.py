@@ -86,28 +86,34 @@ async def amodels(
     the endpoint comes from `%config`, then the environment (see `nbchat.core.credentials`).
     Returns `ModelInfo`s with full ids (`provider:model`). Asked for one provider, raises its
     errors (`MissingKey`, `ProviderError`, `ConnectionFailed`, `UnknownModel` for an unknown
-    name); for all providers, one that cannot list falls back to its table.
+    name, `ProviderUnavailable` for a plugin that cannot load); for all providers, one that
+    cannot list falls back to its table, and one that cannot load is left out.
     """
     if (base_url or api_key) and not provider:
         raise BadOption(
             "base_url" if base_url else "api_key",
             "name the provider too, e.g. nbchat.models('openai', base_url=...)",
         )
+    if provider:
+        registry.get_provider(provider)  # unknown -> UnknownModel with close matches
     names = [provider] if provider else registry.provider_names()
-    for name in names:
-        registry.get_provider(name)  # unknown provider -> UnknownModel with close matches
 
     async def listing(name: str) -> list[ModelInfo]:
-        p = registry.get_provider(name)
+        try:
+            p = registry.get_provider(name)
+        except Exception:
+            if provider:
+                raise
+            return []  # a plugin that cannot load: the others still list
         try:
             return await p.list_models(endpoint=p.endpoint(base_url, api_key))
         except Exception:
             if provider:  # asked for this provider: show why it failed
                 raise
-            try:
-                return p.known_models()
-            except Exception:  # e.g. a malformed key in its variable: the others still list
-                return []
+        try:
+            return p.known_models()
+        except Exception:  # e.g. a malformed key in its variable
+            return []
 
     lists = await asyncio.gather(*(listing(n) for n in names))
     return [m for lst in lists for m in lst]
