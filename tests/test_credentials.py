@@ -103,7 +103,7 @@ def test_resolve_gives_a_frozen_endpoint_per_provider(monkeypatch):
     monkeypatch.setenv("ANYSCALE_API_BASE", "http://anyscale.local/v1")  # LangChain's name
     assert registry.get_provider("anyscale").endpoint().base_url == "http://anyscale.local/v1"
     with pytest.raises(AttributeError):
-        hosted.base_url = "http://elsewhere"  # type: ignore[misc]
+        hosted.base_url = "http://elsewhere"
 
 
 @pytest.mark.parametrize("where, setup", [

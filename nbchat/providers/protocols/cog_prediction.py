@@ -297,7 +297,8 @@ async def cancel_quietly(client: httpx.AsyncClient, url: str,
     """POST a cancel, best effort and bounded in time (`CANCEL_TIMEOUT` seconds); whether
     the server took it. Never raises."""
     try:
-        resp = await asyncio.wait_for(client.post(url, auth=auth), CANCEL_TIMEOUT)
+        request = client.post(url, auth=auth or httpx.USE_CLIENT_DEFAULT)  # the client has none
+        resp = await asyncio.wait_for(request, CANCEL_TIMEOUT)
         return resp.status_code < 400
     except (Exception, asyncio.CancelledError):  # nothing more to do: the user already stopped
         return False
