@@ -144,24 +144,41 @@ def test_secret_and_endpoint_reprs_hide_the_key():
     assert "verysecret" not in nbchat.core.errors.redact("got sk-verysecretvalue42 back")
 
 
-def test_a_401_traceback_with_locals_never_holds_the_key(monkeypatch):
+def explicit_chat(key: str) -> None:
+    nbchat.chat("hi", model=MODEL, api_key=key)
+
+
+def explicit_conversation(key: str) -> None:
+    nbchat.Conversation(MODEL).send("hi", api_key=key)
+
+
+def explicit_listing(key: str) -> None:
+    nbchat.models("cerebras", api_key=key)
+
+
+def configured(key: str) -> None:
+    credentials.configure(api_keys={"cerebras": key})
+    nbchat.chat("hi", model=MODEL)
+
+
+@pytest.mark.parametrize("call", [configured, explicit_chat, explicit_conversation,
+                                  explicit_listing])
+def test_a_401_traceback_with_locals_never_holds_the_key(call):
     """What `%xmode Verbose` or `pytest -l` print: every local of every frame, repr'd."""
     key = "csk-tracebacklocals6789"
     h = Host(status=401)
     registry.register(CerebrasProvider(transport=httpx.MockTransport(h)))
-    credentials.configure(api_keys={"cerebras": key})
     try:
         with pytest.raises(AuthenticationError) as err:
-            nbchat.chat("hi", model=MODEL)
+            call(key)
     finally:
         registry.unregister("cerebras")
     assert h.seen()[1] == f"Bearer {key}"  # it was sent, and only on the wire
     stack = traceback.StackSummary.extract(traceback.walk_tb(err.value.__traceback__),
                                            capture_locals=True)
     ours = [f for f in stack if f.filename.startswith(str(PACKAGE))]
-    assert {f.name for f in ours} >= {"chat", "events", "stream", "open_stream"}
-    text = "".join(stack.format())
-    assert "api_key=Secret('***')" in text  # the endpoint is a local, shown redacted
+    assert {"open_stream", "run_sync"} <= {f.name for f in ours}  # down to the wire
+    assert "Secret('***')" in "".join(stack.format())  # the key is a local, shown redacted
     for frame in ours:
         for name, value in (frame.locals or {}).items():
             assert key[4:] not in value, (frame.name, name)

@@ -9,7 +9,7 @@ from typing import Any
 from . import registry
 from .bridge import iterate_sync, run_sync
 from .conversation import Conversation
-from .credentials import Secret
+from .credentials import Secret, hide_key
 from .errors import BadOption
 from .types import ModelInfo, Reply
 
@@ -28,22 +28,26 @@ async def achat(prompt: Any, model: str | None = None, **options: Any) -> Reply:
     Raises `UsageError` (unknown model or option, bad value) before any I/O, `MissingKey`,
     `ProviderError` (with `status`), `ConnectionFailed` or `ProtocolError`.
     """
+    hide_key(options)
     return await _one_shot(model, options).asend(prompt)
 
 
 def chat(prompt: Any, model: str | None = None, **options: Any) -> Reply:
     """`achat`, from synchronous code (in a running loop, on nbchat's own loop thread)."""
+    hide_key(options)
     return run_sync(achat(prompt, model, **options))
 
 
 def astream(prompt: Any, model: str | None = None, **options: Any) -> AsyncIterator[str]:
     """Yield the reply's text chunks (str, in order) as they arrive; same arguments and errors
     as `achat`. Closing the iterator early stops the provider's stream."""
+    hide_key(options)
     return _one_shot(model, options).astream(prompt)
 
 
 def stream(prompt: Any, model: str | None = None, **options: Any) -> Iterator[str]:
     """`astream`, from synchronous code: an iterator of text chunks."""
+    hide_key(options)
     return iterate_sync(astream(prompt, model, **options))
 
 
@@ -54,6 +58,7 @@ async def abatch(
 
     Options are validated once, before any request; the first failing prompt's error is raised.
     """
+    hide_key(options)
     if concurrency < 1:
         raise BadOption("concurrency", "must be at least 1")
     _one_shot(model, options)  # validates model and options once, up front
@@ -70,6 +75,7 @@ def batch(
     prompts: Iterable[Any], model: str | None = None, *, concurrency: int = 4, **options: Any
 ) -> list[Reply]:
     """`abatch`, from synchronous code."""
+    hide_key(options)
     return run_sync(abatch(prompts, model, concurrency=concurrency, **options))
 
 
@@ -89,6 +95,8 @@ async def amodels(
     name, `ProviderUnavailable` for a plugin that cannot load); for all providers, one that
     cannot list falls back to its table, and one that cannot load is left out.
     """
+    if isinstance(api_key, str):
+        api_key = Secret(api_key)  # from here on, no frame holds it plain
     if (base_url or api_key) and not provider:
         raise BadOption(
             "base_url" if base_url else "api_key",
@@ -127,4 +135,6 @@ def models(
 ) -> list[ModelInfo]:
     """`amodels`, from synchronous code: a list of `ModelInfo` (id, capabilities, key status),
     e.g. `nbchat.models("openai", base_url="http://127.0.0.1:8080/v1")`."""
+    if isinstance(api_key, str):
+        api_key = Secret(api_key)
     return run_sync(amodels(provider, base_url=base_url, api_key=api_key))

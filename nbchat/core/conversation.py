@@ -7,6 +7,7 @@ from typing import Any
 
 from . import registry
 from .bridge import iterate_sync, run_sync
+from .credentials import hide_key
 from .errors import BadOption
 from .options import Settings, parse_settings
 from .turn import Turn, build_request
@@ -69,6 +70,7 @@ class Conversation:
     """
 
     def __init__(self, model: str | None = None, system: str | None = None, **options: Any):
+        hide_key(options)
         self.settings: Settings = parse_settings({"system": system, **options})
         self.model = model
         registry.resolve(model)  # fail early on an unknown model
@@ -95,6 +97,7 @@ class Conversation:
 
     def turn(self, prompt: Any, model: str | None = None, **options: Any) -> Turn:
         """Start a turn (not yet running): iterate `turn.events()` to run it."""
+        hide_key(options)
         settings = parse_settings(options, self.settings)
         provider, local = registry.resolve(model or self.model)
         new = to_messages(prompt)
@@ -121,15 +124,19 @@ class Conversation:
         )
 
     async def asend(self, prompt: Any, **options: Any) -> Reply:
+        hide_key(options)
         return await self.turn(prompt, **options).collect()
 
     def send(self, prompt: Any, **options: Any) -> Reply:
+        hide_key(options)
         return run_sync(self.asend(prompt, **options))
 
     def astream(self, prompt: Any, **options: Any) -> AsyncIterator[str]:
+        hide_key(options)
         return self.turn(prompt, **options).text_chunks()
 
     def stream(self, prompt: Any, **options: Any) -> Iterator[str]:
+        hide_key(options)
         return iterate_sync(self.astream(prompt, **options))
 
     def __repr__(self) -> str:

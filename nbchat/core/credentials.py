@@ -35,7 +35,7 @@ from .errors import MissingKey, UsageError, remember_secret
 if TYPE_CHECKING:  # pragma: no cover
     from .provider import Provider
 
-__all__ = ["Endpoint", "Secret", "configure", "configured_providers", "resolve"]
+__all__ = ["Endpoint", "Secret", "configure", "configured_providers", "hide_key", "resolve"]
 
 
 class Secret:
@@ -104,6 +104,16 @@ class Endpoint:
         """Raise `MissingKey` (saying where to set the key) if a needed key is absent."""
         if self.api_key is None and self.key_required:
             raise MissingKey(self.provider, self.key_env or f"{self.provider.upper()}_API_KEY")
+
+
+def hide_key(options: dict[str, object]) -> None:
+    """Replace a plain `api_key` in a call's keyword dict by a `Secret`, in place.
+
+    Each public entry point calls it first, so that from there on even its own `**options`
+    local (what a traceback with locals prints) holds the key redacted."""
+    key = options.get("api_key")
+    if isinstance(key, str):
+        options["api_key"] = Secret(key)
 
 
 # ---- the configured values (`%config ChatMagics.api_keys / base_urls`) ----------------------

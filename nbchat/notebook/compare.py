@@ -19,6 +19,7 @@ from ..core import registry
 from ..core.api import amodels
 from ..core.bridge import run_sync
 from ..core.conversation import Conversation
+from ..core.credentials import hide_key
 from ..core.errors import BadOption
 from ..core.options import parse_settings
 from ..core.render import safe_markdown
@@ -192,6 +193,7 @@ class CompareView(anywidget.AnyWidget):
     columns = traitlets.List(traitlets.Dict()).tag(sync=True)
 
     def __init__(self, models: Iterable[str | ModelInfo] | str = (), **options: Any) -> None:
+        hide_key(options)
         parse_settings(options)  # bad options fail before anything is shown
         super().__init__()
         self.options = options
@@ -284,6 +286,7 @@ def _finish(view: CompareView, handle: Any, result: CompareResult | None) -> Non
 
 async def acompare(models: Any, prompt: Any, **options: Any) -> CompareResult:
     """Send `prompt` to every model at once; in a notebook, stream them side by side."""
+    hide_key(options)
     view = CompareView(await expand_models(models), **options)
     handle = _show(view)
     try:
@@ -301,6 +304,7 @@ def compare(models: Any, prompt: Any, **options: Any) -> CompareResult:
     In a kernel the view is created here (in the cell) and the streams run through the sync
     bridge, on its loop thread.
     """
+    hide_key(options)
     if not _in_kernel():
         return run_sync(acompare(models, prompt, **options))
     view = CompareView(run_sync(expand_models(models)), **options)

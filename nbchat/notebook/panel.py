@@ -17,6 +17,7 @@ import traitlets
 
 from ..core import registry
 from ..core.conversation import Conversation
+from ..core.credentials import hide_key
 from ..core.images import png_bytes
 from ..core.options import parse_settings
 from ..core.render import footer, safe_markdown
@@ -54,6 +55,7 @@ class ChatPanel(anywidget.AnyWidget):
     transcript = traitlets.List(traitlets.Dict()).tag(sync=True)
 
     def __init__(self, model: str | None = None, system: str | None = None, **options: Any):
+        hide_key(options)
         self.conversation = Conversation(model=model, system=system, **options)
         opts = self.conversation.settings.options
         super().__init__(
