@@ -35,7 +35,7 @@ from .errors import MissingKey, UsageError, remember_secret
 if TYPE_CHECKING:  # pragma: no cover
     from .provider import Provider
 
-__all__ = ["Endpoint", "Secret", "configure", "configured_providers", "hide_key", "resolve"]
+__all__ = ["Endpoint", "Secret", "checked_key", "configure", "hide_key", "resolve"]
 
 
 class Secret:
@@ -102,8 +102,8 @@ class Endpoint:
 
     def require_key(self) -> None:
         """Raise `MissingKey` (saying where to set the key) if a needed key is absent."""
-        if self.api_key is None and self.key_required:
-            raise MissingKey(self.provider, self.key_env or f"{self.provider.upper()}_API_KEY")
+        if self.api_key is None and self.key_required and self.key_env:
+            raise MissingKey(self.provider, self.key_env)
 
 
 def hide_key(options: dict[str, object]) -> None:
@@ -158,11 +158,6 @@ def configure(
             urls[str(name)] = url.strip()
         _base_urls.clear()
         _base_urls.update(urls)
-
-
-def configured_providers() -> tuple[set[str], set[str]]:
-    """(provider names with a configured key, provider names with a configured base URL)."""
-    return set(_keys), set(_base_urls)
 
 
 def checked_key(value: str | Secret, provider: str, where: str) -> Secret:
