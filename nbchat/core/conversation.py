@@ -69,9 +69,20 @@ class Conversation:
     A turn that failed before any text arrived is not added, so a retry does not repeat it.
     """
 
-    def __init__(self, model: str | None = None, system: str | None = None, **options: Any):
+    def __init__(
+        self,
+        model: str | None = None,
+        system: str | None = None,
+        *,
+        settings: Settings | None = None,
+        **options: Any,
+    ):
+        """`options` are option keywords (nbchat.core.options.OPTIONS), validated here and
+        layered over `settings` when given: settings validated once, e.g. by a compare
+        that starts one Conversation per model. Raises UnknownOption, BadOption or
+        UnknownModel."""
         hide_key(options)
-        self.settings: Settings = parse_settings({"system": system, **options})
+        self.settings: Settings = parse_settings({"system": system, **options}, settings)
         self.model = model
         registry.resolve(model)  # fail early on an unknown model
         self.history: list[Message] = []
@@ -98,7 +109,7 @@ class Conversation:
     def turn(self, prompt: Any, model: str | None = None, **options: Any) -> Turn:
         """Start a turn (not yet running): iterate `turn.events()` to run it."""
         hide_key(options)
-        settings = parse_settings(options, self.settings)
+        settings = parse_settings(options, self.settings) if options else self.settings
         provider, local = registry.resolve(model or self.model)
         new = to_messages(prompt)
         request = build_request(local, self.history, new, settings, settings.system)

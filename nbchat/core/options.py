@@ -1,5 +1,13 @@
-"""Option keywords: one validator for every entry point (functions, Conversation, panel,
-compare)."""
+"""Option keywords, declared once in `OPTIONS`: every entry point validates with it
+(`parse_settings`: the functions, `Conversation`, the panel, compare), and the `%%chat` flags'
+help, the panel's controls (`control_spec`) and the README's table (scripts/options_table.py)
+are derived from it.
+
+A request option fills a field of `types.Options` (what providers read); a per-call input
+(images, system, base_url, api_key) fills a field of `Settings` and shapes the request itself.
+This module imports only the standard library: the magics read the declaration when the
+extension loads, which must stay fast.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +17,13 @@ import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .credentials import Secret
 from .errors import BadOption, UnknownOption
 from .types import Options, Tool
 
-#: every option keyword nbchat takes, the same everywhere
-OPTION_NAMES = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stop",
-    "seed",
-    "json",
-    "schema",
-    "tools",
-    "tool_choice",
-    "logprobs",
-    "images",
-    "system",
-    "base_url",
-    "api_key",
-    "input",
-)
+if TYPE_CHECKING:  # pragma: no cover
+    from .credentials import Secret
 
 
 @dataclass(frozen=True)
@@ -46,74 +37,114 @@ class Settings:
     api_key: Secret | None = field(default=None, repr=False)
 
 
-def _number(name: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadOption(name, f"expected a number, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise BadOption(name, f"{value} is outside {lo}..{hi}")
-    return float(value)
+#: the built-in providers (nbchat.core.registry), in the order of the README's tables
+ALL_PROVIDERS = ("llamacpp", "openai", "cerebras", "nvidia", "anyscale", "replicate", "cog")
+#: the providers that speak OpenAI's chat format (JSON mode, schemas, tools, logprobs)
+OPENAI_STYLE = ("llamacpp", "openai", "cerebras", "nvidia", "anyscale")
+
+#: types checked by `Option.check`; any other `type` text describes what `Option.parse` takes
+SIMPLE_TYPES = ("number", "integer", "boolean", "string")
+
+Parser = Callable[[Any, Settings], Mapping[str, Any]]
 
 
-def _int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadOption(name, f"expected an integer, got {type(value).__name__}")
-    if value < lo:
-        raise BadOption(name, f"{value} is below {lo}")
-    return value
+@dataclass(frozen=True)
+class Option:
+    """One option keyword: its type, range, description and the providers that take it.
 
+    `type` is "number", "integer", "boolean" or "string" (checked here, against `minimum` and
+    `maximum`), or a description of the values `parse` takes. `parse(value, base)` returns the
+    fields to set. `input` marks a per-call input (a `Settings` field) rather than a request
+    option (an `Options` field); `field` names that field when it differs from `name`. `step` is
+    the increment of the panel's control. `none_clears`: None resets the option to its default
+    instead of leaving an earlier value (e.g. a Conversation's) in place.
+    """
 
-def parse_settings(kwargs: Mapping[str, Any], base: Settings | None = None) -> Settings:
-    """Validate option keywords, layered over `base` (e.g. a Conversation's defaults)."""
-    base = base or Settings()
-    opts: dict[str, Any] = {}
-    top: dict[str, Any] = {}
-    for name, value in kwargs.items():
-        if name not in OPTION_NAMES:
-            raise UnknownOption(name, OPTION_NAMES)
-        if value is None and name not in ("tool_choice",):
-            continue
-        if name == "temperature":
-            opts[name] = _number(name, value, 0, 2)
-        elif name == "top_p":
-            opts[name] = _number(name, value, 0, 1)
-        elif name == "max_tokens":
-            opts[name] = _int(name, value, 1)
-        elif name == "seed":
-            opts[name] = _int(name, value, 0)
-        elif name == "logprobs":
-            if value is True:
-                value = 0
-            opts[name] = None if value is False else _int(name, value, 0)
-        elif name == "stop":
-            opts[name] = _stop(value)
-        elif name == "json":
+    name: str
+    type: str
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    input: bool = False
+    providers: tuple[str, ...] = ALL_PROVIDERS
+    field: str = ""
+    parse: Parser | None = None
+    none_clears: bool = False
+
+    @property
+    def target(self) -> str:
+        """The `Options` field (request option) or `Settings` field (input) it fills."""
+        return self.field or self.name
+
+    @property
+    def default(self) -> Any:
+        """The value when not given (None: the provider's or model's own default)."""
+        owner = Settings if self.input else Options
+        f = next(f for f in dataclasses.fields(owner) if f.name == self.target)
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        return f.default
+
+    @property
+    def range(self) -> str:
+        """The allowed range as text ("0..2", "at least 1"), or "" when unbounded."""
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None:
+            return f"{_num(lo)}..{_num(hi)}"
+        if lo is not None:
+            return f"at least {_num(lo)}"
+        if hi is not None:
+            return f"at most {_num(hi)}"
+        return ""
+
+    @property
+    def help(self) -> str:
+        """The description with the range, as `%%chat --help` shows it."""
+        return f"{self.description} ({self.range})" if self.range else self.description
+
+    def check(self, value: Any, base: Settings) -> Mapping[str, Any]:
+        """The fields to set for `value`; raises BadOption (naming the option) if it is bad."""
+        if self.parse is not None:
+            return self.parse(value, base)
+        if self.type == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BadOption(self.name, f"expected a number, got {type(value).__name__}")
+            self._check_range(value, "a number")
+            return {self.target: float(value)}
+        if self.type == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BadOption(self.name, f"expected an integer, got {type(value).__name__}")
+            self._check_range(value, "an integer")
+            return {self.target: value}
+        if self.type == "boolean":
             if not isinstance(value, bool):
-                raise BadOption(name, "expected True or False")
-            opts[name] = value
-        elif name == "schema":
-            opts["schema"], opts["schema_name"] = schema_of(value)
-            opts["json"] = True
-        elif name == "tools":
-            opts[name] = tuple(tool_of(t) for t in _as_list(value))
-        elif name == "tool_choice":
-            opts[name] = value
-        elif name == "input":
-            if not isinstance(value, Mapping):
-                raise BadOption(name, "expected a dict of model inputs")
-            opts["extra"] = {**base.options.extra, **value}
-        elif name == "images":
-            top[name] = tuple(_as_list(value))
-        elif name == "api_key":
-            if not isinstance(value, (str, Secret)):
-                raise BadOption(name, f"expected a string, got {type(value).__name__}")
-            top[name] = value if isinstance(value, Secret) else Secret(value)
-        elif name in ("system", "base_url"):
+                raise BadOption(self.name, "expected True or False")
+            return {self.target: value}
+        if self.type == "string":
             if not isinstance(value, str):
-                raise BadOption(name, f"expected a string, got {type(value).__name__}")
-            top[name] = value
-    options = replace(base.options, **opts)
-    _check_tool_choice(options)
-    return replace(base, options=options, **top)
+                raise BadOption(self.name, f"expected a string, got {type(value).__name__}")
+            return {self.target: value}
+        raise TypeError(f"option {self.name!r}: type {self.type!r} needs a parse function")
+
+    def _check_range(self, value: float, what: str) -> None:
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None and not lo <= value <= hi:
+            raise BadOption(
+                self.name, f"{value} is outside {self.range}: give {what} from {_num(lo)} to "
+                f"{_num(hi)}"
+            )
+        if lo is not None and value < lo:
+            raise BadOption(self.name, f"{value} is below {_num(lo)}: give {what} {self.range}")
+        if hi is not None and value > hi:
+            raise BadOption(self.name, f"{value} is above {_num(hi)}: give {what} {self.range}")
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+# ---- parsers of the options that are not a plain number, integer, boolean or string ---------
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -122,19 +153,149 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def _stop(value: Any) -> tuple[str, ...]:
+def _stop(value: Any, base: Settings) -> dict[str, Any]:
     items = _as_list(value)
     if not all(isinstance(s, str) and s for s in items):
         raise BadOption("stop", "expected a non-empty string or a list of them")
-    return tuple(items)
+    return {"stop": tuple(items)}
+
+
+def _logprobs(value: Any, base: Settings) -> dict[str, Any]:
+    if value is False:
+        return {"logprobs": None}
+    return LOGPROBS_COUNT.check(0 if value is True else value, base)
+
+
+def _schema(value: Any, base: Settings) -> dict[str, Any]:
+    schema, name = schema_of(value)
+    return {"schema": schema, "schema_name": name, "json": True}
+
+
+def _tools(value: Any, base: Settings) -> dict[str, Any]:
+    return {"tools": tuple(tool_of(t) for t in _as_list(value))}
+
+
+def _tool_choice(value: Any, base: Settings) -> dict[str, Any]:
+    if value is not None and not isinstance(value, str):
+        raise BadOption("tool_choice", 'expected "auto", "required", "none" or a tool name')
+    return {"tool_choice": value}  # checked against the tools once all options are in
+
+
+def _input(value: Any, base: Settings) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise BadOption("input", "expected a dict of model inputs")
+    return {"extra": {**base.options.extra, **value}}
+
+
+def _images(value: Any, base: Settings) -> dict[str, Any]:
+    return {"images": tuple(_as_list(value))}
+
+
+def _api_key(value: Any, base: Settings) -> dict[str, Any]:
+    from .credentials import Secret  # on first use: %load_ext reads this module
+
+    if not isinstance(value, (str, Secret)):
+        raise BadOption("api_key", f"expected a string, got {type(value).__name__}")
+    return {"api_key": value if isinstance(value, Secret) else Secret(value)}
+
+
+#: every option keyword nbchat takes, the same everywhere (functions, Conversation, %%chat,
+#: ChatPanel, compare); the README's options table is generated from it
+OPTIONS: dict[str, Option] = {o.name: o for o in (
+    Option("temperature", "number",
+           "sampling temperature: 0 picks the likeliest token every time, higher is more varied",
+           minimum=0, maximum=2, step=0.1),
+    Option("top_p", "number",
+           "nucleus sampling: draw only from the likeliest tokens whose probabilities add up "
+           "to top_p", minimum=0, maximum=1, step=0.05),
+    Option("max_tokens", "integer",
+           "longest reply in tokens; a reply cut there has finish_reason 'length'",
+           minimum=1, step=1),
+    Option("stop", "string or list of strings",
+           "stop sequences: the reply ends before the first one it would contain", parse=_stop),
+    Option("seed", "integer",
+           "sampling seed: the same seed, prompt and temperature repeat a reply where the "
+           "model allows it", minimum=0, step=1),
+    Option("json", "boolean", "ask for a reply that is one JSON object (reply.json parses it)",
+           providers=OPENAI_STYLE),
+    Option("schema", "dict, dataclass or pydantic model",
+           "JSON schema the reply must follow (implies json)", providers=OPENAI_STYLE,
+           parse=_schema),
+    Option("tools", "function, tool schema or a list of them",
+           "tools the model may call; a function's schema comes from its type hints and "
+           "docstring", providers=OPENAI_STYLE, parse=_tools),
+    Option("tool_choice", "string",
+           '"auto", "required", "none" or a tool\'s name: whether and which tool to call',
+           providers=OPENAI_STYLE, parse=_tool_choice, none_clears=True),
+    Option("logprobs", "integer or boolean",
+           "token log-probabilities in reply.logprobs, with N alternatives per token; "
+           "0 or True: the chosen token only", minimum=0, providers=OPENAI_STYLE,
+           parse=_logprobs),
+    Option("input", "dict",
+           "raw model inputs merged into the request as given (Replicate and Cog input "
+           "fields, extra request-body fields elsewhere)", field="extra", parse=_input),
+    Option("images", "path, URL, bytes, PIL image or a list of them",
+           "images sent with the prompt, to models that can see", input=True, parse=_images),
+    Option("system", "string", "system prompt", input=True),
+    Option("base_url", "string",
+           "endpoint of a self-hosted or proxy server, instead of the provider's *_BASE_URL "
+           "variable", input=True, providers=ALL_PROVIDERS[1:]),
+    Option("api_key", "string",
+           "API key, instead of the provider's key variable; never shown in any output",
+           input=True, providers=("openai", "cerebras", "nvidia", "anyscale", "replicate"),
+           parse=_api_key),
+)}
+
+#: logprobs given as a number: the declared range of `logprobs`, checked as an integer
+LOGPROBS_COUNT = replace(OPTIONS["logprobs"], type="integer", parse=None)
+
+#: every option keyword nbchat takes
+OPTION_NAMES = tuple(OPTIONS)
+
+
+def parse_settings(kwargs: Mapping[str, Any], base: Settings | None = None) -> Settings:
+    """Validate option keywords, layered over `base` (e.g. a Conversation's defaults).
+
+    None means "not given" (the base's value stays), except for options declared
+    `none_clears`. Raises UnknownOption (with the close match) or BadOption.
+    """
+    base = base or Settings()
+    opts: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        spec = OPTIONS.get(name)
+        if spec is None:
+            raise UnknownOption(name, OPTION_NAMES)
+        if value is None and not spec.none_clears:
+            continue
+        fields = spec.check(value, base)
+        (top if spec.input else opts).update(fields)
+    options = replace(base.options, **opts)
+    _check_tool_choice(options)
+    return replace(base, options=options, **top)
+
+
+def control_spec(name: str) -> dict[str, Any]:
+    """What a front end needs to draw a number control for an option: name, label, type
+    ("number" or "integer"), min, max, step (None: unbounded) and description."""
+    spec = OPTIONS[name]
+    if spec.type not in ("number", "integer"):
+        raise ValueError(f"option {name!r} is a {spec.type}, not a number")
+    return {
+        "name": spec.name,
+        "label": spec.name.replace("_", " ").capitalize(),
+        "type": spec.type,
+        "min": spec.minimum,
+        "max": spec.maximum,
+        "step": spec.step,
+        "description": spec.help[:1].upper() + spec.help[1:],
+    }
 
 
 def _check_tool_choice(options: Options) -> None:
     choice = options.tool_choice
     if choice is None:
         return
-    if not isinstance(choice, str):
-        raise BadOption("tool_choice", 'expected "auto", "required", "none" or a tool name')
     names = [t.name for t in options.tools]
     if choice not in ("auto", "required", "none") and choice not in names:
         if not names:

@@ -194,9 +194,10 @@ class CompareView(anywidget.AnyWidget):
 
     def __init__(self, models: Iterable[str | ModelInfo] | str = (), **options: Any) -> None:
         hide_key(options)
-        parse_settings(options)  # bad options fail before anything is shown
+        # validated once, here: bad options fail before anything is shown, and every
+        # column's Conversation starts from these settings without parsing them again
+        self.settings = parse_settings(options)
         super().__init__()
-        self.options = options
         self.model_ids: list[str] = []
         items = _split(models)
         if any(isinstance(m, str) and m.endswith(":*") for m in items):
@@ -235,7 +236,7 @@ class CompareView(anywidget.AnyWidget):
     async def _one(self, i: int, model: str, prompt: Any, batcher: Batcher) -> Reply:
         turn = None
         try:
-            turn = Conversation(model=model, **self.options).turn(prompt)
+            turn = Conversation(model=model, settings=self.settings).turn(prompt)
             async for ev in turn.events(errors_as_events=True):
                 if isinstance(ev, TextDelta):
                     if self.columns[i]["state"] == "waiting":

@@ -18,6 +18,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, observe, validate
 from traitlets.config import Configurable
 
+from ..core.options import OPTIONS
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.conversation import Conversation
     from ..core.types import Reply
@@ -72,6 +74,25 @@ def fill_template(text: str, namespace: dict[str, Any]) -> str:
     return _FIELD.sub(one, text)
 
 
+#: option keywords with no %%chat flag: a key typed in a cell would be saved with the notebook
+#: (set the provider's variable instead), and raw model inputs are a dict
+NO_FLAG = ("api_key", "input")
+
+
+def option_argument(name: str, *flags: str, note: str = "", **kwargs: Any) -> Any:
+    """`@argument` for an option keyword: its help is the option's declared description and
+    range (nbchat.core.options.OPTIONS), followed by what the flag itself adds (`note`)."""
+    text = OPTIONS[name].help + (f"; {note}" if note else "")
+    dest = {"images": "image"}.get(name, name)
+    # argparse %-formats help strings
+    return argument(*flags, dest=dest, help=text.replace("%", "%%"), **kwargs)
+
+
+def default_help(name: str) -> str:
+    """`%config ChatMagics.<name>` help: the option's declared description and range."""
+    return f"Default for %%chat (its flag overrides it): {OPTIONS[name].help}."
+
+
 @magics_class
 class ChatMagics(Magics, Configurable):
     """Chat with a model from a cell. Defaults: `%config ChatMagics.<trait> = value`."""
@@ -82,13 +103,9 @@ class ChatMagics(Magics, Configurable):
     system = Unicode(
         None, allow_none=True, help="System prompt for new threads without -s."
     ).tag(config=True)
-    temperature = Float(None, allow_none=True, help="Default temperature (0..2).").tag(
-        config=True
-    )
-    max_tokens = Int(None, allow_none=True, help="Default maximum reply length in tokens.").tag(
-        config=True
-    )
-    seed = Int(None, allow_none=True, help="Default sampling seed.").tag(config=True)
+    temperature = Float(None, allow_none=True, help=default_help("temperature")).tag(config=True)
+    max_tokens = Int(None, allow_none=True, help=default_help("max_tokens")).tag(config=True)
+    seed = Int(None, allow_none=True, help=default_help("seed")).tag(config=True)
     stream = Bool(True, help="Stream replies as they arrive (--no-stream turns it off).").tag(
         config=True
     )
@@ -150,28 +167,27 @@ class ChatMagics(Magics, Configurable):
 
     @magic_arguments()
     @argument("-m", "--model", help="model id, an alias like 'local', 'A,B' or 'provider:*'")
-    @argument("-s", "--system", help="system prompt (kept for the thread)")
-    @argument("-t", "--temperature", type=float, help="sampling temperature, 0..2")
-    @argument("--top-p", type=float, help="nucleus sampling, 0..1")
-    @argument("--max-tokens", type=int, help="maximum reply length in tokens")
-    @argument("--stop", action="append", metavar="S", help="stop sequence (repeatable)")
-    @argument("--seed", type=int, help="sampling seed")
-    @argument("--json", action="store_true", help="ask for a JSON reply")
-    @argument("--schema", metavar="VAR", help="variable holding a JSON schema, dataclass or model")
-    @argument("--tools", action="append", metavar="VAR",
-              help="variable holding a function, a tool schema or a list of them (repeatable)")
-    @argument("--tool-choice", metavar="C", help="auto, required, none or a tool's name")
-    @argument("--logprobs", type=int, metavar="N",
-              help="return token log-probabilities with N alternatives (0: none) in .logprobs")
+    @option_argument("system", "-s", "--system", note="kept for the thread")
+    @option_argument("temperature", "-t", "--temperature", type=float)
+    @option_argument("top_p", "--top-p", type=float)
+    @option_argument("max_tokens", "--max-tokens", type=int)
+    @option_argument("stop", "--stop", action="append", metavar="S", note="repeatable")
+    @option_argument("seed", "--seed", type=int)
+    @option_argument("json", "--json", action="store_true")
+    @option_argument("schema", "--schema", metavar="VAR", note="VAR: a variable holding a "
+                     "JSON schema dict, a dataclass or a pydantic model")
+    @option_argument("tools", "--tools", action="append", metavar="VAR",
+                     note="VAR: a variable holding a function, a tool schema or a list of them; "
+                     "repeatable")
+    @option_argument("tool_choice", "--tool-choice", metavar="C")
+    @option_argument("logprobs", "--logprobs", type=int, metavar="N")
     @argument("--new", action="store_true", help="start the thread afresh")
     @argument("--thread", metavar="NAME", help="conversation to continue (default: 'default')")
     @argument("--as", dest="as_var", metavar="VAR", help="also store the reply in VAR")
     @argument("--no-stream", action="store_true", help="show the reply only when it is complete")
-    @argument("--base-url", metavar="URL", help="endpoint of a self-hosted or proxy server")
-    @argument(
-        "--image", action="append", metavar="PATH_OR_VAR",
-        help="image to send: a file path, a URL, or a variable (repeatable)",
-    )
+    @option_argument("base_url", "--base-url", metavar="URL")
+    @option_argument("images", "--image", action="append", metavar="PATH_OR_VAR",
+                     note="a file path, a URL or a variable; repeatable")
     @argument(
         "--save", metavar="PATH",
         help="save reply images: PATH for one; PATH with {i}, or stem_1.png, stem_2.png...",

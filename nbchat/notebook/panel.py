@@ -19,13 +19,22 @@ from ..core import registry
 from ..core.conversation import Conversation
 from ..core.credentials import hide_key
 from ..core.images import png_bytes
-from ..core.options import parse_settings
+from ..core.options import OPTIONS, control_spec, parse_settings
 from ..core.render import footer, safe_markdown
 from ..core.types import ImageEvent, Message, Reply, TextDelta
 from . import last_result
 from .widgets import STATIC, Batcher, esm, image_data_url, short_error
 
 THUMBNAIL_SIZE = 256
+#: the options the panel has a control for; each is a synced trait of the same name, and the
+#: front end draws the controls from their declared specs (the `controls` trait)
+CONTROLS = ("temperature", "max_tokens")
+
+
+def option_trait(name: str) -> Any:
+    """A synced trait for an option's control: Float or Int as declared, None = default."""
+    kind = traitlets.Float if OPTIONS[name].type == "number" else traitlets.Int
+    return kind(None, allow_none=True, help=OPTIONS[name].help).tag(sync=True)
 
 
 def model_choices(current: str) -> list[str]:
@@ -48,8 +57,10 @@ class ChatPanel(anywidget.AnyWidget):
     model = traitlets.Unicode("").tag(sync=True)
     models = traitlets.List(traitlets.Unicode()).tag(sync=True)
     system = traitlets.Unicode("").tag(sync=True)
-    temperature = traitlets.Float(None, allow_none=True).tag(sync=True)
-    max_tokens = traitlets.Int(None, allow_none=True).tag(sync=True)
+    temperature = option_trait("temperature")
+    max_tokens = option_trait("max_tokens")
+    #: one spec per option control (nbchat.core.options.control_spec), in CONTROLS' order
+    controls = traitlets.List(traitlets.Dict()).tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
     #: what the panel shows, saved with the notebook; rewritten at the end of each turn
     transcript = traitlets.List(traitlets.Dict()).tag(sync=True)
@@ -62,8 +73,8 @@ class ChatPanel(anywidget.AnyWidget):
             model=self.conversation.model_id,
             models=model_choices(self.conversation.model_id),
             system=system or "",
-            temperature=opts.temperature,
-            max_tokens=opts.max_tokens,
+            controls=[control_spec(name) for name in CONTROLS],
+            **{name: getattr(opts, name) for name in CONTROLS},
         )
         self._task: asyncio.Task[Reply | None] | None = None
         self.on_msg(self._on_front_end_msg)
@@ -133,15 +144,13 @@ class ChatPanel(anywidget.AnyWidget):
         if change["new"]:
             self.conversation.model = change["new"]
 
-    @traitlets.observe("system", "temperature", "max_tokens")
+    @traitlets.observe("system", *CONTROLS)
     def _settings_changed(self, change: dict[str, Any]) -> None:
         conv = self.conversation
-        checked = parse_settings({"temperature": self.temperature, "max_tokens": self.max_tokens})
-        options = replace(
-            conv.settings.options,
-            temperature=checked.options.temperature,
-            max_tokens=checked.options.max_tokens,
-        )
+        # an emptied control (None) goes back to the model's default
+        checked = parse_settings({name: getattr(self, name) for name in CONTROLS}).options
+        options = replace(conv.settings.options,
+                          **{name: getattr(checked, name) for name in CONTROLS})
         conv.settings = replace(conv.settings, options=options, system=self.system or None)
 
     # ---- the front end ------------------------------------------------------------------------

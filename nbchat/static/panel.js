@@ -3,6 +3,7 @@
 // Uses h, renderMarkdown, bytesToDataUrl, dataImage from markdown.js (prepended by nbchat).
 
 /** @typedef {import("./types").PanelState} PanelState */
+/** @typedef {import("./types").ControlSpec} ControlSpec */
 /** @template {Record<string, any>} T @typedef {import("./types").AnyModel<T>} AnyModel */
 /** @template {Record<string, any>} T @typedef {import("./types").AnyWidget<T>} AnyWidget */
 
@@ -23,15 +24,15 @@ function render({ model, el }) {
 
   const modelSelect = h("select", { "aria-label": "Model" });
   const system = h("textarea", { "aria-label": "System prompt", rows: "1", placeholder: "System prompt" });
-  const temperature = h("input", {
-    type: "number",
-    "aria-label": "Temperature",
-    min: "0",
-    max: "2",
-    step: "0.1",
-    placeholder: "default",
+  // one number input per option control, drawn from the specs the kernel declares
+  const controls = (model.get("controls") || []).map((/** @type {ControlSpec} */ spec) => {
+    /** @type {Record<string, string>} */
+    const attrs = { type: "number", "aria-label": spec.label, title: spec.description, placeholder: "default" };
+    if (spec.min !== null) attrs.min = String(spec.min);
+    if (spec.max !== null) attrs.max = String(spec.max);
+    attrs.step = spec.step !== null ? String(spec.step) : spec.type === "integer" ? "1" : "any";
+    return { spec, input: h("input", attrs) };
   });
-  const maxTokens = h("input", { type: "number", "aria-label": "Max tokens", min: "1", step: "1", placeholder: "default" });
   const newChat = button("New chat");
   const exportMd = button("Export Markdown");
   const exportJson = button("Export JSON");
@@ -62,8 +63,7 @@ function render({ model, el }) {
       "div",
       { class: "nbchat-controls" },
       field("Model", modelSelect),
-      field("Temperature", temperature),
-      field("Max tokens", maxTokens),
+      ...controls.map(({ spec, input }) => field(spec.label, input)),
       newChat,
       exportMd,
       exportJson,
@@ -84,10 +84,10 @@ function render({ model, el }) {
     if (value && !models.includes(value)) modelSelect.append(h("option", { value }, value));
     modelSelect.value = value;
     if (document.activeElement !== system) system.value = model.get("system") || "";
-    const t = model.get("temperature");
-    if (document.activeElement !== temperature) temperature.value = t === null || t === undefined ? "" : String(t);
-    const mt = model.get("max_tokens");
-    if (document.activeElement !== maxTokens) maxTokens.value = mt === null || mt === undefined ? "" : String(mt);
+    for (const { spec, input } of controls) {
+      const v = model.get(spec.name);
+      if (document.activeElement !== input) input.value = v === null || v === undefined ? "" : String(v);
+    }
     const busy = !!model.get("busy");
     send.disabled = busy;
     stop.disabled = !busy;
@@ -105,14 +105,17 @@ function render({ model, el }) {
   }
   modelSelect.addEventListener("change", () => save("model", modelSelect.value));
   system.addEventListener("change", () => save("system", system.value));
-  temperature.addEventListener("change", () => {
-    const v = temperature.value === "" ? null : Math.min(2, Math.max(0, Number(temperature.value)));
-    save("temperature", v);
-  });
-  maxTokens.addEventListener("change", () => {
-    const v = maxTokens.value === "" ? null : Math.max(1, Math.round(Number(maxTokens.value)));
-    save("max_tokens", v);
-  });
+  /** An input's value within its spec's range (rounded for integers); "" is the default. */
+  function controlValue(/** @type {ControlSpec} */ spec, /** @type {string} */ text) {
+    if (text === "" || !Number.isFinite(Number(text))) return null;
+    let v = spec.type === "integer" ? Math.round(Number(text)) : Number(text);
+    if (spec.min !== null) v = Math.max(spec.min, v);
+    if (spec.max !== null) v = Math.min(spec.max, v);
+    return v;
+  }
+  for (const { spec, input } of controls) {
+    input.addEventListener("change", () => save(spec.name, controlValue(spec, input.value)));
+  }
 
   // ---- transcript -------------------------------------------------------------------------
 
@@ -263,8 +266,7 @@ function render({ model, el }) {
   model.on("change:models", syncControls);
   model.on("change:model", syncControls);
   model.on("change:system", syncControls);
-  model.on("change:temperature", syncControls);
-  model.on("change:max_tokens", syncControls);
+  for (const { spec } of controls) model.on(`change:${spec.name}`, syncControls);
   model.on("change:busy", syncControls);
   syncControls();
   renderTranscript();
@@ -272,7 +274,7 @@ function render({ model, el }) {
   return () => {
     model.off("msg:custom", onMessage);
     model.off("change:transcript", renderTranscript);
-    for (const name of ["models", "model", "system", "temperature", "max_tokens", "busy"]) {
+    for (const name of ["models", "model", "system", "busy", ...controls.map((c) => c.spec.name)]) {
       model.off(`change:${name}`, syncControls);
     }
     for (const p of pending) URL.revokeObjectURL(p.url);

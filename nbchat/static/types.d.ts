@@ -11,9 +11,23 @@ export interface PanelState {
   system: string;
   temperature: number | null;
   max_tokens: number | null;
+  /** one per option control, from the options' declaration (panel.CONTROLS) */
+  controls: ControlSpec[];
   busy: boolean;
   /** {role: "user" | "assistant" | "error", text, images?, model?, badge?, interrupted?} */
   transcript: Record<string, any>[];
+}
+
+/** An option control's spec (nbchat.core.options.control_spec); its value is the trait `name`. */
+export interface ControlSpec {
+  name: "temperature" | "max_tokens";
+  label: string;
+  type: "number" | "integer";
+  /** null: unbounded */
+  min: number | null;
+  max: number | null;
+  step: number | null;
+  description: string;
 }
 
 /** CompareView's traits (nbchat/notebook/compare.py). */
