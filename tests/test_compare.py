@@ -81,6 +81,25 @@ def test_one_failure_stays_in_its_column(two):
     assert b.requests[0].options.temperature == 0
 
 
+def test_options_are_validated_once_for_all_models(two):
+    """A schema class counts how often it is turned into JSON schema (once per validation)."""
+    calls = []
+
+    class Answer:
+        @classmethod
+        def model_json_schema(cls):
+            calls.append(1)
+            return {"type": "object", "properties": {"a": {"type": "string"}}}
+
+    view = CompareView(["fa:echo", "fa:other", "fb:echo"], schema=Answer, temperature=0.5)
+    view.send = lambda content, buffers=None: None  # type: ignore[method-assign]
+    result = view.run("q")
+    assert all(r.error is None for r in result.values())
+    sent = two[0].requests + two[1].requests
+    assert len(sent) == 3 and len(calls) == 1
+    assert all(r.options.schema_name == "Answer" and r.options.temperature == 0.5 for r in sent)
+
+
 def test_provider_star_expands_to_its_models(two):
     result = compare(["fa:*"], "hey")
     assert list(result) == ["fa:echo", "fa:other"]

@@ -282,6 +282,30 @@ def test_bad_option_is_a_clear_error(sh, fake):
     assert fake.requests == []
 
 
+def test_option_flags_help_comes_from_the_declaration():
+    from nbchat.core.options import OPTIONS
+    from nbchat.notebook.magics import NO_FLAG
+
+    parser = ChatMagics.chat.parser
+    by_dest = {a.dest: a for a in parser._actions}
+    flagged = set()
+    for name, option in OPTIONS.items():
+        action = by_dest.get({"images": "image"}.get(name, name))
+        if name in NO_FLAG:
+            assert action is None, name
+            continue
+        assert action is not None, f"%%chat has no flag for option {name!r}"
+        assert action.help.replace("%%", "%").startswith(option.help), name
+        flagged.add(name)
+    assert flagged == set(OPTIONS) - set(NO_FLAG)
+    # what `%%chat?` shows: each description with its range, as argparse lays it out
+    shown = " ".join(ChatMagics.chat.__doc__.split())
+    for name in ("temperature", "top_p", "max_tokens", "seed", "logprobs"):
+        assert f"{OPTIONS[name].description} ({OPTIONS[name].range})" in shown, name
+    # and %config ChatMagics.<option> describes the same option
+    assert OPTIONS["temperature"].help in ChatMagics.class_traits()["temperature"].help
+
+
 def test_unknown_model_shows_close_matches(sh):
     msg = sh.error("%%chat -m llamacpp:smollm\nGo")
     assert "llamacpp:smollm2" in msg and "%models" in msg

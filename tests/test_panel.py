@@ -239,6 +239,37 @@ def test_controls_reach_the_request(fake):
         registry.unregister("other")
 
 
+def test_control_specs_come_from_the_declaration(fake, monkeypatch):
+    from dataclasses import replace
+
+    import traitlets
+
+    from nbchat.core.errors import BadOption
+    from nbchat.core.options import OPTIONS
+    from nbchat.notebook.panel import CONTROLS
+
+    panel = ChatPanel("fake:echo")
+    state = panel.get_state()
+    assert [c["name"] for c in state["controls"]] == list(CONTROLS) == ["temperature",
+                                                                        "max_tokens"]
+    for spec in state["controls"]:
+        option = OPTIONS[spec["name"]]
+        assert (spec["type"], spec["min"], spec["max"], spec["step"]) == (
+            option.type, option.minimum, option.maximum, option.step)
+        assert option.description[1:] in spec["description"] and option.range in spec["description"]
+        assert spec["name"] in state  # each control's value is a synced trait of its name
+    assert isinstance(panel.traits()["temperature"], traitlets.Float)
+    assert isinstance(panel.traits()["max_tokens"], traitlets.Int)
+    # a value the front end sends is checked against the same declaration
+    with pytest.raises(BadOption, match="temperature"):
+        panel.set_state({"temperature": 2.5})
+    # and a changed declaration changes what the front end is told
+    monkeypatch.setitem(OPTIONS, "temperature", replace(OPTIONS["temperature"], maximum=1.5,
+                                                        step=0.25))
+    spec = ChatPanel("fake:echo").controls[0]
+    assert (spec["max"], spec["step"]) == (1.5, 0.25) and "(0..1.5)" in spec["description"]
+
+
 def test_new_chat_and_exports(fake):
     fake.enqueue("Here is <b>bold</b> and ", "`code`")
     panel = ChatPanel("fake:echo")

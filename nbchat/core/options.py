@@ -56,8 +56,9 @@ class Option:
     `maximum`), or a description of the values `parse` takes. `parse(value, base)` returns the
     fields to set. `input` marks a per-call input (a `Settings` field) rather than a request
     option (an `Options` field); `field` names that field when it differs from `name`. `step` is
-    the increment of the panel's control. `none_clears`: None resets the option to its default
-    instead of leaving an earlier value (e.g. a Conversation's) in place.
+    the increment of the panel's control. `unset` says what happens when the option is not
+    given (its default is None). `none_clears`: None resets the option to its default instead
+    of leaving an earlier value (e.g. a Conversation's) in place.
     """
 
     name: str
@@ -70,6 +71,7 @@ class Option:
     providers: tuple[str, ...] = ALL_PROVIDERS
     field: str = ""
     parse: Parser | None = None
+    unset: str = "the model's default"
     none_clears: bool = False
 
     @property
@@ -160,10 +162,11 @@ def _stop(value: Any, base: Settings) -> dict[str, Any]:
     return {"stop": tuple(items)}
 
 
-def _logprobs(value: Any, base: Settings) -> dict[str, Any]:
+def _logprobs(value: Any, base: Settings) -> Mapping[str, Any]:
     if value is False:
         return {"logprobs": None}
-    return LOGPROBS_COUNT.check(0 if value is True else value, base)
+    count = replace(OPTIONS["logprobs"], type="integer", parse=None)  # its declared range
+    return count.check(0 if value is True else value, base)
 
 
 def _schema(value: Any, base: Settings) -> dict[str, Any]:
@@ -220,34 +223,33 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            providers=OPENAI_STYLE),
     Option("schema", "dict, dataclass or pydantic model",
            "JSON schema the reply must follow (implies json)", providers=OPENAI_STYLE,
-           parse=_schema),
+           parse=_schema, unset="none"),
     Option("tools", "function, tool schema or a list of them",
            "tools the model may call; a function's schema comes from its type hints and "
            "docstring", providers=OPENAI_STYLE, parse=_tools),
     Option("tool_choice", "string",
            '"auto", "required", "none" or a tool\'s name: whether and which tool to call',
-           providers=OPENAI_STYLE, parse=_tool_choice, none_clears=True),
+           providers=OPENAI_STYLE, parse=_tool_choice, unset="the model chooses",
+           none_clears=True),
     Option("logprobs", "integer or boolean",
            "token log-probabilities in reply.logprobs, with N alternatives per token; "
            "0 or True: the chosen token only", minimum=0, providers=OPENAI_STYLE,
-           parse=_logprobs),
+           parse=_logprobs, unset="off"),
     Option("input", "dict",
            "raw model inputs merged into the request as given (Replicate and Cog input "
            "fields, extra request-body fields elsewhere)", field="extra", parse=_input),
     Option("images", "path, URL, bytes, PIL image or a list of them",
            "images sent with the prompt, to models that can see", input=True, parse=_images),
-    Option("system", "string", "system prompt", input=True),
+    Option("system", "string", "system prompt", input=True, unset="none"),
     Option("base_url", "string",
-           "endpoint of a self-hosted or proxy server, instead of the provider's *_BASE_URL "
-           "variable", input=True, providers=ALL_PROVIDERS[1:]),
+           "endpoint of a self-hosted or proxy server", input=True,
+           providers=ALL_PROVIDERS[1:],
+           unset="`%config ChatMagics.base_urls`, else the provider's `*_BASE_URL` variable"),
     Option("api_key", "string",
-           "API key, instead of the provider's key variable; never shown in any output",
-           input=True, providers=("openai", "cerebras", "nvidia", "anyscale", "replicate"),
-           parse=_api_key),
+           "API key; never shown in any output", input=True,
+           providers=("openai", "cerebras", "nvidia", "anyscale", "replicate"),
+           parse=_api_key, unset="`%config ChatMagics.api_keys`, else the provider's key variable"),
 )}
-
-#: logprobs given as a number: the declared range of `logprobs`, checked as an integer
-LOGPROBS_COUNT = replace(OPTIONS["logprobs"], type="integer", parse=None)
 
 #: every option keyword nbchat takes
 OPTION_NAMES = tuple(OPTIONS)
