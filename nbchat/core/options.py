@@ -5,8 +5,9 @@ are derived from it.
 
 A request option fills a field of `types.Options` (what providers read); a per-call input
 (images, system, base_url, api_key) fills a field of `Settings` and shapes the request itself.
-This module imports only the standard library: the magics read the declaration when the
-extension loads, which must stay fast.
+The magics read the declaration when `%load_ext nbchat` runs, so this module imports
+`types` only when a value is built: its fifteen dataclasses cost more to create than the rest
+of the extension's load.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadOption, UnknownOption
-from .types import Options, Tool
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .types import Options, Tool
+
+
+def _empty_options() -> Options:
+    from .types import Options
+
+    return Options()
 
 if TYPE_CHECKING:  # pragma: no cover
     from .credentials import Secret
@@ -30,14 +39,14 @@ if TYPE_CHECKING:  # pragma: no cover
 class Settings:
     """Everything a call was given, validated: request options plus per-call inputs."""
 
-    options: Options = field(default_factory=Options)
+    options: Options = field(default_factory=_empty_options)
     images: tuple[Any, ...] = ()
     system: str | None = None
     base_url: str | None = None
     api_key: Secret | None = field(default=None, repr=False)
 
 
-#: the built-in providers (nbchat.core.registry), in the order of the README's tables
+#: the built-in providers (nbchat.core.registry), in the order of the README's providers table
 ALL_PROVIDERS = ("llamacpp", "openai", "cerebras", "nvidia", "anyscale", "replicate", "cog")
 #: the providers that speak OpenAI's chat format (JSON mode, schemas, tools, logprobs)
 OPENAI_STYLE = ("llamacpp", "openai", "cerebras", "nvidia", "anyscale")
@@ -82,6 +91,8 @@ class Option:
     @property
     def default(self) -> Any:
         """The value when not given (None: the provider's or model's own default)."""
+        from .types import Options
+
         owner = Settings if self.input else Options
         f = next(f for f in dataclasses.fields(owner) if f.name == self.target)
         if f.default_factory is not dataclasses.MISSING:
@@ -102,7 +113,7 @@ class Option:
 
     @property
     def help(self) -> str:
-        """The description with the range, as `%%chat --help` shows it."""
+        """The description with the range, as the `%%chat` flags' help (`%%chat?`) shows it."""
         return f"{self.description} ({self.range})" if self.range else self.description
 
     def check(self, value: Any, base: Settings) -> Mapping[str, Any]:
@@ -368,6 +379,8 @@ def _schema_name(name: str) -> str:
 
 def tool_of(value: Any) -> Tool:
     """A Tool from a function (schema from hints and docstring) or an OpenAI-style schema dict."""
+    from .types import Tool
+
     if isinstance(value, Tool):
         return value
     if isinstance(value, Mapping):
@@ -385,6 +398,8 @@ def tool_of(value: Any) -> Tool:
 
 
 def _tool_from_function(fn: Callable[..., Any]) -> Tool:
+    from .types import Tool
+
     sig = inspect.signature(fn)
     hints = typing.get_type_hints(fn)
     doc = inspect.getdoc(fn) or ""

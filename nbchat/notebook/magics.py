@@ -1,7 +1,8 @@
 """`%%chat` and `%models`.
 
-Loading the extension imports only IPython and traitlets (already in every kernel); the
-core, the providers and the display code are imported inside the magic bodies.
+Loading the extension imports only IPython, traitlets (already in every kernel) and the
+options' declaration (nbchat.core.options, for the flags' help); the rest of the core, the
+providers and the display code are imported inside the magic bodies.
 """
 
 from __future__ import annotations
