@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadOption, UnknownOption
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .credentials import Secret
     from .types import Options, Tool
 
 
@@ -30,9 +31,6 @@ def _empty_options() -> Options:
     from .types import Options
 
     return Options()
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .credentials import Secret
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def fill_template(text: str, namespace: dict[str, Any]) -> str:
 
 
 #: option keywords with no %%chat flag: a key typed in a cell would be saved with the notebook
-#: (set the provider's variable instead), and raw model inputs are a dict
+#: (use `%config ChatMagics.api_keys` or the provider's variable), and raw model inputs are a dict
 NO_FLAG = ("api_key", "input")
 
 
