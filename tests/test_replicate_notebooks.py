@@ -20,6 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from cogserver import CogServer
+from htmlcheck import visible_text
 from nbclient import NotebookClient
 from nbcompare import VARYING, sanitize
 from PIL import Image
@@ -56,7 +57,7 @@ def summary(cell: nbformat.NotebookNode) -> list[tuple]:
         else:
             data = o.get("data", {})
             item: list = [o["output_type"], tuple(sorted(data))]
-            for mime in ("text/markdown", "text/plain"):
+            for mime in ("text/html", "text/plain"):
                 if mime in data:
                     item.append(sanitize("".join(data[mime])))
             if "image/png" in data:
@@ -119,7 +120,7 @@ def test_notebooks_pass_nbval(cog_env, tmp_path):
 
 def test_the_chain_draws_what_the_text_model_described(executed):
     nb, tmp_path = executed["images.ipynb"]
-    texts = ["".join(o.get("data", {}).get("text/markdown", "")) for c in nb.cells
+    texts = [visible_text("".join(o.get("data", {}).get("text/html", ""))) for c in nb.cells
              if c.cell_type == "code" for o in c.outputs]
     assert any("Acme Rocket Co." in t for t in texts)
     assert any("The logo of Acme Rocket Co.: a red circle above a blue square" in t for t in texts)

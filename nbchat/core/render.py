@@ -1,120 +1,22 @@
-"""Model output made safe to show as Markdown, and the one-line footer under a reply.
+"""How a `Reply` shows: its one-line footer, and its display bundle.
 
-Model output is untrusted. `safe_markdown` keeps code blocks and code spans as they are
-(Markdown shows them literally) and, everywhere else:
-- escapes `<` and `>`, so raw HTML (`<script>`, `<img onerror=...>`) shows as text;
-- turns images into plain links (`![a](u)` -> `!​[a](u)`), so nothing is fetched until clicked;
-- keeps only http(s), mailto and in-page link targets; `javascript:` and friends become `#`.
-
-Where a Markdown renderer might read the text differently from us, we err towards escaping:
-a code span whose content could do harm as prose (`<`, a link, a line break) is written as
-`<code>` with its markup characters escaped; a fence counts only if it opens a valid code block,
-and an indented fence ends at the first line indented less (a list item around it ended).
+The bundle is `text/html` (the reply rendered by `nbchat.core.markdown`: markdown-it-py, then
+nh3) with the reply's Markdown source as `text/plain`. No `text/markdown`: a front end would
+parse model text with its own Markdown parser, and two parsers reading the same text
+differently is how escapers fail. Error text, tool calls and the footer come from the model or
+a provider too; they are escaped as text and go through the same sanitizer.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import re
 from typing import TYPE_CHECKING, Any
+
+from .markdown import clean, render_html, text_html
 
 if TYPE_CHECKING:  # pragma: no cover
     from .types import Reply
-
-_FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)")
-# a backtick run closed by a run of the same length, within one paragraph
-_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)((?:(?!\n[ \t]*\n).)+?)(?<!`)\1(?!`)", re.S)
-_RISKY_CODE = re.compile(r"[<>\n]|\]\(|!\[")
-# what Markdown or HTML could read as markup inside `<code>`; intraword `_` cannot emphasise
-_CODE_MARKUP = re.compile(r"[&<>\"'\[\]\\`*~]|(?<!\w)_|_(?!\w)")
-_LINK_TARGET = re.compile(r"\]\(\s*(<[^>]*>|[^)]*)")
-_REF_DEF = re.compile(r"^( {0,3}\[[^\]]+\]:\s*)(\S+)", re.M)
-_SAFE_SCHEME = re.compile(r"^(https?:|mailto:|#)", re.I)
-_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
-
-
-def _safe_target(target: str) -> str:
-    raw = target[1:-1] if target.startswith("<") and target.endswith(">") else target
-    plain = _CONTROL.sub("", html.unescape(raw.replace("\\", "")))
-    if _SAFE_SCHEME.match(plain) or (plain and ":" not in plain.split("/")[0]):
-        return target
-    return "#"
-
-
-def _escape_prose(text: str) -> str:
-    text = text.replace("<", "&lt;").replace(">", "&gt;")
-    text = text.replace("![", "!\u200b[")
-    text = _LINK_TARGET.sub(lambda m: "](" + _safe_target(m.group(1)), text)
-    text = _REF_DEF.sub(lambda m: m.group(1) + _safe_target(m.group(2)), text)
-    return text
-
-
-def _code_html(code: str) -> str:
-    """A code span as HTML with its markup characters escaped: no renderer reads markup in it."""
-    code = code.replace("\n", " ")
-    if code.startswith(" ") and code.endswith(" ") and code.strip():
-        code = code[1:-1]
-    return "<code>" + _CODE_MARKUP.sub(lambda m: f"&#{ord(m.group())};", code) + "</code>"
-
-
-def _escape_inline(text: str) -> str:
-    out: list[str] = []
-    pos = 0
-    for m in _CODE_SPAN.finditer(text):
-        out.append(_escape_prose(text[pos : m.start()]))
-        code = m.group(2)
-        out.append(_code_html(code) if _RISKY_CODE.search(code) else m.group(0))
-        pos = m.end()
-    out.append(_escape_prose(text[pos:]))
-    return "".join(out)
-
-
-def fence_opener(line: str) -> tuple[str, int] | None:
-    """(fence, indent) when `line` opens a fenced code block."""
-    m = _FENCE.match(line)
-    if m is None or (m.group(2)[0] == "`" and "`" in m.group(3)):
-        return None  # a backtick fence's info string cannot hold a backtick
-    return m.group(2), len(m.group(1))
-
-
-def closes_fence(line: str, fence: str) -> bool:
-    """Whether `line` closes a code block opened by `fence`."""
-    m = _FENCE.match(line)
-    return (
-        m is not None
-        and m.group(2)[0] == fence[0]
-        and len(m.group(2)) >= len(fence)
-        and not m.group(3).strip()
-    )
-
-
-def safe_markdown(text: str) -> str:
-    """Markdown that shows model output as written, with nothing in it able to run or fetch."""
-    out: list[str] = []
-    prose: list[str] = []
-    fence: str | None = None
-    indent = 0
-    for line in text.splitlines(keepends=True):
-        if fence is not None:
-            if closes_fence(line, fence):
-                out.append(line)
-                fence = None
-                continue
-            if not (line.strip() and len(line) - len(line.lstrip(" ")) < indent):
-                out.append(line)
-                continue
-            fence = None  # less indented than the fence: its list item, and the block, ended
-        opened = fence_opener(line)
-        if opened is None:
-            prose.append(line)
-            continue
-        out.append(_escape_inline("".join(prose)))
-        prose = []
-        fence, indent = opened
-        out.append(line)
-    out.append(_escape_inline("".join(prose)))
-    return "".join(out)
 
 
 def _fmt_tokens(n: int | None) -> str:
@@ -136,28 +38,42 @@ def footer(reply: Reply) -> str:
     return " · ".join(bits)
 
 
-def tool_calls_markdown(reply: Reply) -> str:
+def footer_html(text: str) -> str:
+    """A footer line (model id, token counts, speed) as small print."""
+    return clean(f'<p class="nbchat-footer"><sub>{html.escape(text)}</sub></p>')
+
+
+def tool_calls_html(reply: Reply) -> str:
     """The reply's tool calls as a list; names and arguments come from the model: untrusted."""
-    calls = "\n".join(f"- `{t.name}({t.arguments_json})`" for t in reply.tool_calls)
-    return safe_markdown(f"**Tool calls**\n\n{calls}\n")
+    items = "".join(
+        f"<li><code>{html.escape(f'{t.name}({t.arguments_json})')}</code></li>"
+        for t in reply.tool_calls
+    )
+    return clean(f'<div class="nbchat-tool-calls"><p><strong>Tool calls</strong></p>'
+                 f"<ul>{items}</ul></div>")
 
 
-def reply_markdown(reply: Reply, *, with_footer: bool = True) -> str:
-    body = safe_markdown(reply.text)
+def error_html(error: BaseException) -> str:
+    return text_html(f"Error: {error}")
+
+
+def reply_html(reply: Reply, *, with_footer: bool = True) -> str:
+    """The reply as one sanitized HTML fragment: text, images, tool calls, error, footer."""
+    from .images import png_bytes
+
+    parts = [render_html(reply.text)] if reply.text else []
+    for part in reply.image_parts:
+        b64 = base64.b64encode(png_bytes(part)).decode("ascii")
+        parts.append(f'<p><img class="nbchat-image" alt="image" src="data:image/png;base64,{b64}">'
+                     "</p>")
     if reply.tool_calls:
-        body += "\n\n" + tool_calls_markdown(reply).rstrip("\n")
-    if reply.error is not None and not reply.text:
-        body = f"**Error:** {safe_markdown(str(reply.error))}"
+        parts.append(tool_calls_html(reply))
+    if reply.error is not None:
+        parts.append(error_html(reply.error))
     if with_footer:
-        body += f"\n\n<sub>{html.escape(footer(reply))}</sub>"
-    return body
+        parts.append(footer_html(footer(reply)))
+    return clean(f'<div class="nbchat-reply">{"".join(parts)}</div>')
 
 
 def reply_mimebundle(reply: Reply) -> dict[str, Any]:
-    from .images import png_bytes
-
-    md = reply_markdown(reply)
-    for part in reply.image_parts:
-        b64 = base64.b64encode(png_bytes(part)).decode("ascii")
-        md += f"\n\n![image](data:image/png;base64,{b64})"
-    return {"text/markdown": md, "text/plain": reply.text or repr(reply)}
+    return {"text/html": reply_html(reply), "text/plain": reply.text or repr(reply)}

@@ -251,12 +251,8 @@ class Reply:
 
         return footer(self)
 
-    def _repr_markdown_(self) -> str:
-        from .render import reply_markdown
-
-        return reply_markdown(self)
-
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Sanitized `text/html` (see `nbchat.core.markdown`) and the Markdown as `text/plain`."""
         from .render import reply_mimebundle
 
         return reply_mimebundle(self)

@@ -21,8 +21,8 @@ from ..core.bridge import run_sync
 from ..core.conversation import Conversation
 from ..core.credentials import hide_key
 from ..core.errors import BadOption
+from ..core.markdown import clean, render_html, text_html
 from ..core.options import parse_settings
-from ..core.render import safe_markdown
 from ..core.types import ModelInfo, Reply, TextDelta
 from . import last_result
 from .widgets import STATIC, Batcher, esm, image_data_url, short_error
@@ -57,7 +57,7 @@ def stats_text(reply: Reply) -> str:
 
 
 class CompareResult(dict[str, Reply]):
-    """Model id -> Reply, shown as a static table (HTML, Markdown) that saves with the notebook."""
+    """Model id -> Reply, shown as a static table (sanitized HTML) that saves with the notebook."""
 
     def __init__(self, replies: Mapping[str, Reply] = (), prompt: str = "") -> None:  # type: ignore[assignment]
         super().__init__(replies)
@@ -79,37 +79,26 @@ class CompareResult(dict[str, Reply]):
         return {k: r.error for k, r in self.items() if r.error is not None}
 
     def _repr_html_(self) -> str:
+        """One column per model; each reply is rendered and sanitized on its own (so one
+        cannot change how the next is read), then the whole table is sanitized again."""
         head = "".join(f"<th style='text-align:left'>{html.escape(k)}</th>" for k in self)
         cells, stats = [], []
         for r in self.values():
-            body = html.escape(r.text)
+            body = render_html(r.text) if r.text else ""
             if r.error is not None:
-                err = html.escape(short_error(r.error))
-                body += f"<div style='color:#d32f2f'><b>Error:</b> {err}</div>"
+                body += text_html(f"Error: {short_error(r.error)}")
             for part in r.image_parts:
                 src = html.escape(image_data_url(part), quote=True)
-                body += f"<img src='{src}' style='max-width:100%'/>"
-            cells.append(
-                "<td style='text-align:left;vertical-align:top'>"
-                f"<div style='white-space:pre-wrap'>{body}</div></td>"
-            )
+                body += f"<p><img class='nbchat-image' alt='image' src='{src}'></p>"
+            cells.append(f"<td style='text-align:left;vertical-align:top'>{clean(body)}</td>")
             small = html.escape(stats_text(r))
-            stats.append(f"<td style='text-align:left'><small>{small}</small></td>")
-        prompt = f"<p><b>Prompt:</b> {html.escape(self.prompt)}</p>" if self.prompt else ""
-        return (
+            stats.append(f"<td style='text-align:left'><sub>{small}</sub></td>")
+        prompt = (f"<p><strong>Prompt:</strong> {html.escape(self.prompt)}</p>"
+                  if self.prompt else "")
+        return clean(
             f"<div class='nbchat-compare-result'>{prompt}<table><thead><tr>{head}</tr></thead>"
             f"<tbody><tr>{''.join(cells)}</tr><tr>{''.join(stats)}</tr></tbody></table></div>"
         )
-
-    def _repr_markdown_(self) -> str:
-        out = [f"**Prompt:** {safe_markdown(self.prompt)}"] if self.prompt else []
-        for k, r in self.items():
-            body = safe_markdown(r.text)
-            if r.error is not None:
-                body += f"\n\n**Error:** {html.escape(short_error(r.error))}"
-            sub = html.escape(stats_text(r))
-            out.append(f"#### {html.escape(k)}\n\n{body}\n\n<sub>{sub}</sub>")
-        return "\n\n".join(out)
 
     def _text(self) -> str:
         out = [f"Prompt: {self.prompt}"] if self.prompt else []
@@ -119,11 +108,9 @@ class CompareResult(dict[str, Reply]):
         return "\n\n".join(out)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {
-            "text/html": self._repr_html_(),
-            "text/markdown": self._repr_markdown_(),
-            "text/plain": self._text(),
-        }
+        """Sanitized `text/html` and plain text; no `text/markdown` (model text would meet a
+        second Markdown parser)."""
+        return {"text/html": self._repr_html_(), "text/plain": self._text()}
 
     def _ipython_display_(self) -> None:
         ip = _shell()

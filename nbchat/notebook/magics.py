@@ -114,7 +114,8 @@ class ChatMagics(Magics, Configurable):
         0.1, help="Minimum seconds between two updates of the streaming output."
     ).tag(config=True)
     max_block_chars = Int(
-        1500, help="A streamed block longer than this is cut at a line break and frozen."
+        400, help="While streaming, a block longer than this is cut (at a line break, or after "
+        "a sentence in a one-line paragraph) and frozen; the finished reply is one output."
     ).tag(config=True)
     api_keys = Dict(
         key_trait=Unicode(),
@@ -274,7 +275,14 @@ class ChatMagics(Magics, Configurable):
         from ..core.errors import NbchatError
         from ..core.images import png_bytes
         from ..core.types import ImageEvent, TextDelta
-        from .display import StreamingMarkdown, footer_bundle, image_bundle, ipython_publisher
+        from .display import (
+            StreamingMarkdown,
+            footer_bundle,
+            image_bundle,
+            ipython_clear,
+            ipython_publisher,
+            reply_output,
+        )
 
         thread = args.thread or "default"
         conv = self._conversation(thread, model, args.new, options.pop("system", None))
@@ -282,6 +290,7 @@ class ChatMagics(Magics, Configurable):
         publish = ipython_publisher()
         out = StreamingMarkdown(
             publish,
+            clear=ipython_clear if _cell_is_ours(self.shell) else None,
             update_interval=self.update_interval,
             max_block_chars=self.max_block_chars,
         )
@@ -294,8 +303,7 @@ class ChatMagics(Magics, Configurable):
                 if isinstance(ev, TextDelta):
                     out.feed(ev.text)
                 elif isinstance(ev, ImageEvent):
-                    out.flush()
-                    publish(image_bundle(png_bytes(ev.image)), None, False)
+                    out.image(png_bytes(ev.image))
         except KeyboardInterrupt:
             pass  # the turn is marked interrupted and keeps its partial text
         except NbchatError:
@@ -304,16 +312,18 @@ class ChatMagics(Magics, Configurable):
             getattr(events, "close", lambda: None)()  # runs the turn's cleanup now
         reply = turn.reply
         if not live:
-            out.feed(reply.text)
-            out.flush()
+            if reply.text:
+                publish(reply_output(reply.text), None, False)
             for part in reply.image_parts:
                 publish(image_bundle(png_bytes(part)), None, False)
         else:
             out.close()
         if reply.tool_calls:
-            from ..core.render import tool_calls_markdown
+            from ..core.render import tool_calls_html
 
-            publish({"text/markdown": tool_calls_markdown(reply)}, None, False)
+            calls = "\n".join(f"{t.name}({t.arguments_json})" for t in reply.tool_calls)
+            publish({"text/html": tool_calls_html(reply), "text/plain": f"Tool calls:\n{calls}"},
+                    None, False)
         if reply.text or reply.image_parts or reply.tool_calls or reply.interrupted:
             publish(footer_bundle(reply.footer()), None, False)
         return reply
@@ -390,6 +400,14 @@ def _check_providers(mapping: dict[str, Any], trait: str) -> None:
                 f"%config ChatMagics.{trait}: no provider is called {name!r}.{hint} "
                 f"Providers: {', '.join(names)}."
             )
+
+
+def _cell_is_ours(shell: Any) -> bool:
+    """Whether the running cell is a `%%chat` cell (all its outputs are the magic's), so the
+    streamed blocks may be cleared and replaced by one output."""
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    raw = getattr(getattr(result, "info", None), "raw_cell", None)
+    return isinstance(raw, str) and raw.lstrip().startswith("%%chat")
 
 
 def _unquote(value: Any) -> Any:

@@ -8,6 +8,7 @@ carry only new text, batched by `Batcher`; the transcript trait is rewritten onc
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 from dataclasses import replace
 from typing import Any
@@ -19,8 +20,9 @@ from ..core import registry
 from ..core.conversation import Conversation
 from ..core.credentials import hide_key
 from ..core.images import png_bytes
+from ..core.markdown import markdown_embedding, render_html, text_html
 from ..core.options import OPTIONS, control_spec, parse_settings
-from ..core.render import footer, safe_markdown
+from ..core.render import footer, footer_html
 from ..core.types import ImageEvent, Message, Reply, TextDelta
 from . import last_result
 from .widgets import STATIC, Batcher, esm, image_data_url, short_error
@@ -117,18 +119,25 @@ class ChatPanel(anywidget.AnyWidget):
         return await self._task
 
     def to_markdown(self) -> str:
+        """The transcript as a Markdown document (the panel's Markdown export).
+
+        Every message is rendered and sanitized on its own (`nbchat.core.markdown`) and written
+        as one raw HTML block, so any Markdown reader (JupyterLab's `Markdown(...)`, nbconvert,
+        a Markdown viewer) shows it as rendered here and no message can change how another is
+        read; user text, model text, badges and errors alike.
+        """
         out = []
         for e in self.transcript:
+            text = str(e.get("text", ""))
             if e["role"] == "user":
-                out.append(f"**You**\n\n{e['text']}")
+                out.append(f"**You**\n\n{markdown_embedding(render_html(text))}")
             elif e["role"] == "assistant":
                 note = " (interrupted)" if e.get("interrupted") else ""
-                out.append(
-                    f"**{e.get('model', 'assistant')}**{note}\n\n{safe_markdown(e['text'])}"
-                    f"\n\n<sub>{e.get('badge', '')}</sub>"
-                )
+                body = render_html(text) + footer_html(str(e.get("badge", "")))
+                name = html.escape(str(e.get("model", "assistant")))
+                out.append(f"**{name}**{note}\n\n{markdown_embedding(body)}")
             else:
-                out.append(f"**Error:** {e['text']}")
+                out.append(markdown_embedding(text_html(f"Error: {text}")))
         return "\n\n---\n\n".join(out) + "\n"
 
     def to_json(self) -> str:
