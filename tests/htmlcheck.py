@@ -9,6 +9,7 @@ attribute, every URL that is not http(s)/mailto/`#` for a link or an inline rast
 from __future__ import annotations
 
 import html as htmllib
+import json
 import re
 from html.parser import HTMLParser
 
@@ -32,24 +33,34 @@ _RASTER = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,", re.I)
 _STYLE = re.compile(r"\s*(?:(?:text-align|vertical-align)\s*:\s*[a-z-]+\s*;?\s*)*", re.I)
 
 
+_PAYLOAD_CALL = re.compile(r"alert\('[a-z]\d\d'\)|msgbox\('[a-z]\d\d'\)")
+_DATA_SCRIPT = re.compile(r"application/(?:vnd\.[\w.+-]+\+)?json", re.I)
+
+
 class _Collector(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, document: bool = False) -> None:
         super().__init__(convert_charrefs=True)
+        self.document = document
         self.found: list[str] = []
         self.text: list[str] = []
         self.links: list[str] = []
+        self._script: str | None = None  # the type of the script being read
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         tag = tag.lower()
-        if tag not in ALLOWED_TAGS or tag in SCRIPT_CAPABLE:
+        if tag == "script":
+            self._script = dict(attrs).get("type") or "text/javascript"
+        if not self.document and (tag not in ALLOWED_TAGS or tag in SCRIPT_CAPABLE):
             self.found.append(f"element <{tag}>")
-        if tag == "input" and dict(attrs).get("type") != "checkbox":
+        if not self.document and tag == "input" and dict(attrs).get("type") != "checkbox":
             self.found.append("input that is not a checkbox")
         for name, value in attrs:
             name, value = name.lower(), value or ""
             plain = _CONTROL.sub("", htmllib.unescape(value))
             if name.startswith("on"):
                 self.found.append(f"event handler {name} on <{tag}>")
+            elif self.document and name in ("style", "src", "content", "data"):
+                pass  # the page's own template
             elif name == "style" and not _STYLE.fullmatch(value):
                 self.found.append(f"style {value!r} on <{tag}>")
             elif name == "href":
@@ -66,14 +77,30 @@ class _Collector(HTMLParser):
             if "url(" in plain.lower():
                 self.found.append(f"url() in {name}")
 
-    handle_startendtag = handle_starttag
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag.lower() == "script":
+            self._script = None
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag.lower() == "script":
+            self._script = None
 
     def handle_data(self, data: str) -> None:
-        self.text.append(data)
+        if self._script is None:
+            self.text.append(data)
+            return
+        if _DATA_SCRIPT.fullmatch(self._script):
+            try:  # a data script that a payload broke out of no longer parses
+                json.loads(data)
+            except ValueError:
+                self.found.append(f"{self._script} script that is not JSON")
+        elif _PAYLOAD_CALL.search(data):
+            self.found.append(f"script running a payload: {_PAYLOAD_CALL.search(data)[0]}")
 
 
-def _collect(fragment: str) -> _Collector:
-    c = _Collector()
+def _collect(fragment: str, document: bool = False) -> _Collector:
+    c = _Collector(document)
     c.feed(fragment)
     c.close()
     return c
@@ -82,6 +109,13 @@ def _collect(fragment: str) -> _Collector:
 def problems(fragment: str) -> list[str]:
     """Everything in `fragment` that could run, fetch or navigate somewhere unsafe."""
     return _collect(fragment).found
+
+
+def document_problems(page: str) -> list[str]:
+    """For a whole page whose template brings its own scripts and styles (nbconvert's):
+    event handlers, unsafe link targets, the remote host outside links, scripts that run a
+    payload, and data scripts a payload broke out of."""
+    return _collect(page, document=True).found
 
 
 def visible_text(fragment: str) -> str:

@@ -133,9 +133,10 @@ class ChatPanel(anywidget.AnyWidget):
                 out.append(f"**You**\n\n{markdown_embedding(render_html(text))}")
             elif e["role"] == "assistant":
                 note = " (interrupted)" if e.get("interrupted") else ""
-                body = render_html(text) + footer_html(str(e.get("badge", "")))
-                name = html.escape(str(e.get("model", "assistant")))
-                out.append(f"**{name}**{note}\n\n{markdown_embedding(body)}")
+                name = html.escape(str(e.get("model", "assistant")) + note)
+                body = (f"<p><strong>{name}</strong></p>" + render_html(text)
+                        + footer_html(str(e.get("badge", ""))))
+                out.append(markdown_embedding(body))
             else:
                 out.append(markdown_embedding(text_html(f"Error: {text}")))
         return "\n\n---\n\n".join(out) + "\n"
