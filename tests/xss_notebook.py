@@ -5,7 +5,8 @@ Its kernel registers a scripted provider (tests/fakes.py, as a plugin would) tha
 payload one character per chunk; one `%%chat` cell per payload (so an unclosed fence in one
 cannot hide the next), then displayed `Reply`s, `CompareResult`s (with the joined pairs side by
 side), a real `compare()`, `Markdown(panel.to_markdown())` and a `ChatPanel` holding the corpus.
-A last cell shows the rendering rules, for the feature checks.
+A cell shows the rendering rules, for the feature checks; with `control`, a last cell shows live
+HTML from the notebook's own code, so a test can see that its checks do catch a live payload.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import uuid
 from pathlib import Path
 
-from xss_corpus import CORPUS
+from xss_corpus import CORPUS, REMOTE_HOST
 
 TESTS = Path(__file__).resolve().parent
 
@@ -30,12 +31,18 @@ RULES = (
 )
 
 
+#: a control: live HTML from the notebook's own code (trusted while it runs), which the checks
+#: must see (one dialog, one request to the remote host)
+CONTROL = (f"<img src=x onerror=\"alert('control')\">"
+           f"<img src='http://{REMOTE_HOST}/control.png' alt='control'>")
+
+
 def _cell(source: str, tags: list[str] | None = None) -> dict:
     return {"cell_type": "code", "execution_count": None, "id": uuid.uuid4().hex[:8],
             "metadata": {"tags": tags or []}, "outputs": [], "source": source}
 
 
-def cells(delay: float = 0.0) -> list[dict]:
+def cells(delay: float = 0.0, widget: bool = True, control: bool = False) -> list[dict]:
     setup = (
         "import sys\n"
         f"sys.path.insert(0, {str(TESTS)!r})\n"
@@ -80,14 +87,16 @@ def cells(delay: float = 0.0) -> list[dict]:
         "    entries += [{'role': 'assistant', 'text': t, 'images': []} for t in pair]\n"
         "panel.transcript = entries\n"
         "display(Markdown(panel.to_markdown()))\n"
-        "panel"
+        + ("panel" if widget else "")  # the widget's own renderer is the browser side's
     ))
     out.append(_cell("%%chat -m fake:echo\nrules\n", ["rules"]))
+    if control:  # not model output: HTML the notebook's own code shows, so a live page trips
+        out.append(_cell(f"from IPython.display import HTML\ndisplay(HTML({CONTROL!r}))"))
     return out
 
 
-def write(path: Path, delay: float = 0.0) -> Path:
-    nb = {"cells": cells(delay),
+def write(path: Path, delay: float = 0.0, widget: bool = True, control: bool = False) -> Path:
+    nb = {"cells": cells(delay, widget, control),
           "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                       "name": "python3"}},
           "nbformat": 4, "nbformat_minor": 5}
