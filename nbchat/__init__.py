@@ -4,13 +4,15 @@
 `nbchat.chat`, `nbchat.stream`, `nbchat.Conversation`, `nbchat.models`.
 Third-party providers subclass `nbchat.Provider` (its `stream(request, endpoint)` yields
 `TextDelta`, `ToolCallEvent`, `ImageEvent`, then `Done`) and are found through the entry-point
-group `nbchat.providers`, or added at run time with `nbchat.register`.
+group `nbchat.providers`, or added at run time with `nbchat.register`. Every reply is logged
+locally (`nbchat.log()`, `NBCHAT_LOG`) and can be replayed offline (`NBCHAT_REPLAY`).
 Imports are lazy so that loading the extension stays fast.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time these load on first use
@@ -27,6 +29,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time these load 
     from .core.credentials import Endpoint as Endpoint
     from .core.credentials import Secret as Secret
     from .core.provider import Provider as Provider
+    from .core.log import log as log
     from .core.registry import register as register
     from .core.registry import unregister as unregister
     from .core.types import Done as Done
@@ -61,6 +64,7 @@ _LAZY = {
     "models": "nbchat.core.api",
     "amodels": "nbchat.core.api",
     "Conversation": "nbchat.core.conversation",
+    "log": "nbchat.core.log",
     "Reply": "nbchat.core.types",
     "Usage": "nbchat.core.types",
     "ToolCall": "nbchat.core.types",
@@ -94,6 +98,7 @@ def __getattr__(name: str) -> Any:
 
         return last_result.get()
     if name in _LAZY:
+        _notebook_context()
         module = importlib.import_module(_LAZY[name])
         value = module if name == "errors" else getattr(module, name)
         globals()[name] = value
@@ -105,8 +110,17 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
+def _notebook_context() -> None:
+    """Inside IPython, let the log know the notebook and cell of each request."""
+    if "IPython" in sys.modules:  # already loaded: importing the notebook layer costs nothing
+        from .notebook import context
+
+        context.install()
+
+
 def load_ipython_extension(ipython: Any) -> None:
-    """`%load_ext nbchat`: register `%%chat` and `%models` on the IPython shell."""
+    """`%load_ext nbchat`: register `%%chat`, `%models`, `%chat_log`, `%chat_replay` and
+    `%chat_usage` on the IPython shell."""
     from .notebook.magics import ChatMagics
 
     ipython.register_magics(ChatMagics(shell=ipython))

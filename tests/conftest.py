@@ -35,3 +35,34 @@ def _no_cloud_keys(monkeypatch):
     credentials.configure(api_keys={}, base_urls={})  # nor keys configured by another test
     yield
     credentials.configure(api_keys={}, base_urls={})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _log_in_a_temp_dir(tmp_path_factory):
+    """The suite never writes into the user's data dir: even module and session fixtures (and
+    the kernels they start, which inherit the environment) log into a temp folder."""
+    before = os.environ.get("NBCHAT_LOG")
+    os.environ["NBCHAT_LOG"] = str(tmp_path_factory.mktemp("nbchat-log") / "log.db")
+    yield
+    if before is None:
+        os.environ.pop("NBCHAT_LOG", None)
+    else:
+        os.environ["NBCHAT_LOG"] = before
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log(tmp_path, monkeypatch):
+    """Each test gets its own log file, replay off and an empty usage ledger."""
+    from nbchat.core import costs, replay
+    from nbchat.core import log as nblog
+
+    monkeypatch.setenv("NBCHAT_LOG", str(tmp_path / "nbchat-log.db"))
+    monkeypatch.delenv("NBCHAT_REPLAY", raising=False)
+    replay.set_mode(None)
+    costs.ledger.clear()
+    yield
+    replay.set_mode(None)
+    current = nblog._current
+    if current is not None:
+        current.close()
+        nblog._current = None

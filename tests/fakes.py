@@ -35,6 +35,7 @@ class Scripted:
     tool_calls: list[ToolCall] = field(default_factory=list)
     images: list[ImagePart] = field(default_factory=list)
     finish_reason: str = "stop"
+    logprobs: list[tuple[dict, ...]] = field(default_factory=list)  # per chunk, when given
 
 
 class FakeProvider(Provider):
@@ -78,7 +79,7 @@ class FakeProvider(Provider):
             for i, c in enumerate(script.chunks):
                 if i and script.delay:
                     await asyncio.sleep(script.delay)
-                yield TextDelta(c)
+                yield TextDelta(c, script.logprobs[i] if i < len(script.logprobs) else ())
             for img in script.images:
                 yield ImageEvent(img)
             for t in script.tool_calls:

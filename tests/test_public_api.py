@@ -29,7 +29,8 @@ def test_models_lists_the_local_default_without_a_key():
 def test_reply_repr_never_runs_html(fake):
     fake.enqueue("<script>alert(1)</script> ", "![x](http://evil/x.png)")
     reply = nbchat.chat("x", model="fake:echo")
-    bundle = reply._repr_mimebundle_()
+    bundle, metadata = reply._repr_mimebundle_()
+    assert metadata["nbchat"]["model"] == "fake:echo"  # its provenance, saved with the output
     assert set(bundle) == {"text/html", "text/plain"}
     assert "<script>" not in bundle["text/html"] and "<img" not in bundle["text/html"]
     assert bundle["text/plain"] == reply.text

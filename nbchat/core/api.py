@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from . import registry
+from . import registry, replay
 from .bridge import iterate_sync, run_sync
 from .conversation import Conversation
 from .credentials import Secret, hide_key
@@ -114,7 +114,9 @@ async def amodels(
                 raise
             return []  # a plugin that cannot load: the others still list
         try:
-            return await p.list_models(endpoint=p.endpoint(base_url, api_key))
+            endpoint = p.endpoint(base_url, api_key)
+            # logged; answered from the log under replay
+            return await replay.listing(p, endpoint, lambda: p.list_models(endpoint=endpoint))
         except Exception:
             if provider:  # asked for this provider: show why it failed
                 raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from . import registry
+from . import costs, registry
 from .bridge import iterate_sync, run_sync
 from .credentials import hide_key
 from .errors import BadOption
@@ -67,6 +67,8 @@ class Conversation:
 
     An interrupted turn keeps its partial text in the history, marked `interrupted`.
     A turn that failed before any text arrived is not added, so a retry does not repeat it.
+    With `max_cost` (USD), a turn is refused before it is sent when its estimated cost plus
+    what this conversation's live replies cost would exceed it (`nbchat.core.costs`).
     """
 
     def __init__(
@@ -132,6 +134,8 @@ class Conversation:
             on_finish=record,
             base_url=settings.base_url,
             api_key=settings.api_key,
+            max_cost=settings.max_cost,
+            spent=costs.spent(self.replies) if settings.max_cost is not None else 0.0,
         )
 
     async def asend(self, prompt: Any, **options: Any) -> Reply:

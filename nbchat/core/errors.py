@@ -5,7 +5,8 @@
     │   ├── UnknownModel       an id no provider knows (with close matches)
     │   ├── UnknownOption      a keyword nbchat does not take
     │   ├── BadOption          a keyword with a bad value
-    │   └── UnsupportedInput   e.g. images sent to a model that cannot see
+    │   ├── UnsupportedInput   e.g. images sent to a model that cannot see
+    │   └── CostLimit          the estimated cost would exceed `max_cost`
     ├── MissingKey             the provider's key is not set (argument, %config or variable)
     ├── ProviderUnavailable    a plugin provider that cannot be loaded (the reason inside)
     ├── ProviderError          the provider answered with an error (status, message)
@@ -15,6 +16,7 @@
     │   └── ServiceGone          an endpoint that no longer exists (Anyscale's shared URL)
     ├── ConnectionFailed       could not reach the host, the connection dropped, or it stalled
     ├── ProtocolError          the peer sent something we cannot parse (malformed SSE, HTML)
+    ├── ReplayMiss             strict replay: no logged reply for this request
     └── ReplyNotJSON           reply.json on a reply that is not JSON (also a ValueError)
 
 A stopped stream is not an error: its `Reply` is kept with `interrupted=True`.
@@ -97,6 +99,10 @@ class UnsupportedInput(UsageError):
     pass
 
 
+class CostLimit(UsageError):
+    """The estimated cost of a request (with what its thread spent) exceeds `max_cost`."""
+
+
 class MissingKey(NbchatError):
     def __init__(self, provider: str, env: str) -> None:
         self.provider = provider
@@ -152,6 +158,10 @@ class ConnectionFailed(NbchatError):
 
 class ProtocolError(NbchatError):
     pass
+
+
+class ReplayMiss(NbchatError):
+    """Strict replay (`NBCHAT_REPLAY=strict`) found no logged reply for a request."""
 
 
 class ReplyNotJSON(NbchatError, ValueError):

@@ -42,6 +42,7 @@ class Settings:
     system: str | None = None
     base_url: str | None = None
     api_key: Secret | None = field(default=None, repr=False)
+    max_cost: float | None = None  # USD a request (plus its thread so far) may cost; costs.py
 
 
 #: the built-in providers (nbchat.core.registry), in the order of the README's providers table
@@ -258,6 +259,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "API key; never shown in any output", input=True,
            providers=("openai", "cerebras", "nvidia", "anyscale", "replicate"),
            parse=_api_key, unset="`%config ChatMagics.api_keys`, else the provider's key variable"),
+    Option("max_cost", "number",
+           "refuse a request, before sending it, whose estimated cost in US dollars plus what "
+           "its thread already spent would exceed this (prices: %chat_usage)",
+           minimum=0, input=True, unset="no limit"),
 )}
 
 #: every option keyword nbchat takes

@@ -35,6 +35,8 @@ def footer(reply: Reply) -> str:
         bits.append(f"{tps:.1f} tok/s")
     if reply.interrupted:
         bits.append("interrupted")
+    if reply.replayed:
+        bits.append("replayed")
     return " · ".join(bits)
 
 
@@ -75,5 +77,8 @@ def reply_html(reply: Reply, *, with_footer: bool = True) -> str:
     return clean(f'<div class="nbchat-reply">{"".join(parts)}</div>')
 
 
-def reply_mimebundle(reply: Reply) -> dict[str, Any]:
-    return {"text/html": reply_html(reply), "text/plain": reply.text or repr(reply)}
+def reply_mimebundle(reply: Reply) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(data, metadata): the reply as sanitized HTML and text; its provenance under metadata
+    "nbchat" (IPython's `_repr_mimebundle_` protocol), so it is saved with the notebook."""
+    data = {"text/html": reply_html(reply), "text/plain": reply.text or repr(reply)}
+    return data, {"nbchat": reply.provenance}

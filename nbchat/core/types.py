@@ -215,6 +215,36 @@ class Reply:
     json_mode: bool = False
     time_to_first_token: float | None = None  # seconds
     duration: float | None = None  # seconds, request start to end
+    # where the reply came from (see `provenance`)
+    endpoint: str | None = None  # the base URL asked, without credentials; None in process
+    options: Options | None = None  # the request's options
+    request_hash: str | None = None  # sha256 of the canonical request (nbchat.core.replay)
+    log_id: str | None = None  # its entry in the local log (nbchat.core.log), if logged
+    replayed: bool = False  # answered from the log instead of the provider
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What produced this reply, as JSON: the `nbchat` entry of its outputs' metadata.
+
+        Keys: model, endpoint, options (those that change the answer), request_hash, log_id,
+        usage {input_tokens, output_tokens}, time_to_first_token and duration (seconds, as
+        recorded when replayed), finish_reason, replayed (bool).
+        """
+        from .replay import options_json
+
+        return {
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "options": options_json(self.options) if self.options is not None else {},
+            "request_hash": self.request_hash,
+            "log_id": self.log_id,
+            "usage": {"input_tokens": self.usage.input_tokens,
+                      "output_tokens": self.usage.output_tokens},
+            "time_to_first_token": self.time_to_first_token,
+            "duration": self.duration,
+            "finish_reason": self.finish_reason,
+            "replayed": self.replayed,
+        }
 
     @property
     def images(self) -> list[Image]:
@@ -251,8 +281,11 @@ class Reply:
 
         return footer(self)
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """Sanitized `text/html` (see `nbchat.core.markdown`) and the Markdown as `text/plain`."""
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Sanitized `text/html` (see `nbchat.core.markdown`) and the text as `text/plain`;
+        the provenance as output metadata (`nbchat`)."""
         from .render import reply_mimebundle
 
         return reply_mimebundle(self)

@@ -36,6 +36,7 @@ def stats_of(reply: Reply) -> dict[str, Any]:
         "output_tokens": reply.usage.output_tokens,
         "duration": reply.duration,
         "interrupted": reply.interrupted,
+        "replayed": reply.replayed,
     }
 
 
@@ -53,6 +54,8 @@ def stats_text(reply: Reply) -> str:
         bits.append(f"{reply.duration:.2f} s total")
     if reply.interrupted:
         bits.append("interrupted")
+    if reply.replayed:
+        bits.append("replayed")
     return " · ".join(bits)
 
 
@@ -112,6 +115,10 @@ class CompareResult(dict[str, Reply]):
         second Markdown parser)."""
         return {"text/html": self._repr_html_(), "text/plain": self._text()}
 
+    def metadata(self) -> dict[str, Any]:
+        """Output metadata: each reply's provenance under "nbchat", by model id."""
+        return {"nbchat": {k: r.provenance for k, r in self.items()}}
+
     def _ipython_display_(self) -> None:
         ip = _shell()
         if ip is not None and self._shown_in is not None and self._shown_in == ip.execution_count:
@@ -119,7 +126,7 @@ class CompareResult(dict[str, Reply]):
             return
         from IPython.display import display
 
-        display(self._repr_mimebundle_(), raw=True)
+        display(self._repr_mimebundle_(), raw=True, metadata=self.metadata())
 
     def __repr__(self) -> str:
         return f"CompareResult({', '.join(self)})"
@@ -266,7 +273,7 @@ def _finish(view: CompareView, handle: Any, result: CompareResult | None) -> Non
                    for c in view.columns}
         handle.update(CompareResult(partial)._repr_mimebundle_(), raw=True)
     else:
-        handle.update(result._repr_mimebundle_(), raw=True)
+        handle.update(result._repr_mimebundle_(), raw=True, metadata=result.metadata())
         ip = _shell()
         result._shown_in = ip.execution_count if ip is not None else None
     view.close()

@@ -165,17 +165,19 @@ def _split_lines(
     return blocks, used, next_opener
 
 
-def ipython_publisher() -> Publisher:
-    """Send outputs through IPython's display machinery (raw bundles, optional display ids)."""
+def ipython_publisher(metadata: Callable[[], dict[str, Any]] | None = None) -> Publisher:
+    """Send outputs through IPython's display machinery (raw bundles, optional display ids),
+    each with `metadata()` as its output metadata when given (provenance, read at send time)."""
     from IPython.display import display, update_display
 
     def publish(bundle: dict[str, Any], display_id: str | None, update: bool) -> None:
+        meta = metadata() if metadata is not None else None
         if update:
-            update_display(bundle, raw=True, display_id=display_id)
+            update_display(bundle, raw=True, display_id=display_id, metadata=meta)
         elif display_id is not None:
-            display(bundle, raw=True, display_id=display_id)
+            display(bundle, raw=True, display_id=display_id, metadata=meta)
         else:
-            display(bundle, raw=True)
+            display(bundle, raw=True, metadata=meta)
 
     return publish
 

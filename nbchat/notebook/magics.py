@@ -127,11 +127,15 @@ class ChatMagics(Magics, Configurable):
         help="Base URLs by provider name, e.g. {'openai': 'http://localhost:8080/v1'}; used when "
         "a call passes no base_url=, before the provider's environment variable.",
     ).tag(config=True)
+    max_cost = Float(None, allow_none=True, help=default_help("max_cost")).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.threads: dict[str, Conversation] = {}
         if shell is not None:
+            from .context import install
+
+            install(shell)  # the log learns each request's notebook and cell
             if self not in shell.configurables:
                 shell.configurables.append(self)  # so that %config ChatMagics... reaches us
             if "ChatMagics" in shell.config:
@@ -188,6 +192,7 @@ class ChatMagics(Magics, Configurable):
     @argument("--as", dest="as_var", metavar="VAR", help="also store the reply in VAR")
     @argument("--no-stream", action="store_true", help="show the reply only when it is complete")
     @option_argument("base_url", "--base-url", metavar="URL")
+    @option_argument("max_cost", "--max-cost", type=float, metavar="USD")
     @option_argument("images", "--image", action="append", metavar="PATH_OR_VAR",
                      note="a file path, a URL or a variable; repeatable")
     @argument(
@@ -234,6 +239,7 @@ class ChatMagics(Magics, Configurable):
             "base_url": args.base_url,
             "tool_choice": args.tool_choice,
             "logprobs": args.logprobs,
+            "max_cost": _first(args.max_cost, self.max_cost),
         }
         if args.tools:
             opts["tools"] = [t for name in args.tools
@@ -287,7 +293,7 @@ class ChatMagics(Magics, Configurable):
         thread = args.thread or "default"
         conv = self._conversation(thread, model, args.new, options.pop("system", None))
         turn = conv.turn(prompt, **options)
-        publish = ipython_publisher()
+        publish = ipython_publisher(lambda: {"nbchat": turn.reply.provenance})
         out = StreamingMarkdown(
             publish,
             clear=ipython_clear if _cell_is_ours(self.shell) else None,
@@ -383,6 +389,69 @@ class ChatMagics(Magics, Configurable):
         with usage_errors():
             table = model_table(line.strip() or None)
         display(table)
+
+
+    # ---- the log: %chat_log, %chat_replay, %chat_usage -----------------------------------
+
+    @magic_arguments()
+    @argument("-n", type=int, default=20, help="how many entries (newest first; default 20)")
+    @argument("-m", "--model", help="only this model (an id or alias)")
+    @argument("search", nargs="*", help="only entries whose prompt or reply contains this text")
+    @line_magic
+    def chat_log(self, line: str) -> None:
+        """Show recent entries of the local log (NBCHAT_LOG) as a table."""
+        from IPython.display import display
+
+        from ..core import log
+        from .log_tables import LogTable
+
+        args = _unquoted(parse_argstring(self.chat_log, line))
+        if args.n < 1:
+            raise UsageError("-n: give a positive number of entries")
+        lg = log.current()
+        with usage_errors():
+            entries = [] if lg is None else lg.entries(
+                args.n, models=log.model_ids(args.model), text=" ".join(args.search) or None)
+        display(LogTable(entries, lg.path if lg is not None else None))
+
+    @magic_arguments()
+    @argument("mode", nargs="?", choices=["on", "strict", "off"],
+              help="on: answer logged requests from the log, others from the provider; "
+                   "strict: only from the log (a request not logged is an error); off")
+    @argument("--paced", action="store_true", help="replay at the recorded speed")
+    @line_magic
+    def chat_replay(self, line: str) -> None:
+        """Answer requests from the local log: `%chat_replay on|strict|off [--paced]`."""
+        from ..core import replay
+
+        args = parse_argstring(self.chat_replay, line)
+        with usage_errors():
+            if args.mode is not None:
+                replay.set_mode(args.mode, paced=args.paced)
+            mode = replay.mode()
+        pace = " at the recorded pace" if replay.paced() and mode != "off" else ""
+        print(f"replay: {mode}{pace}")
+
+    @line_magic
+    def chat_usage(self, line: str) -> None:
+        """Requests, tokens and estimated cost per model: this kernel session and the whole log.
+        """
+        from IPython.display import display
+
+        from ..core import costs, log
+        from .log_tables import UsageRow, UsageTable
+
+        session = [UsageRow(m, u.requests, u.input_tokens, u.output_tokens, u.replayed)
+                   for m, u in costs.ledger.rows()]
+        lg = log.current()
+        whole = None
+        problem = None
+        if lg is not None:
+            try:
+                whole = [UsageRow(*row) for row in lg.usage()]
+            except log.LogUnusable as exc:
+                problem = exc.message
+        display(UsageTable(session, whole, lg.path if lg is not None else None, problem))
 
 
 def _check_providers(mapping: dict[str, Any], trait: str) -> None:

@@ -220,6 +220,7 @@ class ChatPanel(anywidget.AnyWidget):
             "images": [image_data_url(p) for p in reply.image_parts],
             "badge": footer(reply),
             "interrupted": reply.interrupted,
+            "provenance": reply.provenance,  # saved with the widget state
         }
         extra = [{"role": "error", "text": short_error(reply.error)}] if reply.error else []
         self.transcript = [*self.transcript, user, entry, *extra]

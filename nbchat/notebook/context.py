@@ -1,0 +1,51 @@
+"""Tells the core's log which notebook and cell a request comes from (`log.where_hook`).
+
+The notebook is `__session__`, which ipykernel sets from the `JPY_SESSION_NAME` that Jupyter
+Server gives a kernel (the notebook's path). The cell is the `cellId` that JupyterLab and
+Notebook 7 send with each execute request, or else the `cell_id` of the cell IPython runs (what
+`InteractiveShell.run_cell(..., cell_id=...)` was given). Other clients (nbclient) send none:
+the log then has no cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core import log
+
+_last_cell: str | None = None
+_installed: set[int] = set()
+
+
+def _remember(info: Any) -> None:
+    global _last_cell
+    _last_cell = getattr(info, "cell_id", None)
+
+
+def where() -> tuple[str | None, str | None]:
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is None:
+        return None, None
+    notebook = ip.user_ns.get("__session__")
+    cell = None
+    kernel = getattr(ip, "kernel", None)
+    if kernel is not None:
+        parent = kernel.get_parent() or {}
+        cell = (parent.get("metadata") or {}).get("cellId")
+    return (str(notebook) if notebook else None), (cell or _last_cell)
+
+
+def install(shell: Any = None) -> None:
+    """Point the core's log at this shell's notebook and cells (once per shell)."""
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None:
+        return
+    log.where_hook = where
+    if id(shell) not in _installed:
+        _installed.add(id(shell))
+        shell.events.register("pre_run_cell", _remember)
