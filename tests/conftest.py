@@ -12,7 +12,7 @@ from fakes import FakeProvider  # noqa: E402
 from nbchat.core import credentials, registry  # noqa: E402
 
 #: session fixtures for real loopback servers (llama_cpp.server: `llama_server`)
-pytest_plugins = ["servers"]
+pytest_plugins = ["servers", "faultserver"]
 
 
 @pytest.fixture
@@ -22,6 +22,18 @@ def fake():
     registry.register(provider)
     yield provider
     registry.unregister(provider.name)
+
+
+@pytest.fixture(autouse=True)
+def _configured_limits_reset():
+    """Limits set with `nbchat.core.http.configure` (and plain-http warnings given) last for
+    one test only."""
+    from nbchat.core import http, waits
+
+    yield
+    waits.reset()
+    http._settings.clear()
+    http._warned_hosts.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from fakes import FakeProvider
+from faultserver import DONE, sse_head, text_chunk
 from htmlcheck import hrefs, problems
 
 import nbchat
@@ -176,3 +177,17 @@ def test_last_expression_is_shown_once_in_ipython(two):
     finally:
         shell.display_pub.publish = publish  # type: ignore[method-assign]
         InteractiveShell.clear_instance()
+
+
+def test_a_column_that_waits_says_what_for(two, fault_server):
+    fa, _ = two
+    fa.enqueue("quick")
+    fault_server.script(1.3, sse_head(), text_chunk("slow", finish="stop"), DONE)
+    view = CompareView(["fa:echo", "openai:m"], base_url=fault_server.base)
+    sent: list[dict] = []
+    view.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    result = asyncio.run(view.arun("hi"))
+    status = [m for m in sent if m["type"] == "status"]
+    assert {"type": "status", "col": 1, "text": "waiting for openai, 1 s"} in status
+    assert status[-1] == {"type": "status", "col": 1, "text": ""}
+    assert result["openai:m"].text == "slow" and result["fa:echo"].text == "quick"

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+import nbchat
 from nbchat.core import http
 from nbchat.core.errors import (
     AuthenticationError,
@@ -161,6 +162,49 @@ def test_key_never_in_error_text():
     assert "nvapi-abcdefghijklmnop" not in str(err)
 
 
+@pytest.mark.parametrize("at", [250, 290, 296, 299, 480, 495])
+def test_a_key_where_an_error_body_is_cut_is_redacted_first(at):
+    key = "zz-cutme-Q7w2e9r4t6y8u1i3"  # a shape no pattern knows: only the registered value
+    remember_secret(key)
+    body = ("x" * at + f" Authorization: Bearer {key} " + "y" * 5000).encode()
+    for status in (400, 500):
+        err = http.error_from_response(status, body, {"content-type": "text/plain"},
+                                       provider="acme")
+        for text in (str(err), repr(err), err.body):
+            assert "zz-cut" not in text and "Q7w2e9" not in text and "i3 " not in text
+
+
+def test_a_key_to_plain_http_off_this_machine_gets_one_warning():
+    from nbchat.core.credentials import Secret
+
+    seen: list[str] = []
+
+    def handler(request):
+        seen.append(request.headers.get("authorization", ""))
+        return httpx.Response(200, json={})
+
+    async def get(url):
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        try:
+            await http.request_json(client, "GET", url, provider="acme",
+                                    auth=http.bearer_auth(Secret("zz-plain-123456")))
+        finally:
+            await client.aclose()
+
+    with pytest.warns(UserWarning, match=r"plain http:// to 10\.1\.2\.3") as caught:
+        run(get("http://10.1.2.3/v1/models"))
+        run(get("http://10.1.2.3/v1/models"))  # once per host
+    assert len(caught) == 1 and "zz-plain" not in str(caught[0].message)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of these may warn
+        for url in ("http://127.0.0.1:9/v1", "http://localhost/v1", "http://[::1]:8/v1",
+                    "https://api.example.test/v1"):
+            run(get(url))
+    assert seen == ["Bearer zz-plain-123456"] * 6
+
+
 def test_connect_error_is_retried_then_reported(sleeps):
     calls = []
 
@@ -176,7 +220,7 @@ def test_connect_error_is_retried_then_reported(sleeps):
 def test_transport_error_messages():
     req = httpx.Request("GET", URL)
     stall = http.transport_error(httpx.ReadTimeout("t", request=req), URL, "acme")
-    assert "stopped sending data" in str(stall) and "read_timeout" in str(stall)
+    assert "stopped sending data (nothing for 60 s)" in str(stall) and "'idle'" in str(stall)
     drop = http.transport_error(httpx.RemoteProtocolError("x", request=req), URL, "acme")
     assert "dropped" in str(drop)
 
@@ -207,29 +251,39 @@ def test_one_client_per_event_loop():
     assert a1 is not b1  # never shared across loops
 
 
-def test_new_timeouts_and_transports_get_new_clients(monkeypatch):
-    async def grab(transport=None):
-        return http.get_client(transport)
+def test_limits_ride_on_each_request_and_transports_get_their_own_clients():
+    seen = []
+
+    def handler(request):
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json={})
+
+    transport = httpx.MockTransport(handler)
 
     async def go():
-        first = await grab()
-        monkeypatch.setattr(http, "_settings", {"read": 0.5})
-        second = await grab()
-        other = await grab(httpx.MockTransport(lambda r: httpx.Response(200)))
-        return first, second, other
+        first = http.get_client()
+        http.configure(first_byte_timeout=0.5, idle_timeout=0.25, connect_timeout=2)
+        assert http.get_client() is first  # limits are per request, not per client
+        other = http.get_client(transport)
+        await http.request_json(other, "GET", URL, provider="acme")
+        return first, other
 
-    first, second, other = run(go())
-    assert first is not second and second.timeout.read == 0.5
-    assert other is not second
+    first, other = run(go())
+    assert other is not first
+    assert seen == [{"connect": 2.0, "read": 0.5, "write": 30.0, "pool": 30.0}]
 
 
 def test_configure_timeouts(monkeypatch):
-    monkeypatch.setattr(http, "_settings", {})
     monkeypatch.setenv("NBCHAT_READ_TIMEOUT", "7")
-    assert http.timeouts().read == 7
+    assert http.timeouts().first_byte == 7 and http.timeouts().idle == 7
     http.configure(read_timeout=3, connect_timeout=2, max_retries=0)
-    assert http.timeouts() == http.Timeouts(connect=2, read=3)
+    assert http.timeouts() == http.Timeouts(connect=2, first_byte=3, idle=3, total=600)
     assert http.retry_policy().max_retries == 0
+    http.configure(provider="acme", idle_timeout=9, total_timeout=20)
+    assert http.timeouts("acme") == http.Timeouts(connect=2, first_byte=3, idle=9, total=20)
+    assert http.timeouts("other").idle == 3
+    with pytest.raises(nbchat.errors.BadOption, match="positive number"):
+        http.configure(idle_timeout=-1)
 
 
 def test_409_after_retries_says_the_server_is_busy():

@@ -100,6 +100,58 @@ def test_numpy_arrays():
         to_image_part(np.zeros((2, 2, 2)))
 
 
+def _matplotlib_pixels(arr, **kw) -> np.ndarray:
+    """What matplotlib itself makes of an array (imsave, gray for scalar data), as uint8 RGB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    plt.imsave(buf, arr, format="png", **kw)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def test_arrays_scale_the_way_matplotlib_reads_them():
+    ramp = np.linspace(0, 1, 24).reshape(4, 6)
+    rgb01 = np.stack([ramp, ramp[::-1], np.full_like(ramp, 0.5)], axis=-1)
+    ours = np.asarray(to_pil(to_image_part(rgb01)).convert("RGB")).astype(int)
+    assert np.abs(ours - _matplotlib_pixels(rgb01)).max() <= 1  # floats 0..1
+    rgb255 = (rgb01 * 255).round().astype(np.int32)
+    ours = np.asarray(to_pil(to_image_part(rgb255)).convert("RGB")).astype(int)
+    assert np.abs(ours - _matplotlib_pixels(rgb255.astype(np.uint8))).max() <= 1
+    # (H, W) scalar data of any range is stretched from its minimum to its maximum
+    for scalar in (ramp * 255, ramp * 1000 - 300, (ramp * 4000).astype(np.int32)):
+        ours = np.asarray(to_pil(to_image_part(scalar)).convert("RGB")).astype(int)
+        theirs = _matplotlib_pixels(scalar, cmap="gray")
+        assert np.abs(ours - theirs).max() <= 2  # matplotlib's colormap has 256 steps
+
+
+def test_a_float_photo_holding_0_to_255_keeps_its_tones_or_is_refused():
+    ramp = np.linspace(0, 255, 64).reshape(8, 8)
+    gray = np.asarray(to_pil(to_image_part(ramp)))  # (H, W): stretched, not clipped
+    assert len(np.unique(gray)) > 32 and gray.min() == 0 and gray.max() == 255
+    rgb = np.stack([ramp] * 3, axis=-1)  # RGB floats outside 0..1: matplotlib would clip
+    with pytest.raises(BadOption, match=r"must be in 0\.\.1.*spans 0\.\.255.*arr / 255"):
+        to_image_part(rgb)
+
+
+def test_uint16_arrays_are_scaled_by_their_range():
+    ramp = np.linspace(0, 65535, 16).astype(np.uint16).reshape(4, 4)
+    gray = np.asarray(to_pil(to_image_part(ramp)))
+    assert gray[0, 0] == 0 and gray[-1, -1] == 255 and len(np.unique(gray)) == 16
+    rgb = np.stack([ramp, ramp, np.full_like(ramp, 32768)], axis=-1)
+    pixels = np.asarray(to_pil(to_image_part(rgb)).convert("RGB"))
+    assert pixels[0, 0].tolist() == [0, 0, 128] and pixels[-1, -1].tolist() == [255, 255, 128]
+
+
+def test_arrays_that_cannot_be_an_image_say_why():
+    with pytest.raises(BadOption, match="NaN"):
+        to_image_part(np.array([[0.0, np.nan]]))
+    with pytest.raises(BadOption, match="int64 values must be in 0..255"):
+        to_image_part(np.full((2, 2, 3), 1000, dtype=np.int64))
+
+
 def test_data_uris():
     uri = "data:image/png;base64," + base64.b64encode(encoded(RED, "PNG")).decode()
     assert to_image_part(uri) == parse_data_uri(uri)

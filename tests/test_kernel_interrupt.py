@@ -6,8 +6,13 @@ import queue
 import time
 
 import pytest
+from faultserver import DONE, STALL, sse_head, text_chunk
 
 jupyter_client = pytest.importorskip("jupyter_client")
+
+
+#: shell replies to requests other than the cell being run (see _run)
+OTHER_REPLIES: list[dict] = []
 
 
 def _run(kc, code: str, timeout: float = 120, on_output=None) -> tuple[list[dict], dict]:
@@ -29,8 +34,11 @@ def _run(kc, code: str, timeout: float = 120, on_output=None) -> tuple[list[dict
                 on_output(msg)
         if kind == "status" and msg["content"]["execution_state"] == "idle":
             break
-    reply = kc.get_shell_msg(timeout=30)
-    return outputs, reply["content"]
+    while True:  # the reply to this request; others (e.g. to comm_info) are kept aside
+        reply = kc.get_shell_msg(timeout=30)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return outputs, reply["content"]
+        OTHER_REPLIES.append(reply)
 
 
 def _markdown(outputs: list[dict]) -> str:
@@ -58,7 +66,9 @@ def test_interrupt_stops_generation_keeps_partial_reply_and_next_cell_works(kern
     interrupted_at: list[float] = []
 
     def interrupt_once(msg):
-        if not interrupted_at and msg["msg_type"] in ("display_data", "update_display_data"):
+        text = msg["content"].get("data", {}).get("text/markdown")  # reply text, not a status
+        if not interrupted_at and text and msg["msg_type"] in ("display_data",
+                                                                "update_display_data"):
             interrupted_at.append(time.monotonic())
             km.interrupt_kernel()
 
@@ -109,5 +119,50 @@ def test_a_message_arriving_during_a_sync_call_does_not_break_the_kernel(kernel)
     errors = [m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream"
               and m["content"]["name"] == "stderr"]
     assert not any("cannot enter context" in e for e in errors), errors
-    reply = kc.get_shell_msg(timeout=30)  # the comm_info request was answered
-    assert reply["msg_type"] == "comm_info_reply"
+    deadline = time.monotonic() + 30
+    while not any(r["parent_header"].get("msg_id") == sent[0] for r in OTHER_REPLIES):
+        assert time.monotonic() < deadline, "the comm_info request was not answered"
+        OTHER_REPLIES.append(kc.get_shell_msg(timeout=30))
+
+
+def test_sync_calls_from_a_thread_pool_in_a_kernel(kernel, fault_server):
+    _, kc = kernel
+    fault_server.script(sse_head(), text_chunk("a"), 0.2, text_chunk("b", finish="stop"), DONE)
+    _, status = _run(kc, (
+        "import nbchat\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        f"BASE = {fault_server.base!r}\n"
+        "def one(i):\n"
+        "    return nbchat.chat(f'q{i}', model='openai:m', base_url=BASE).text\n"
+        "with ThreadPoolExecutor(4) as pool:\n"
+        "    texts = list(pool.map(one, range(8)))\n"
+        "assert texts == ['ab'] * 8, texts\n"
+    ), timeout=60)
+    assert status["status"] == "ok", status
+
+
+def test_a_wait_shows_its_status_and_an_interrupt_ends_it_at_once(kernel, fault_server):
+    km, kc = kernel
+    fault_server.script(STALL)  # takes the request, never answers
+    _run(kc, "%load_ext nbchat")
+    interrupted_at: list[float] = []
+
+    def interrupt_on_status(msg):
+        html = msg["content"].get("data", {}).get("text/html", "")
+        if not interrupted_at and "waiting for openai" in html:
+            interrupted_at.append(time.monotonic())
+            km.interrupt_kernel()
+
+    outputs, status = _run(
+        kc, f"%%chat -m openai:m --base-url {fault_server.base}\nHi",
+        on_output=interrupt_on_status, timeout=30)
+    assert interrupted_at, "no status line appeared while the server kept silent"
+    assert time.monotonic() - interrupted_at[0] < 3
+    assert status["status"] == "error", status
+    # the status line was emptied, so no stale "waiting" stays in the saved notebook
+    [shown] = [m for m in outputs if m["msg_type"] == "display_data"
+               and "nbchat-status" in m["content"]["data"].get("text/html", "")]
+    did = shown["content"]["transient"]["display_id"]
+    updates = [m["content"]["data"] for m in outputs if m["msg_type"] == "update_display_data"
+               and m["content"]["transient"]["display_id"] == did]
+    assert updates[-1] == {"text/plain": ""}

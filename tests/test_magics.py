@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeProvider
+from faultserver import DONE, HOLD, STALL, sse_head, text_chunk
 from htmlcheck import problems, visible_text
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -161,6 +162,8 @@ def test_interrupt_stops_local_generation_and_next_cell_works(sh):
     seen: list[str] = []
 
     def interrupt_on_third_update(data, metadata=None, *, transient=None, update=False, **kw):
+        if "nbchat-status" in data.get("text/html", ""):
+            return  # a status line ("waiting for the first token ..."), not reply text
         seen.append(data.get("text/plain", "") + data.get("text/html", ""))
         if len(seen) == 3:
             _thread.interrupt_main()  # what a kernel interrupt does: SIGINT to the main thread
@@ -238,18 +241,38 @@ def test_no_stream_shows_once(sh, fake):
 
 def test_template_fills_variables(sh, fake):
     sh.ip.user_ns.update(who="Ada", data={"k": [1, 2]}, pi=3.14159)
-    sh.ok('%%chat -m fake:echo\nHi {who}! {data[k]} {pi:.2f} {who!r} {{who}} {"json": 1}')
-    assert fake.requests[-1].messages[-1].text == "Hi Ada! [1, 2] 3.14 'Ada' {who} {\"json\": 1}"
+    sh.ok('%%chat -m fake:echo\nHi {who}! {data[k]} {pi:.2f} {who!r} {"json": 1}')
+    assert fake.requests[-1].messages[-1].text == "Hi Ada! [1, 2] 3.14 'Ada' {\"json\": 1}"
 
 
-def test_template_unknown_name_is_named(sh, fake):
-    msg = sh.error("%%chat -m fake:echo\nHi {nobody_here}")
-    assert "nobody_here" in msg
+@pytest.mark.parametrize("cell", [
+    '{"a": 1, "c": {"d": null}}',  # JSON with nested braces
+    "{{ user.name }} and {{user}}",  # Jinja / Handlebars templates
+    "def f(x):\n    return {x: 1 for x in range(3)}\nf'{nobody_here}'",  # code
+    "Hi {nobody_here}, {a: 1}, {}",  # names that are not variables, spaces, empty braces
+])
+def test_braces_that_are_not_notebook_variables_are_sent_as_typed(sh, fake, cell):
+    sh.ip.user_ns.update(user="U", x=5, a=2)
+    sh.ok(f"%%chat -m fake:echo\n{cell}")
+    assert fake.requests[-1].messages[-1].text == cell
+
+
+def test_no_fill_sends_the_cell_exactly_as_typed(sh, fake):
+    sh.ip.user_ns.update(who="Ada")
+    sh.ok("%%chat -m fake:echo --no-fill\nHi {who}")
+    assert fake.requests[-1].messages[-1].text == "Hi {who}"
+
+
+def test_a_field_that_cannot_be_filled_says_why_before_sending(sh, fake):
+    sh.ip.user_ns.update(pi=3.14, data={})
+    for cell in ("{pi.nope}", "{data[missing]}", "{pi:zz}"):
+        msg = sh.error(f"%%chat -m fake:echo\nValue: {cell}")
+        assert cell in msg and "nothing was sent" in msg and "--no-fill" in msg
     assert fake.requests == []
 
 
 def test_fill_template_pure():
-    assert fill_template("{a}{{b}}", {"a": 1}) == "1{b}"
+    assert fill_template("{a}{{b}}{{a}}", {"a": 1, "b": 2}) == "1{{b}}{{a}}"
     with pytest.raises(UsageError, match="AttributeError"):
         fill_template("{a.nope}", {"a": 1})
 
@@ -592,3 +615,49 @@ def test_models_table_rows_pure():
         ("c:local", "c", "stream", "✅"),
     ]
     assert "<td>❌ set B_TOKEN</td>" in table._repr_html_() and "b:img" in repr(table)
+
+
+# ---- what the wire sends, as the cell shows it (loopback server: tests/faultserver.py) -------
+
+
+def test_a_wait_shows_a_status_line_that_is_emptied_when_the_reply_ends(sh, fault_server):
+    fault_server.script(1.3, sse_head(), text_chunk("Hello"), text_chunk(finish="stop"), DONE)
+    sh.ok(f"%%chat -m openai:m --base-url {fault_server.base}\nHi")
+    status = [m for m in sh.messages if "nbchat-status" in m["data"].get("text/html", "")]
+    assert status and "waiting for openai, 1 s" in status[0]["data"]["text/html"]
+    did = status[0]["transient"]["display_id"]
+    last = [m for m in sh.messages if m["transient"].get("display_id") == did][-1]
+    assert last["update"] and last["data"] == {"text/plain": ""}  # nothing stale is saved
+    assert "Hello" in sh.final_outputs()
+
+
+def test_timeouts_from_config_and_the_command_line(sh, fault_server):
+    fault_server.script(STALL)
+    sh.ok("%config ChatMagics.first_byte_timeout = 0.3")
+    msg = sh.error(f"%%chat -m openai:m --base-url {fault_server.base}\nHi")
+    assert "within 0.3 s" in msg and "first-byte timeout" in msg
+    fault_server.only(sse_head(), *[text_chunk("a"), 0.2] * 30, HOLD)
+    msg = sh.error(f"%%chat -m openai:m --base-url {fault_server.base} --timeout 0.7\nHi")
+    assert "stopped after 0.7 s" in msg and nbchat.last.text.startswith("aa")
+
+
+def test_reasoning_is_shown_collapsed_and_an_empty_answer_is_explained(sh, fault_server):
+    fault_server.script(sse_head(), text_chunk(reasoning_content="Hmm <script>x()</script>"),
+                        text_chunk(reasoning_content=" more."), text_chunk(finish="length"), DONE)
+    sh.ok(f"%%chat -m openai:m --base-url {fault_server.base}\nHi")
+    html = [m["data"].get("text/html", "") for m in sh.messages]
+    [thought] = [h for h in html if "<details" in h]
+    assert "<summary>Reasoning (3 words)</summary>" in thought
+    assert "Hmm &lt;script&gt;x()&lt;/script&gt; more." in thought and "<script>" not in thought
+    assert any("finish_reason: length" in h and "max_tokens" in h for h in html)
+    assert any("openai:m" in m for m in sh.markdown())  # the footer, even with no answer
+    assert nbchat.last.reasoning == "Hmm <script>x()</script> more." and nbchat.last.text == ""
+
+
+def test_an_emoji_split_across_chunks_reaches_the_cell_and_nbchat_last(sh, fault_server):
+    fault_server.script(sse_head(), text_chunk("Hi \ud83d"), text_chunk("\ude00"),
+                        text_chunk(finish="stop"), DONE)
+    sh.ok(f"%%chat -m openai:m --base-url {fault_server.base}\nHi")
+    assert nbchat.last.text == "Hi \U0001f600"
+    assert sh.final_outputs()[0] == "Hi \U0001f600"
+    json.dumps(sh.messages, ensure_ascii=False).encode("utf-8")  # what the kernel would send

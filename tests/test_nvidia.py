@@ -14,7 +14,7 @@ import nbchat
 from nbchat.core import registry
 from nbchat.core.errors import MissingKey, RateLimited, UnknownModel
 from nbchat.providers import nvidia
-from nbchat.providers.nvidia import NvidiaProvider, normalize_base_url
+from nbchat.providers.nvidia import MODELS, NvidiaProvider, normalize_base_url
 from nbchat.providers.protocols import nvcf, nvidia_genai
 
 WIRE = pathlib.Path(__file__).parent / "wire"
@@ -71,7 +71,20 @@ def test_hosted_streaming(nv):
     req = nv.requests[0]
     assert req.headers["authorization"] == f"Bearer {KEY}"
     body = json.loads(req.content)
-    assert body["max_completion_tokens"] == 64 and body["stream_options"]["include_usage"]
+    assert body["max_tokens"] == 64 and body["stream_options"]["include_usage"]
+
+
+@pytest.mark.parametrize("model", ["meta/llama-3.1-8b-instruct",
+                                   "mistralai/mistral-large-2-instruct",
+                                   "meta/llama-3.2-11b-vision-instruct"])
+def test_hosted_length_limit_goes_as_max_tokens_like_langchain_nvidia(nv, model):
+    recorded = json.loads((WIRE / "nvidia_hosted_request.json").read_text())
+    url = MODELS[model].endpoint or recorded["url"]
+    nv.add(url, sse("nvidia_stream.sse"))
+    nbchat.chat("Hi", model=f"nvidia:{model}", max_tokens=64)
+    body = json.loads(nv.requests[0].content)
+    assert "max_completion_tokens" not in body  # not every hosted model takes it
+    assert body == {**recorded["body"], "model": model}
 
 
 def test_self_hosted_nim_needs_no_key_and_gets_v1(nv, monkeypatch):

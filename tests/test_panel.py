@@ -6,9 +6,11 @@ import asyncio
 import base64
 import io
 import json
+import time
 
 import pytest
 from fakes import FakeProvider
+from faultserver import DONE, json_answer, sse_head, text_chunk
 
 from nbchat.core.errors import ProviderError
 from nbchat.core.types import ImagePart
@@ -335,3 +337,45 @@ def test_api_key_stays_out_of_widget_state_and_exports(fake):
     state = json.dumps({k: v for k, v in panel.get_state().items() if k != "_esm"})
     assert secret not in state and secret not in panel.to_json()
     assert secret not in panel.to_markdown() and secret not in repr(panel.conversation)
+
+
+# ---- waits and reasoning from the wire (loopback server: tests/faultserver.py) -------------
+
+
+def test_the_status_trait_shows_a_retry_wait_and_stop_ends_it_at_once(fault_server):
+    fault_server.script(json_answer(429, {"error": {"message": "slow"}}, Retry_After="30"))
+    panel = ChatPanel("openai:m", base_url=fault_server.base)
+    recording(panel)
+    seen: list[str] = []
+    panel.observe(lambda change: seen.append(change["new"]), names="status")
+
+    async def main():
+        panel.submit("hi")
+        while not panel.status:
+            await asyncio.sleep(0.02)
+        stopped = time.monotonic()
+        front_end(panel, {"type": "stop"})
+        await panel.wait()
+        return time.monotonic() - stopped
+
+    assert run(main()) < 1.0
+    assert seen[0] == "openai: rate limited (HTTP 429), retrying in 30 s"
+    assert panel.status == "" and not panel.busy
+
+
+def test_reasoning_and_the_empty_answer_note_reach_the_transcript(fault_server):
+    fault_server.script(sse_head(), text_chunk(reasoning_content="Thinking <b>hard</b>."),
+                        text_chunk(finish="length"), DONE)
+    panel = ChatPanel("openai:m", base_url=fault_server.base)
+    recording(panel)
+
+    async def main():
+        panel.submit("hi")
+        return await panel.wait()
+
+    reply = run(main())
+    entry = panel.transcript[-1]
+    assert entry["reasoning"] == reply.reasoning == "Thinking <b>hard</b>."
+    assert "finish_reason: length" in entry["note"] and entry["badge"]
+    md = panel.to_markdown()
+    assert "*Reasoning:*" in md and "&lt;b&gt;hard&lt;/b&gt;" in md and "<b>" not in md

@@ -117,7 +117,7 @@ def turn(model: str, prompt: str = "Tell me a joke", **options) -> Turn:
     provider, local = registry.resolve(model)
     settings = parse_settings(options)
     request = build_request(local, [], [Message.of("user", prompt)], settings, settings.system)
-    return Turn(provider, request, model, images=settings.images)
+    return Turn(provider, request, model, images=settings.images, timeouts=settings.timeout)
 
 
 def collect(model: str, prompt: str = "Tell me a joke", **options):
@@ -208,6 +208,27 @@ def test_create_via_model_then_stream_with_multiline_tokens(cloud):
         "stream": True,
     }
     assert cloud.seen[2].headers["accept"] == "text/event-stream"
+    # the stream host is an https host of Replicate's own domain: it gets the token
+    assert cloud.seen[2].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize("elsewhere", ["https://evil.example", "http://stream.replicate.com",
+                                       "https://replicate.com.evil.example"])
+def test_the_token_goes_only_to_replicates_own_hosts(cloud, elsewhere):
+    created = wire("replicate_prediction_starting.json")
+    created["urls"] = {k: v.replace("https://api.replicate.com", elsewhere)
+                       .replace("https://stream.replicate.com", elsewhere)
+                       for k, v in created["urls"].items()}
+    llama(cloud)
+    cloud.routes[f"POST {API}/models/meta/meta-llama-3-8b-instruct/predictions"] = [
+        httpx.Response(201, json=created)]
+    done = {**created, "status": "succeeded", "output": ["Why", " not?"]}
+    cloud.on("GET", f"{API}/predictions/{PID}", httpx.Response(200, json=done))
+    reply = collect("replicate:meta/meta-llama-3-8b-instruct")
+    assert reply.text == "Why not?"  # polled on the API's own host instead
+    hosts = {r.url.host for r in cloud.seen}
+    assert hosts == {"api.replicate.com"}  # a host the answer named is not contacted at all
+    assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in cloud.seen)
 
 
 def test_chunks_arrive_one_by_one(cloud):
@@ -235,6 +256,15 @@ def test_stop_sequence_cuts_and_cancels(cloud):
 
 def test_interrupt_cancels_the_prediction(cloud):
     llama(cloud)
+    recorded = (WIRE / "replicate_stream_llama3.txt").read_bytes()
+    first = recorded[: recorded.index(b"\n\n") + 2]
+
+    async def still_running():  # the first output event, then a prediction that goes on
+        yield first
+        await asyncio.Event().wait()
+
+    cloud.routes[f"GET https://stream.replicate.com{STREAM_PATH}"] = [httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=still_running())]
     it = iterate_sync(turn("replicate:meta/meta-llama-3-8b-instruct").text_chunks())
     assert next(it) == "Why"
     it.close()
@@ -255,7 +285,8 @@ def test_create_via_version_with_prefer_wait_and_image_url_output(cloud):
     reply = collect(f"replicate:{SDXL}", "an astronaut riding a unicorn", seed=1234,
                     input={"width": 768, "height": 768})
     create = cloud.seen[1]
-    assert create.url.path == "/v1/predictions" and create.headers["prefer"] == "wait"
+    # Replicate answers within 55 s, before our own 60 s first-byte limit runs out
+    assert create.url.path == "/v1/predictions" and create.headers["prefer"] == "wait=55"
     assert cloud.body(1) == {"input": {"prompt": "an astronaut riding a unicorn", "seed": 1234,
                                        "width": 768, "height": 768},
                              "version": SDXL.split(":")[1]}
@@ -265,6 +296,24 @@ def test_create_via_version_with_prefer_wait_and_image_url_output(cloud):
     assert reply.images[0].getpixel((0, 0)) == (10, 200, 30)
     assert reply.image_parts[0].url.startswith("https://replicate.delivery/")
     assert reply.text == ""
+
+
+def test_prefer_wait_follows_the_first_byte_limit(cloud):
+    sdxl(cloud, "replicate_prediction_sdxl_succeeded.json")
+    collect(f"replicate:{SDXL}", "cat", timeout={"first_byte": 20})
+    assert cloud.seen[1].headers["prefer"] == "wait=15"
+    collect(f"replicate:{SDXL}", "cat", timeout={"first_byte": 300})
+    assert cloud.seen[-2].headers["prefer"] == "wait"
+
+
+def test_prefer_wait_answered_processing_with_output_is_the_result(cloud):
+    # the wait ran out as the model finished: status "processing", output already there
+    sdxl(cloud, "replicate_prediction_sdxl_processing_with_output.json",
+         polls=("replicate_prediction_sdxl_failed.json",))  # polling again would fail
+    reply = collect(f"replicate:{SDXL}", "cat")
+    assert f"GET /v1/predictions/{PID}" not in cloud.calls("GET")
+    assert len(reply.images) == 1 and reply.error is None and reply.finish_reason == "stop"
+    assert not [c for c in cloud.calls() if c.endswith("/cancel")]
 
 
 def test_polls_until_succeeded(cloud):

@@ -1,11 +1,16 @@
-"""The sync bridge: run the async core from sync code, in or out of a running event loop.
+"""The sync bridge: run the async core from sync code, from any thread, in or out of a loop.
 
-Outside a loop, nbchat keeps one private loop in the calling thread (so connection pools
-live across calls). Inside a running loop (a Jupyter kernel) the loop cannot be re-entered
-safely: nest_asyncio would do it, but then the kernel's own message handlers step inside
-the nested run, and ipykernel 7 fails with "cannot enter context ... already entered"
-whenever a message (a widget event, a comm request) arrives during a sync call. So there
-the core runs on a dedicated loop thread and the caller waits on it.
+In the main thread outside a loop (a plain script), nbchat keeps one private loop there (so
+connection pools live across calls, and Ctrl-C lands in the loop it interrupts). Everywhere
+else the core runs on one dedicated loop thread and the caller waits on it:
+- inside a running loop (a Jupyter kernel) the loop cannot be re-entered safely: nest_asyncio
+  would do it, but then the kernel's own message handlers step inside the nested run, and
+  ipykernel 7 fails with "cannot enter context ... already entered" whenever a message (a
+  widget event, a comm request) arrives during a sync call;
+- in any other thread (a `ThreadPoolExecutor`'s workers, in a script or in a kernel), a loop
+  shared between threads would be run by two of them at once ("This event loop is already
+  running"), and a loop per thread would be left open when its thread ends. Calls from many
+  threads run concurrently on the loop thread.
 
 Cancellation propagates either way: a KeyboardInterrupt while waiting cancels the task,
 which closes the provider's stream, and the interrupt is re-raised once it has closed.
@@ -59,7 +64,8 @@ def _close_private(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def worker_loop() -> asyncio.AbstractEventLoop:
-    """The loop thread used for sync calls made while another loop runs (started once)."""
+    """The loop thread for sync calls made off the main thread or while a loop runs
+    (started once)."""
     global _worker
     with _lock:
         if _worker is None or _worker.is_closed():
@@ -101,7 +107,16 @@ def _submit(coro: Coroutine[Any, Any, T]) -> tuple[asyncio.Task[T], threading.Ev
     return started.get(), finished
 
 
+def _refuse_on_loop_thread(coro: Any) -> None:
+    if _worker is not None and threading.current_thread().name == "nbchat-bridge":
+        getattr(coro, "close", lambda: None)()
+        raise RuntimeError(
+            "a sync nbchat call inside nbchat's own loop thread would wait for itself; "
+            "use the async twin (await nbchat.achat(...))")
+
+
 def _run_on_worker(coro: Coroutine[Any, Any, T]) -> T:
+    _refuse_on_loop_thread(coro)
     task, finished = _submit(coro)
     loop = worker_loop()
     try:
@@ -114,11 +129,16 @@ def _run_on_worker(coro: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
+def _here() -> bool:
+    """Whether to run in this thread's private loop: the main thread, no loop running."""
+    return threading.current_thread() is threading.main_thread() and not _in_running_loop()
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code."""
-    if _in_running_loop():
-        return _run_on_worker(coro)
-    return _run_here(_private_loop(), coro)
+    """Run a coroutine to completion from sync code (any thread)."""
+    if _here():
+        return _run_here(_private_loop(), coro)
+    return _run_on_worker(coro)
 
 
 async def _next(agen: AsyncIterator[T]) -> T:
@@ -129,10 +149,10 @@ _DONE = object()
 
 
 def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
-    """Iterate an async iterator from sync code; closing or interrupting closes it."""
-    if _in_running_loop():
-        return _iterate_on_worker(agen)
-    return _iterate_here(agen)
+    """Iterate an async iterator from sync code (any thread); closing or interrupting closes it."""
+    if _here():
+        return _iterate_here(agen)
+    return _iterate_on_worker(agen)
 
 
 def _iterate_here(agen: AsyncIterator[T]) -> Iterator[T]:
@@ -155,6 +175,7 @@ def _iterate_here(agen: AsyncIterator[T]) -> Iterator[T]:
 
 def _iterate_on_worker(agen: AsyncIterator[T]) -> Iterator[T]:
     """A pump task on the worker loop feeds a thread-safe queue; no loop hop per item."""
+    _refuse_on_loop_thread(agen)
     items: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     async def pump() -> None:

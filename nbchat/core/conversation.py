@@ -136,6 +136,7 @@ class Conversation:
             api_key=settings.api_key,
             max_cost=settings.max_cost,
             spent=costs.spent(self.replies) if settings.max_cost is not None else 0.0,
+            timeouts=settings.timeout,
         )
 
     async def asend(self, prompt: Any, **options: Any) -> Reply:

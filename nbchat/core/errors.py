@@ -15,13 +15,20 @@
     │   ├── ContextTooLong       the prompt does not fit
     │   └── ServiceGone          an endpoint that no longer exists (Anyscale's shared URL)
     ├── ConnectionFailed       could not reach the host, the connection dropped, or it stalled
+    │   └── TimedOut             a limit of `Timeouts` ran out (which one: `.limit`, `.seconds`)
     ├── ProtocolError          the peer sent something we cannot parse (malformed SSE, HTML)
     ├── ReplayMiss             strict replay: no logged reply for this request
     └── ReplyNotJSON           reply.json on a reply that is not JSON (also a ValueError)
 
 A stopped stream is not an error: its `Reply` is kept with `interrupted=True`.
 
-A message never contains an API key: `redact()` is applied to every provider-supplied text.
+Every error raised by a turn carries what arrived before it: `partial_text` (the text so far,
+"" if none) and `reply` (the `Reply` as it stood). A provider's message longer than
+`MESSAGE_LIMIT` characters is shown as its head; the whole text stays on `full_message`
+(and a provider's body on `ProviderError.body`).
+
+A message never contains an API key: `redact()` is applied to every provider-supplied text,
+before it is cut.
 """
 
 from __future__ import annotations
@@ -29,6 +36,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .types import Reply
+
+#: characters of a message shown; the rest is kept on the exception
+MESSAGE_LIMIT = 600
 
 _KEY_PATTERNS = [
     re.compile(r"nvapi-[A-Za-z0-9_\-]{6,}"),
@@ -56,11 +70,27 @@ def redact(text: str) -> str:
     return text
 
 
+def shorten(text: str, limit: int = MESSAGE_LIMIT, where: str = "full_message") -> str:
+    """`text` cut to about `limit` characters, saying how much was left out and where it is."""
+    if len(text) <= limit:
+        return text
+    rest = len(text) - limit
+    return f"{text[:limit].rstrip()} … [{rest:,} more characters in the error's .{where}]"
+
+
 class NbchatError(Exception):
-    """Base of every nbchat error."""
+    """Base of every nbchat error.
+
+    `partial_text` and `reply` are set by the turn that raised it (see the module docstring).
+    """
+
+    partial_text: str = ""
+    reply: Reply | None = None
 
     def __init__(self, message: str = "") -> None:
-        super().__init__(redact(message))
+        text = redact(message)
+        self.full_message = text
+        super().__init__(shorten(text))
 
     @property
     def message(self) -> str:
@@ -118,6 +148,8 @@ class ProviderUnavailable(NbchatError):
 
 
 class ProviderError(NbchatError):
+    """The provider said no. `body` is its whole answer (redacted) when the message is a head."""
+
     def __init__(
         self,
         message: str,
@@ -125,10 +157,12 @@ class ProviderError(NbchatError):
         status: int | None = None,
         provider: str = "",
         partial_text: str = "",
+        body: str | None = None,
     ) -> None:
         self.status = status
         self.provider = provider
         self.partial_text = partial_text
+        self.body = redact(body) if body is not None else None
         where = f"{provider} " if provider else ""
         code = f"HTTP {status}: " if status else ""
         super().__init__(f"{where}error: {code}{message}")
@@ -139,9 +173,9 @@ class AuthenticationError(ProviderError):
 
 
 class RateLimited(ProviderError):
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         self.retry_after = retry_after
-        super().__init__(message, **kw)  # type: ignore[arg-type]
+        super().__init__(message, **kw)
 
 
 class ContextTooLong(ProviderError):
@@ -154,6 +188,17 @@ class ServiceGone(ProviderError):
 
 class ConnectionFailed(NbchatError):
     pass
+
+
+class TimedOut(ConnectionFailed):
+    """A wait ran past one of the limits of `nbchat.core.waits.Timeouts`.
+
+    `limit` is its name ("connect", "first_byte", "idle" or "total"); `seconds` its value."""
+
+    def __init__(self, message: str, *, limit: str, seconds: float) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        super().__init__(message)
 
 
 class ProtocolError(NbchatError):

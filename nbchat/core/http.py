@@ -4,31 +4,37 @@
   kernel's loop or the bridge's private loop); a client is never shared across loops.
 - `open_stream(...)` sends a request and returns the response with headers read and the body
   not yet consumed, retrying 408/409/429/5xx and connection failures before any byte of the
-  body was handed on (so retries never repeat text the user saw).
+  body was handed on (so retries never repeat text the user saw). Each retry wait is shown as
+  the turn's status ("rate limited (HTTP 429), retrying in 20 s") and fits the total budget.
 - `error_from_response(...)` maps all three error body shapes (`{"error": {...}}`, flat
-  `{"message": ...}`, problem-details `{"title", "detail"}`) and HTML pages to core errors.
+  `{"message": ...}`, problem-details `{"title", "detail"}`) and HTML pages to core errors;
+  a long body is shown as its head (redacted first) and kept whole on the error's `.body`.
 - `transport_error(...)` turns httpx's connection/timeout errors into `ConnectionFailed`.
 - `BearerAuth` / `bearer_auth(secret)` put `Authorization: Bearer <key>` on a request: the one
   place where a key's plain value is read (`nbchat.core.credentials.Secret.get`).
 
-Timeouts come from `NBCHAT_CONNECT_TIMEOUT` / `NBCHAT_READ_TIMEOUT` (seconds) or `configure()`.
+Limits (connect, first byte, idle, total) are described in `nbchat.core.waits`; set them with
+`configure(...)` (for all providers or one), the environment, or per call (`timeout=`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import ipaddress
 import json
-import os
 import random
 import time
+import warnings
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from . import waits
 from .credentials import Secret
 from .errors import (
     AuthenticationError,
@@ -38,8 +44,11 @@ from .errors import (
     ProtocolError,
     ProviderError,
     RateLimited,
+    TimedOut,
     redact,
+    shorten,
 )
+from .waits import Timeouts
 
 __all__ = [
     "RETRY_STATUSES",
@@ -47,6 +56,8 @@ __all__ = [
     "RetryPolicy",
     "Timeouts",
     "bearer_auth",
+    "is_loopback",
+    "same_site",
     "configure",
     "error_from_response",
     "get_client",
@@ -62,16 +73,13 @@ __all__ = [
     "transport_error",
 ]
 
+T = TypeVar("T")
+
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529})
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    connect: float = 10.0
-    read: float = 120.0  # the longest silence allowed inside a stream
-
-    def httpx(self) -> httpx.Timeout:
-        return httpx.Timeout(connect=self.connect, read=self.read, write=30.0, pool=30.0)
+#: characters of a provider's error text shown in the message; the whole body stays on `.body`
+BODY_HEAD = 500
+#: write and pool limits, which users have no reason to tune
+WRITE_TIMEOUT = POOL_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -85,37 +93,38 @@ class RetryPolicy:
     statuses: frozenset[int] = RETRY_STATUSES
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
-_settings: dict[str, Any] = {}
+_settings: dict[str, Any] = {}  # "max_retries": int
 
 
 def configure(
     *,
     connect_timeout: float | None = None,
+    first_byte_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    total_timeout: float | None = None,
     read_timeout: float | None = None,
     max_retries: int | None = None,
+    provider: str | None = None,
 ) -> None:
-    """Change timeouts / retries for new requests (all providers)."""
-    if connect_timeout is not None:
-        _settings["connect"] = float(connect_timeout)
-    if read_timeout is not None:
-        _settings["read"] = float(read_timeout)
+    """Change limits (seconds) and retries for new requests, for all providers or one.
+
+    `read_timeout` is the older name for first_byte_timeout and idle_timeout together.
+    Raises `BadOption` for a limit that is not a positive number.
+    """
+    spec: dict[str, float] = {}
+    for name, value in (("connect", connect_timeout), ("first_byte", first_byte_timeout),
+                        ("idle", idle_timeout), ("total", total_timeout),
+                        ("first_byte", read_timeout), ("idle", read_timeout)):
+        if value is not None:
+            spec.setdefault(name, value)
+    waits.configure(waits.parse_timeout(spec), provider)
     if max_retries is not None:
         _settings["max_retries"] = int(max_retries)
-    _clients.clear()
 
 
-def timeouts() -> Timeouts:
-    return Timeouts(
-        connect=_settings.get("connect", _env_float("NBCHAT_CONNECT_TIMEOUT", 10.0)),
-        read=_settings.get("read", _env_float("NBCHAT_READ_TIMEOUT", 120.0)),
-    )
+def timeouts(provider: str | None = None) -> Timeouts:
+    """The configured limits for `provider` (or for all), before any per-call `timeout=`."""
+    return waits.configured(provider)
 
 
 def retry_policy() -> RetryPolicy:
@@ -124,12 +133,19 @@ def retry_policy() -> RetryPolicy:
     return RetryPolicy()
 
 
+def httpx_timeout(limits: Timeouts) -> httpx.Timeout:
+    """httpx's own limits for one request. Its read limit is a backstop for a body that goes
+    silent outside a turn; in a turn the idle limit is enforced on whole records."""
+    reads = [x for x in (limits.first_byte, limits.idle) if x is not None]
+    return httpx.Timeout(connect=limits.connect, read=max(reads) if reads else None,
+                         write=WRITE_TIMEOUT, pool=POOL_TIMEOUT)
+
+
 # ---- clients ------------------------------------------------------------------------------
 
-# loop -> {(transport, timeouts): client}; a closed loop's clients go with it
-_ClientKey = tuple[httpx.AsyncBaseTransport | None, Timeouts]
+# loop -> {transport: client}; a closed loop's clients go with it. Limits are set per request.
 _clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[_ClientKey, httpx.AsyncClient]
+    asyncio.AbstractEventLoop, dict[httpx.AsyncBaseTransport | None, httpx.AsyncClient]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -137,17 +153,15 @@ def get_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Async
     """The client for the running loop (and transport: tests pass an `httpx.MockTransport`)."""
     loop = asyncio.get_running_loop()
     per_loop = _clients.setdefault(loop, {})
-    limits = timeouts()
-    key = (transport, limits)  # new timeouts take effect at once
-    client = per_loop.get(key)
+    client = per_loop.get(transport)
     if client is None or client.is_closed:
         client = httpx.AsyncClient(
             transport=transport,
-            timeout=limits.httpx(),
+            timeout=httpx_timeout(timeouts()),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             headers={"User-Agent": "nbchat"},
         )
-        per_loop[key] = client
+        per_loop[transport] = client
     return client
 
 
@@ -158,22 +172,83 @@ class BearerAuth(httpx.Auth):
     """httpx auth that sends `Authorization: Bearer <key>` (the OpenAI wire's scheme, used by
     every keyed provider here). The header is written straight onto the outgoing request, so
     no nbchat frame holds it in a local; httpx shows `Authorization` as `[secure]` in a
-    `Headers` repr. On a redirect to another host httpx drops the header."""
+    `Headers` repr. On a redirect to another host httpx drops the header.
 
-    def __init__(self, secret: Secret) -> None:
+    `only(url)`, when given, decides which URLs may carry the key (a provider whose answers
+    name further URLs, e.g. Replicate's `urls.stream`, sends it to its own hosts only). A key
+    about to go over plain `http://` to a host that is not loopback gets a one-line warning
+    (once per host), since anyone on the way can read it."""
+
+    def __init__(self, secret: Secret, only: Callable[[httpx.URL], bool] | None = None) -> None:
         self.secret = secret
+        self.only = only
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = "Bearer " + self.secret.get()
+        if self.only is None or self.only(request.url):
+            if request.url.scheme == "http":
+                warn_plain_http(request.url.host)
+            request.headers["Authorization"] = "Bearer " + self.secret.get()
         yield request
 
     def __repr__(self) -> str:
         return "BearerAuth(Secret('***'))"
 
 
-def bearer_auth(secret: Secret | None) -> BearerAuth | None:
-    """`BearerAuth` for a key, or None (no header) when there is none."""
-    return BearerAuth(secret) if secret is not None else None
+def bearer_auth(secret: Secret | None,
+                only: Callable[[httpx.URL], bool] | None = None) -> BearerAuth | None:
+    """`BearerAuth` for a key (sent only where `only(url)` allows, if given), or None (no
+    header) when there is none."""
+    return BearerAuth(secret, only) if secret is not None else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
+            ".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_warned_hosts: set[str] = set()
+
+
+def warn_plain_http(host: str) -> None:
+    """One line, once per host, when a key is about to travel unencrypted off this machine."""
+    if is_loopback(host) or host in _warned_hosts:
+        return
+    _warned_hosts.add(host)
+    warnings.warn(
+        f"nbchat: an API key is being sent over plain http:// to {host}, where anyone on the "
+        "network can read it; use an https:// base URL", UserWarning, stacklevel=2)
+
+
+def same_site(base_url: str, *, https_subdomains: bool = False) -> Callable[[httpx.URL], bool]:
+    """A test for URLs that may carry the key of the API at `base_url`: the same scheme, host
+    and port; with `https_subdomains`, also https hosts of its own domain (`stream.replicate.com`
+    for `api.replicate.com`: the domain is the host without its first label)."""
+    api = httpx.URL(base_url)
+    labels = api.host.split(".")
+    domain = ".".join(labels[1:]) if https_subdomains and len(labels) >= 3 and \
+        not _is_ip(api.host) else None
+
+    def allowed(url: httpx.URL) -> bool:
+        if (url.scheme, url.host, url.port) == (api.scheme, api.host, api.port):
+            return True
+        return domain is not None and url.scheme == "https" and (
+            url.host == domain or url.host.endswith("." + domain))
+
+    return allowed
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
 
 
 # ---- retries ------------------------------------------------------------------------------
@@ -253,6 +328,11 @@ def is_context_error(message: str, code: Any = None) -> bool:
     return code == "context_length_exceeded" or any(w in low for w in _CONTEXT_WORDS)
 
 
+def body_text(body: bytes) -> str:
+    """An error body as text, keys redacted (before any cut, so no key is cut in half)."""
+    return redact(body.decode("utf-8", "replace"))
+
+
 def error_from_response(
     status: int,
     body: bytes,
@@ -262,7 +342,10 @@ def error_from_response(
     key_env: str | None = None,
     html_error: Callable[[int, bytes], NbchatError] | None = None,
 ) -> NbchatError:
-    """A core error for an HTTP error response, with the provider's own message."""
+    """A core error for an HTTP error response, with the provider's own message.
+
+    The message shows at most `BODY_HEAD` characters of the provider's text; the whole body
+    (redacted) is kept on the error's `.body`."""
     ctype = headers.get("content-type", "")
     if _looks_html(body, ctype):
         if html_error is not None:
@@ -272,6 +355,7 @@ def error_from_response(
             "check the base URL (it should be the API root, usually ending in /v1)"
         )
     code = None
+    text = body_text(body)
     try:
         data = json.loads(body) if body else None
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
@@ -280,9 +364,10 @@ def error_from_response(
             code = data.get("code")
         message = message_of(data) if data is not None else None
     except ValueError:
-        message = body[:300].decode("utf-8", "replace").strip() or None
-    message = redact(message or httpx.codes.get_reason_phrase(status) or "error")
-    kw: dict[str, Any] = {"status": status, "provider": provider}
+        message = text.strip() or None
+    message = shorten(redact(message or httpx.codes.get_reason_phrase(status) or "error"),
+                      BODY_HEAD, "body")
+    kw: dict[str, Any] = {"status": status, "provider": provider, "body": text}
     if status in (401, 403):
         hint = f" (check {key_env})" if key_env else " (check the API key)"
         return AuthenticationError(message + hint, **kw)
@@ -304,6 +389,33 @@ def error_from_response(
     return ProviderError(message, **kw)
 
 
+def bare_body_error(body: bytes, provider: str, status: int = 200) -> NbchatError:
+    """An event stream that held no event at all: what the server sent instead, as an error
+    (a JSON error object becomes the server's message; HTML or other text is shown in part)."""
+    if _looks_html(body, ""):
+        return ProtocolError(
+            f"{provider} answered with an HTML page instead of an event stream; check the "
+            "base URL")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    message = message_of(data) if isinstance(data, dict) else None
+    if message is None:
+        return ProtocolError(
+            f"{provider} answered with an event stream holding no events: "
+            f"{body_text(body)[:200]!r}; check the base URL and the server's logs")
+    err = data.get("error") if isinstance(data, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    text = shorten(redact(message), BODY_HEAD, "body")
+    kw: dict[str, Any] = {"provider": provider, "body": body_text(body),
+                          "status": code if isinstance(code, int) else None}
+    if is_context_error(text, code):
+        return ContextTooLong(text + " (shorten the prompt or the history, or lower max_tokens)",
+                              **kw)
+    return ProviderError(text, **kw)
+
+
 def _json_field(body: bytes, name: str) -> Any:
     try:
         data = json.loads(body)
@@ -312,30 +424,50 @@ def _json_field(body: bytes, name: str) -> Any:
     return data.get(name) if isinstance(data, dict) else None
 
 
-def transport_error(exc: BaseException, url: str | httpx.URL, provider: str) -> ConnectionFailed:
+def transport_error(
+    exc: BaseException, url: str | httpx.URL, provider: str, *, attempts: int = 1,
+    limits: Timeouts | None = None,
+) -> ConnectionFailed:
     """A short, actionable error for a connection that failed, dropped or stalled."""
     try:
         host = httpx.URL(str(url)).host or "the host"
     except httpx.InvalidURL:
         host = "the host"
+    limits = limits or waits.limits(provider)
+    tries = f" ({attempts} attempts)" if attempts > 1 else ""
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
-        msg = (f"{provider}: the URL is not a valid http:// or https:// address; "
-               "check the base URL")
-    elif isinstance(exc, httpx.ConnectTimeout):
-        msg = f"{provider}: timed out connecting to {host}; check the base URL and the network"
-    elif isinstance(exc, httpx.ConnectError):
-        msg = (f"{provider}: could not connect to {host}; is the server running and the "
-               "base URL right?")
+        return ConnectionFailed(f"{provider}: the URL is not a valid http:// or https:// "
+                                "address; check the base URL")
+    if isinstance(exc, httpx.ConnectTimeout):
+        return TimedOut(
+            f"{provider}: could not connect to {host} within {limits.connect:g} s "
+            f"(connect timeout){tries}; check the base URL and the network",
+            limit="connect", seconds=limits.connect or 0)
+    if isinstance(exc, httpx.ConnectError):
+        msg = (f"{provider}: could not connect to {host}{tries}; is the server running and "
+               "the base URL right?")
     elif isinstance(exc, httpx.ReadTimeout):
-        msg = (f"{provider}: {host} stopped sending data (no bytes for {timeouts().read:g} s); "
-               "try again, or raise the limit with nbchat.core.http.configure(read_timeout=...)")
+        read = httpx_timeout(limits).read or 0
+        return TimedOut(
+            f"{provider}: {host} stopped sending data (nothing for {read:g} s); try again, or "
+            "allow longer with timeout={'idle': ...}", limit="idle", seconds=read)
     elif isinstance(exc, httpx.TimeoutException):
-        msg = f"{provider}: request to {host} timed out; try again"
+        msg = f"{provider}: request to {host} timed out{tries}; try again"
     elif isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        msg = f"{provider}: the connection to {host} dropped before the reply finished; try again"
+        msg = (f"{provider}: the connection to {host} dropped before the reply finished"
+               f"{tries}; try again")
     else:
         msg = f"{provider}: request to {host} failed ({type(exc).__name__}); try again"
     return ConnectionFailed(msg)
+
+
+def first_byte_error(url: str, provider: str, seconds: float) -> TimedOut:
+    host = httpx.URL(url).host or "the host"
+    return TimedOut(
+        f"{provider}: no answer from {host} within {seconds:g} s of sending the request "
+        "(first-byte timeout; not retried). Try again, or allow longer with "
+        "timeout={'first_byte': ...} or %config ChatMagics.first_byte_timeout",
+        limit="first_byte", seconds=seconds)
 
 
 # ---- sending ------------------------------------------------------------------------------
@@ -344,6 +476,50 @@ def transport_error(exc: BaseException, url: str | httpx.URL, provider: str) -> 
 async def sleep(seconds: float) -> None:
     """Wait between retries or polls; a seam: tests record the delays instead of waiting."""
     await asyncio.sleep(seconds)
+
+
+async def retry_wait(reason: str, delay: float) -> None:
+    """Wait `delay` s before a retry, shown as the turn's status ("..., retrying in 3 s")."""
+    waits.retrying(reason, delay)
+    await sleep(delay)
+
+
+async def within(aw: Awaitable[T], seconds: float, error: Callable[[], BaseException]) -> T:
+    """`await aw`, or raise `error()` after `seconds`.
+
+    Not `asyncio.wait_for`: before Python 3.12 it can swallow a cancellation (a Stop) that
+    arrives as the awaited request completes. Here the timer cancels this task itself, and
+    only a cancellation of its own making becomes the error."""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+
+    def fire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(seconds, fire)
+    try:
+        return await aw
+    except asyncio.CancelledError:
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if not fired or (uncancel is not None and uncancel() > 0):
+            raise  # someone else cancelled (a Stop): that wins
+        raise error() from None
+    finally:
+        handle.cancel()
+
+
+def fits_budget(delay: float) -> bool:
+    """Whether a wait of `delay` s leaves time in the turn's total budget for another try."""
+    w = waits.current()
+    left = w.remaining() if w is not None else None
+    return left is None or delay < left
+
+
+_RETRIED_TRANSPORT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
+                      httpx.ReadError, httpx.WriteError, httpx.PoolTimeout)
 
 
 async def open_stream(
@@ -365,48 +541,84 @@ async def open_stream(
 
     `auth` (e.g. `bearer_auth(endpoint.api_key)`) adds the credentials; `key_env` names the
     variable a 401/403 message tells the user to check. Retries retryable statuses and
-    connection failures (`policy`, default `retry_policy()`); raises `ProviderError` and its
-    subclasses for an HTTP error (`error_from_response`), `ConnectionFailed` for a transport
-    failure. `accept_status` lets a caller take a non-2xx status itself (e.g. NVIDIA's 202).
+    connection failures (`policy`, default `retry_policy()`) within the turn's total budget;
+    raises `ProviderError` and its subclasses for an HTTP error (`error_from_response`),
+    `ConnectionFailed` for a transport failure (`TimedOut` when a limit ran out).
+    `accept_status` lets a caller take a non-2xx status itself (e.g. NVIDIA's 202).
     """
     policy = policy or retry_policy()
+    limits = waits.limits(provider)
     if json_body is not None:
         content = json.dumps(json_body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
     attempt = 0
     while True:
         try:
-            request = client.build_request(method, url, content=content, headers=headers)
-            response = await client.send(request, stream=True, auth=auth)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout,
-                httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
-                httpx.PoolTimeout) as exc:
-            if attempt < policy.max_retries:
-                await sleep(retry_delay(attempt, {}, policy))
+            request = client.build_request(method, url, content=content, headers=headers,
+                                           timeout=httpx_timeout(limits))
+            waits.waiting()
+            first_byte = limits.first_byte
+            if first_byte is None:
+                response = await client.send(request, stream=True, auth=auth)
+            else:
+                response = await within(client.send(request, stream=True, auth=auth), first_byte,
+                                        functools.partial(first_byte_error, url, provider,
+                                                          first_byte))
+        except _RETRIED_TRANSPORT as exc:
+            delay = retry_delay(attempt, {}, policy)
+            if attempt < policy.max_retries and fits_budget(delay):
+                await retry_wait(f"{provider}: {_short_transport(exc)}", delay)
                 attempt += 1
                 continue
-            raise transport_error(exc, url, provider) from None
+            raise transport_error(exc, url, provider, attempts=attempt + 1,
+                                  limits=limits) from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. a bad URL: not retried
-            raise transport_error(exc, url, provider) from None
+            raise transport_error(exc, url, provider, limits=limits) from None
         status = response.status_code
         if status < 300 or (accept_status is not None and accept_status(status)):
+            waits.receiving()
             return response
-        try:
-            body = await response.aread()
-        except httpx.HTTPError:
-            body = b""
-        finally:
-            await response.aclose()
+        # built by a helper, so no local here holds the body (a server may echo the key in
+        # it, and tools that print a traceback's locals would show it)
+        error = await _error_of(response, provider, key_env, html_error)
         after = parse_retry_after(response.headers)
         if (status in policy.statuses and attempt < policy.max_retries
                 and (after is None or after <= policy.max_retry_after)):
-            await sleep(retry_delay(attempt, response.headers, policy))
-            attempt += 1
-            continue
-        raise error_from_response(
-            status, body, response.headers, provider=provider, key_env=key_env,
-            html_error=html_error,
-        )
+            delay = retry_delay(attempt, response.headers, policy)
+            if fits_budget(delay):
+                await retry_wait(_retry_reason(provider, status), delay)
+                attempt += 1
+                continue
+        raise error
+
+
+async def _error_of(response: httpx.Response, provider: str, key_env: str | None,
+                    html_error: Callable[[int, bytes], NbchatError] | None) -> NbchatError:
+    """Read an error response's body, close it, and make the core error for it."""
+    try:
+        body = await response.aread()
+    except httpx.HTTPError:
+        body = b""
+    finally:
+        await response.aclose()
+    return error_from_response(response.status_code, body, response.headers,
+                               provider=provider, key_env=key_env, html_error=html_error)
+
+
+def _retry_reason(provider: str, status: int) -> str:
+    if status == 429:
+        return f"{provider}: rate limited (HTTP 429)"
+    if status == 409:
+        return f"{provider}: busy (HTTP 409)"
+    return f"{provider}: HTTP {status}"
+
+
+def _short_transport(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not connect"
+    return "the connection dropped"
 
 
 async def request_json(
@@ -426,6 +638,7 @@ async def request_json(
         raise transport_error(exc, url, provider) from None
     finally:
         await response.aclose()
+        waits.waiting()  # between requests (polls) nothing streams: no idle limit
     if not body:
         return None
     if _looks_html(body, response.headers.get("content-type", "")):

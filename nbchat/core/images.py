@@ -102,29 +102,70 @@ def to_image_part(value: Any) -> ImagePart | str:
         buf = io.BytesIO()
         value.savefig(buf, format="png", bbox_inches="tight")
         return ImagePart(buf.getvalue(), "image/png")
-    # NumPy array (H, W) or (H, W, 3|4), floats in 0..1 or integers 0..255
+    # NumPy array (H, W) or (H, W, 3|4)
     if hasattr(value, "__array_interface__") and hasattr(value, "shape"):
-        import numpy as np
         from PIL import Image
 
-        arr = np.asarray(value)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-            raise BadOption(
-                "images", f"an array image must be (H, W), (H, W, 3) or (H, W, 4), not {arr.shape}"
-            )
-        if arr.dtype.kind == "b":
-            arr = arr.astype("uint8") * 255
-        elif arr.dtype.kind == "f":
-            arr = (np.clip(arr, 0, 1) * 255).round()
-        arr = np.clip(arr, 0, 255).astype("uint8")
-        return ImagePart(_png_bytes(Image.fromarray(arr)), "image/png")
+        return ImagePart(_png_bytes(Image.fromarray(array_to_uint8(value))), "image/png")
     raise BadOption(
         "images",
         f"cannot use a {type(value).__name__} as an image: give a file path, URL, bytes, "
         "PIL image, matplotlib figure or NumPy array",
     )
+
+
+def array_to_uint8(value: Any) -> Any:
+    """An image array as 8-bit pixels, read the way matplotlib's `imshow` documents arrays.
+
+    Shapes: (H, W) scalar data, (H, W, 3) RGB, (H, W, 4) RGBA ((H, W, 1) counts as (H, W)).
+    - bool: False black, True white; uint8: as is;
+    - uint16: scaled by its range (0..65535 to 0..255), as 16-bit image files are read;
+    - floats in 0..1 and other integers in 0..255: matplotlib's RGB(A) ranges, scaled to 0..255;
+    - (H, W) data outside those ranges (floats 0..255, negative values, larger integers):
+      stretched from its minimum to its maximum, as `imshow` normalises scalar data;
+    - RGB(A) data outside them is refused (matplotlib would clip it, which is how a float
+      0..255 photo becomes a two-colour image), and so are NaN and infinite values.
+    Raises `BadOption` with the conversion to write."""
+    import numpy as np
+
+    arr = np.asarray(value)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise BadOption(
+            "images", f"an array image must be (H, W), (H, W, 3) or (H, W, 4), not {arr.shape}"
+        )
+    kind = arr.dtype.kind
+    if kind == "b":
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint8:
+        return arr
+    if kind not in "uif":
+        raise BadOption("images", f"an array image must hold numbers, not {arr.dtype}")
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.float64) * (255 / 65535)).round().astype(np.uint8)
+    if arr.size == 0:
+        raise BadOption("images", "the array image is empty")
+    if kind == "f" and not np.isfinite(arr).all():
+        raise BadOption("images", "the array image holds NaN or infinite values; "
+                                  "replace them first (numpy.nan_to_num)")
+    lo, hi = float(arr.min()), float(arr.max())
+    top = 1.0 if kind == "f" else 255.0
+    if lo >= 0 and hi <= top:
+        scaled = arr.astype(np.float64) * (255 / top)
+    elif arr.ndim == 2:
+        scaled = (arr.astype(np.float64) - lo) * (255 / (hi - lo)) if hi > lo else \
+            np.zeros(arr.shape)
+    else:
+        what = "floats" if kind == "f" else f"{arr.dtype} values"
+        expected = "0..1" if kind == "f" else "0..255"
+        fix = ("divide by 255 (arr / 255) or pass arr.astype('uint8')" if lo >= 0 and hi <= 255
+               else "scale it into that range first")
+        raise BadOption(
+            "images", f"an RGB(A) array of {what} must be in {expected} (as matplotlib reads "
+            f"it), but this one spans {lo:g}..{hi:g}: {fix}"
+        )
+    return scaled.round().clip(0, 255).astype(np.uint8)
 
 
 def _png_bytes(img: Any) -> bytes:

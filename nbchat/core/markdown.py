@@ -45,7 +45,7 @@ _RISKY_TEX = re.compile(
 _TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "li",
     "pre", "code", "em", "strong", "s", "del", "a", "table", "thead", "tbody", "tr", "th",
-    "td", "input", "span", "div", "sub", "img",
+    "td", "input", "span", "div", "sub", "img", "details", "summary",
 }
 _ATTRIBUTES = {
     "a": {"href", "title", "class"},
@@ -62,12 +62,14 @@ _ATTRIBUTES = {
     "pre": {"class"},
     "p": {"class"},
     "table": {"class"},
+    "details": {"class"},
 }
 _CLASSES = {
     "nbchat-md", "nbchat-reply", "nbchat-image-link", "nbchat-error", "nbchat-tool-calls",
     "nbchat-footer", "nbchat-compare-result", "nbchat-image", "nbchat-math-source",
     "math", "math-display", "mathjax_ignore", "tex2jax_ignore", "mathjax_process",
     "tex2jax_process", "contains-task-list", "task-list-item", "task-list-item-checkbox",
+    "nbchat-reasoning", "nbchat-note", "nbchat-status",
 }
 _LANGUAGE = re.compile(r"language-[A-Za-z0-9_+#.-]{1,40}")
 _SAFE_SCHEME = re.compile(r"(?:https?|mailto):", re.I)

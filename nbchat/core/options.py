@@ -25,6 +25,7 @@ from .errors import BadOption, UnknownOption
 if TYPE_CHECKING:  # pragma: no cover
     from .credentials import Secret
     from .types import Options, Tool
+    from .waits import Timeouts
 
 
 def _empty_options() -> Options:
@@ -43,6 +44,7 @@ class Settings:
     base_url: str | None = None
     api_key: Secret | None = field(default=None, repr=False)
     max_cost: float | None = None  # USD a request (plus its thread so far) may cost; costs.py
+    timeout: Timeouts | None = None  # limits on waiting for this call; waits.py
 
 
 #: the built-in providers (nbchat.core.registry), in the order of the README's providers table
@@ -212,6 +214,13 @@ def _api_key(value: Any, base: Settings) -> dict[str, Any]:
     return {"api_key": value if isinstance(value, Secret) else Secret(value)}
 
 
+def _timeout(value: Any, base: Settings) -> dict[str, Any]:
+    from .waits import parse_timeout  # on first use: %load_ext reads this module
+
+    new = parse_timeout(value)
+    return {"timeout": new.over(base.timeout) if base.timeout is not None else new}
+
+
 #: every option keyword nbchat takes, the same everywhere (functions, Conversation, %%chat,
 #: ChatPanel, compare); the README's options table is generated from it
 OPTIONS: dict[str, Option] = {o.name: o for o in (
@@ -263,6 +272,11 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "refuse a request, before sending it, whose estimated cost in US dollars plus what "
            "its thread already spent would exceed this (prices: %chat_usage)",
            minimum=0, input=True, unset="no limit"),
+    Option("timeout", "seconds or dict",
+           "limits on waiting, in seconds: a number bounds the whole reply; a dict sets any of "
+           "connect, first_byte (to the start of the answer), idle (the longest silence in a "
+           "stream) and total", input=True, parse=_timeout,
+           unset="connect 10, first_byte 60, idle 60, total 600 (`%config ChatMagics.*_timeout`)"),
 )}
 
 #: every option keyword nbchat takes

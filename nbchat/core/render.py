@@ -55,6 +55,13 @@ def tool_calls_html(reply: Reply) -> str:
                  f"<ul>{items}</ul></div>")
 
 
+def reasoning_html(reasoning: str) -> str:
+    """A reasoning model's thinking, collapsed under a "Reasoning" label (rendered and
+    sanitized like the reply itself: it comes from the model)."""
+    return clean('<details class="nbchat-reasoning"><summary>Reasoning</summary>'
+                 f"{render_html(reasoning.strip())}</details>")
+
+
 def error_html(error: BaseException) -> str:
     return text_html(f"Error: {error}")
 
@@ -63,7 +70,11 @@ def reply_html(reply: Reply, *, with_footer: bool = True) -> str:
     """The reply as one sanitized HTML fragment: text, images, tool calls, error, footer."""
     from .images import png_bytes
 
-    parts = [render_html(reply.text)] if reply.text else []
+    parts = [reasoning_html(reply.reasoning)] if reply.reasoning else []
+    if reply.text:
+        parts.append(render_html(reply.text))
+    if reply.empty_reason:
+        parts.append(text_html(reply.empty_reason, "nbchat-note"))
     for part in reply.image_parts:
         b64 = base64.b64encode(png_bytes(part)).decode("ascii")
         parts.append(f'<p><img class="nbchat-image" alt="image" src="data:image/png;base64,{b64}">'

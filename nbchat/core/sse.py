@@ -13,15 +13,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 
-__all__ = ["SSEParser", "aiter_sse", "iter_sse"]
+__all__ = ["SSEParser", "aiter_sse", "iter_sse", "sse_records"]
 
 Record = tuple[str, str]
 
 
-class SSEParser:
-    """Feed bytes with `feed()`; each call returns the records completed by those bytes."""
+#: bytes kept while no record has come, to show what a server sent instead of events
+HEAD_LIMIT = 1 << 20
 
-    __slots__ = ("_buf", "_event", "_data", "last_id", "retry")
+
+class SSEParser:
+    """Feed bytes with `feed()`; each call returns the records completed by those bytes.
+
+    `records` counts the records dispatched; while it is 0 the bytes received (up to
+    `HEAD_LIMIT`) are kept, so that a body that is not SSE at all (a bare JSON error object or
+    an HTML page under `content-type: text/event-stream`) can be shown: see `bare_body`."""
+
+    __slots__ = ("_buf", "_event", "_data", "last_id", "retry", "records", "_head")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -29,8 +37,17 @@ class SSEParser:
         self._data: list[bytes] = []
         self.last_id: str | None = None
         self.retry: int | None = None
+        self.records = 0
+        self._head = b""
+
+    @property
+    def bare_body(self) -> bytes | None:
+        """What the server sent when it sent no record at all (None once a record came)."""
+        return None if self.records else self._head
 
     def feed(self, chunk: bytes) -> list[Record]:
+        if not self.records and len(self._head) < HEAD_LIMIT:
+            self._head += chunk
         buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:
             # a CR at the very end may be the first half of a CRLF split across chunks
@@ -71,6 +88,8 @@ class SSEParser:
             elif name == b"retry" and value.isdigit():
                 self.retry = int(value)
             # any other field is ignored, as the spec says
+        if out:
+            self.records += len(out)
         return out
 
     def flush(self) -> list[Record]:
@@ -93,7 +112,12 @@ def iter_sse(chunks: Iterable[bytes]) -> Iterator[Record]:
 
 
 async def aiter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[Record]:
-    parser = SSEParser()
+    async for record in sse_records(SSEParser(), chunks):
+        yield record
+
+
+async def sse_records(parser: SSEParser, chunks: AsyncIterable[bytes]) -> AsyncIterator[Record]:
+    """Records from `chunks` through `parser`, which the caller keeps (e.g. for `bare_body`)."""
     async for chunk in chunks:
         for record in parser.feed(chunk):
             yield record

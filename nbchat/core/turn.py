@@ -4,24 +4,34 @@ Every front end (the functions, `%%chat`, `ChatPanel`, `CompareView`) iterates a
 `events()`; nobody else talks to a provider's stream directly. So this is where a request is
 answered from the log instead (`nbchat.core.replay`), checked against `max_cost`
 (`nbchat.core.costs`) and, once finished, handed to the log (`nbchat.core.log`).
+
+The provider's stream runs in its own task (the pump) and hands its events over through a
+queue, so that the turn can speak while the provider waits: after a second of silence it
+yields `Status` events saying what it waits for (from the `nbchat.core.waits` tracker the HTTP
+layer keeps up to date), it ends a wait that runs past the idle or total limit with
+`TimedOut`, and a Stop (cancelling the consumer) cancels the pump at once, wherever it waits.
+Text is passed through a `SurrogateJoiner`, so a character split across chunks is joined.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
+import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-from . import costs, replay
+from . import costs, replay, waits
 from . import log as _log
 from .credentials import Endpoint, Secret
 from .errors import NbchatError
 from .images import fetch_image, resolve_images, to_image_part
 from .options import Settings
 from .provider import Provider
+from .surrogates import SurrogateJoiner
 from .types import (
     Done,
     ErrorEvent,
@@ -29,12 +39,27 @@ from .types import (
     ImageEvent,
     ImagePart,
     Message,
+    ReasoningDelta,
     Reply,
     Request,
+    Status,
     TextDelta,
     ToolCallEvent,
     Usage,
 )
+
+#: seconds between two status lines while waiting
+STATUS_EVERY = 1.0
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
 
 
 class Turn:
@@ -57,6 +82,7 @@ class Turn:
         api_key: Secret | None = None,
         max_cost: float | None = None,
         spent: float = 0.0,
+        timeouts: waits.Timeouts | None = None,
     ) -> None:
         self.provider = provider
         self.request = request
@@ -65,6 +91,10 @@ class Turn:
         self._api_key = api_key
         self.reply = Reply(model=model_id, json_mode=request.options.json)
         self._chunks: list[str] = []
+        self._reasoning: list[str] = []
+        #: limits set for this call (`timeout=`); the configured ones fill the rest
+        self.timeouts = timeouts
+        self.waits: waits.Waits | None = None
         self._images = images
         self._on_finish = on_finish
         self._deltas = 0
@@ -139,21 +169,89 @@ class Turn:
         self.reply.log_id = self.log_id
         return self.provider.stream(request, self.endpoint)
 
+    def _limits(self) -> waits.Timeouts:
+        configured = waits.configured(self.provider.name)
+        return self.timeouts.over(configured) if self.timeouts is not None else configured
+
+    async def _pump(self, tracker: waits.Waits, queue: collections.deque[Any],
+                    notify: Callable[[], None]) -> None:
+        """Run the provider's stream (in its own task, with the tracker as current)."""
+        waits.activate(tracker)  # this task's own context: the consumer's is untouched
+        agen: AsyncIterator[Event] | None = None
+        try:
+            request = await self._prepared()
+            agen = await self._open(request)
+            async for ev in agen:
+                queue.append(ev)
+                notify()
+            queue.append(_END)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which raises it
+            # the provider's frames keep their place in the stack but lose their locals: they
+            # may hold what a server sent (which can echo a key), and tools that print a
+            # traceback's locals (%xmode Verbose, pytest -l, rich) would show them
+            traceback.clear_frames(exc.__traceback__)
+            queue.append(_Failed(exc))
+        finally:
+            notify()
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # closing a broken stream must not hide the real error
+                    pass
+
     async def events(self, *, errors_as_events: bool = False) -> AsyncGenerator[Event, None]:
         """Stream events; on error either raise (default) or yield one ErrorEvent and stop."""
         reply = self.reply
         self.started = time.perf_counter()
-        agen: AsyncIterator[Event] | None = None
-        chunks = self._chunks
         clock = time.perf_counter
+        tracker = self.waits = waits.Waits(self.provider.name, self._limits())
+        loop = asyncio.get_running_loop()
+        queue: collections.deque[Any] = collections.deque()
+        wake: list[asyncio.Future[None] | None] = [None]
+
+        def notify() -> None:
+            fut = wake[0]
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+        tracker.on_change = notify
+        pump = loop.create_task(self._pump(tracker, queue, notify))
+        chunks, reasoning, marks = self._chunks, self._reasoning, self._marks
+        joiner, reasoning_joiner = SurrogateJoiner(), SurrogateJoiner()
+        shown = ""  # the status line on screen
+        said = 0.0  # when it was last sent
         try:
-            request = await self._prepared()
-            agen = await self._open(request)
-            stamps, marks = self._stamps, self._marks  # stamps is None when not logging
-            async for ev in agen:
-                if stamps is not None:
-                    stamps.append(clock())
+            while True:
+                if not queue:
+                    await _wait(loop, wake, _timeout(tracker))
+                    if not queue:
+                        late = tracker.overdue()
+                        if late is not None:
+                            raise late
+                        if (tracker.quiet_for() >= waits.STATUS_AFTER
+                                or tracker.phase == waits.RETRY):
+                            message = tracker.status()
+                            if message != shown:
+                                shown, said = message, time.monotonic()
+                                yield Status(message, clock() - self.started)
+                        continue
+                ev = queue.popleft()
+                if ev is _END:
+                    break
+                if isinstance(ev, _Failed):
+                    raise ev.exc
+                stamps = self._stamps  # None when not logging (or replaying)
                 if isinstance(ev, TextDelta):
+                    text = joiner.feed(ev.text)
+                    if text is not ev.text:
+                        if not text:
+                            continue  # only half a character: it waits for its other half
+                        ev = TextDelta(text, ev.logprobs)
+                    if stamps is not None:
+                        stamps.append(clock())
                     if reply.time_to_first_token is None:
                         reply.time_to_first_token = clock() - self.started
                     if ev.logprobs:
@@ -161,10 +259,32 @@ class Turn:
                             reply.logprobs = []
                         reply.logprobs.extend(ev.logprobs)
                         self._delta_logprobs.append((len(chunks), ev.logprobs))
-                    chunks.append(ev.text)
+                    chunks.append(text)
                     self._deltas += 1
+                elif isinstance(ev, ReasoningDelta):
+                    text = reasoning_joiner.feed(ev.text)
+                    if not text:
+                        continue
+                    if reply.time_to_first_token is None:
+                        reply.time_to_first_token = clock() - self.started
+                    reasoning.append(text)
+                    tracker.event(reasoning=True)
+                    now = time.monotonic()
+                    if not chunks and now - said >= STATUS_EVERY:
+                        shown, said = tracker.status(), now
+                        yield Status(shown, clock() - self.started)
+                    yield ReasoningDelta(text) if text is not ev.text else ev
+                    continue
                 else:
+                    if isinstance(ev, Done):
+                        tail = joiner.flush()
+                        if tail:
+                            if stamps is not None:
+                                stamps.append(clock())
+                            chunks.append(tail)
+                            yield TextDelta(tail)
                     if stamps is not None:
+                        stamps.append(clock())
                         marks.append((len(chunks), ev))
                     if isinstance(ev, ToolCallEvent):
                         reply.tool_calls.append(ev.tool_call)
@@ -175,28 +295,42 @@ class Turn:
                     elif isinstance(ev, Done):
                         reply.finish_reason = ev.finish_reason
                         reply.usage = ev.usage
+                tracker.event()
+                if shown:
+                    shown = ""
+                    yield Status("", clock() - self.started)
                 yield ev
         except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
             reply.interrupted = True
             raise
         except NbchatError as exc:
-            reply.error = exc
-            if chunks:
-                reply.interrupted = True
-            if hasattr(exc, "partial_text"):
-                exc.partial_text = "".join(chunks)
+            self._failed(exc)
             if not errors_as_events:
                 raise
             yield ErrorEvent(exc)
+        except Exception as exc:
+            self._failed(exc)
+            raise
         finally:
-            if agen is not None:
-                aclose = getattr(agen, "aclose", None)
-                if aclose is not None:
-                    try:
-                        await aclose()
-                    except Exception:  # closing a broken stream must not hide the real error
-                        pass
+            if not pump.done():
+                pump.cancel()
+            try:
+                await pump
+            except BaseException:  # cancelled, or failed after the consumer stopped listening
+                pass
             self._finish()
+
+    def _failed(self, exc: BaseException) -> None:
+        """Keep the error on the reply and what arrived on the error."""
+        reply = self.reply
+        reply.error = exc
+        if self._chunks or self._reasoning:
+            reply.interrupted = True
+        try:
+            exc.partial_text = "".join(self._chunks)  # type: ignore[attr-defined]
+            exc.reply = reply  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type with __slots__
+            pass
 
     def _finish(self) -> None:
         if self.finished:
@@ -204,6 +338,7 @@ class Turn:
         self.finished = True
         reply = self.reply
         reply.text = "".join(self._chunks)
+        reply.reasoning = "".join(self._reasoning)
         if self.started is not None:
             reply.duration = time.perf_counter() - self.started
         if reply.usage.output_tokens is None and self._deltas:
@@ -250,6 +385,31 @@ class Turn:
             async for ev in events:
                 if isinstance(ev, TextDelta):
                     yield ev.text
+
+
+def _timeout(tracker: waits.Waits) -> float:
+    """How long to wait for the next event before looking at the clock again."""
+    deadline = tracker.deadline()
+    if deadline is None:
+        return STATUS_EVERY
+    return max(0.0, min(STATUS_EVERY, deadline - tracker.clock()))
+
+
+def _release(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _wait(loop: asyncio.AbstractEventLoop, wake: list[asyncio.Future[None] | None],
+                timeout: float) -> None:
+    """Until the pump hands something over (or the tracker changes phase), or `timeout` s."""
+    fut = wake[0] = loop.create_future()
+    handle = loop.call_later(timeout, _release, fut)
+    try:
+        await fut
+    finally:
+        handle.cancel()
+        wake[0] = None
 
 
 def build_request(

@@ -147,6 +147,23 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    """Text a reasoning model thinks before its answer (`delta.reasoning_content` or
+    `delta.reasoning` on the OpenAI wire); kept apart from the answer, in `Reply.reasoning`."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the turn is waiting for, for the user ("waiting for cerebras, 12 s"); sent by the
+    turn itself after a second of silence and then every second, "" once something arrives."""
+
+    message: str
+    elapsed: float = 0.0  # seconds since the turn started
+
+
+@dataclass(frozen=True)
 class ToolCallEvent:
     tool_call: ToolCall
 
@@ -169,7 +186,7 @@ class ErrorEvent:
     error: BaseException
 
 
-Event = TextDelta | ToolCallEvent | ImageEvent | Done | ErrorEvent
+Event = TextDelta | ReasoningDelta | ToolCallEvent | ImageEvent | Done | ErrorEvent | Status
 
 
 # ---- model listing -------------------------------------------------------------------------
@@ -205,6 +222,7 @@ class Reply:
 
     text: str = ""
     model: str = ""
+    reasoning: str = ""  # a reasoning model's thinking, apart from the answer (may be "")
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
@@ -269,6 +287,25 @@ class Reply:
             ) from None
 
     @property
+    def empty_reason(self) -> str | None:
+        """A plain sentence when the reply finished with no answer at all, saying why (from
+        `finish_reason`); None when there is an answer, an error or an interruption."""
+        if (self.text or self.image_parts or self.tool_calls or self.error is not None
+                or self.interrupted):
+            return None
+        finish = self.finish_reason
+        after = " after reasoning" if self.reasoning else ""
+        if finish == "length":
+            return (f"The model gave no answer: it reached the token limit{after} "
+                    "(finish_reason: length). Raise max_tokens and ask again.")
+        if finish == "content_filter":
+            return ("The model gave no answer: the provider's content filter stopped it "
+                    "(finish_reason: content_filter).")
+        if finish == "stop":
+            return f"The model gave an empty answer{after} (finish_reason: stop)."
+        return f"The model gave no answer{after} (finish_reason: {finish or 'none given'})."
+
+    @property
     def tokens_per_second(self) -> float | None:
         n = self.usage.output_tokens
         if not n or self.duration is None or self.time_to_first_token is None:
@@ -295,6 +332,8 @@ class Reply:
 
     def __repr__(self) -> str:
         bits = [f"model={self.model!r}", f"text={self.text[:60]!r}"]
+        if self.reasoning:
+            bits.append(f"reasoning={len(self.reasoning)} chars")
         if self.tool_calls:
             bits.append(f"tool_calls={[t.name for t in self.tool_calls]!r}")
         if self.image_parts:

@@ -23,7 +23,7 @@ from ..core.credentials import hide_key
 from ..core.errors import BadOption
 from ..core.markdown import clean, render_html, text_html
 from ..core.options import parse_settings
-from ..core.types import ModelInfo, Reply, TextDelta
+from ..core.types import ModelInfo, Reply, Status, TextDelta
 from . import last_result
 from .widgets import STATIC, Batcher, esm, image_data_url, short_error
 
@@ -236,6 +236,9 @@ class CompareView(anywidget.AnyWidget):
                     if self.columns[i]["state"] == "waiting":
                         self._update(i, state="streaming")
                     batcher.add(str(i), ev.text)
+                elif isinstance(ev, Status):
+                    batcher.flush()  # the text before a pause, then what it waits for
+                    self.send({"type": "status", "col": i, "text": ev.message})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one failing model must not stop the others

@@ -25,10 +25,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..core.conversation import Conversation
     from ..core.types import Reply
 
-# `{{`, `}}`, or `{name}` with optional `.attr`, `[key]`, `!r` and `:spec`; other braces stay.
+# `{name}` with optional `.attr`, `[key]`, `!r` and `:spec` (no spaces), not inside `{{ }}`
 _FIELD = re.compile(
-    r"\{\{|\}\}|\{(?P<expr>(?P<name>[A-Za-z_]\w*)(?:\.[A-Za-z_]\w*|\[[^\[\]{}]*\])*)"
-    r"(?:!(?P<conv>[rsa]))?(?::(?P<spec>[^{}]*))?\}"
+    r"(?<!\{)\{(?P<expr>(?P<name>[A-Za-z_]\w*)(?:\.[A-Za-z_]\w*|\[[^\[\]{}\s]*\])*)"
+    r"(?:!(?P<conv>[rsa]))?(?::(?P<spec>[^{}\s]*))?\}(?!\})"
 )
 
 
@@ -50,27 +50,31 @@ def usage_errors() -> Iterator[None]:
 
 
 def fill_template(text: str, namespace: dict[str, Any]) -> str:
-    """Fill `{var}` from the user namespace; `{{` and `}}` give literal braces."""
+    """Fill `{name}` from the notebook's variables; everything else is sent as typed.
+
+    A field is `{name}`, optionally with `.attr`, `[key]`, `!r` and a `:spec` without spaces,
+    where `name` is a variable of the notebook. Braces around anything else (JSON, code, a
+    `{name}` that is not a variable) and double braces (`{{ user.name }}`, templates of other
+    languages) stay exactly as typed. A field whose variable exists but that cannot be filled
+    (a missing attribute or key, a bad format spec) raises `UsageError` saying why, before
+    anything is sent.
+    """
     formatter = string.Formatter()
 
     def one(m: re.Match[str]) -> str:
         whole = m.group(0)
-        if whole == "{{":
-            return "{"
-        if whole == "}}":
-            return "}"
-        name = m.group("name")
-        if name not in namespace:
-            raise UsageError(
-                f"{{{name}}} in the cell: no variable {name!r} is defined. "
-                "Define it first, or write {{ and }} for literal braces."
-            )
+        if m.group("name") not in namespace:
+            return whole
         try:
             value, _ = formatter.get_field(m.group("expr"), (), namespace)
             value = formatter.convert_field(value, m.group("conv"))
             return formatter.format_field(value, m.group("spec") or "")
         except Exception as exc:  # a bad attribute, key or format spec in the template
-            raise UsageError(f"{whole} in the cell: {type(exc).__name__}: {exc}") from None
+            raise UsageError(
+                f"{whole} in the cell cannot be filled from the notebook's variables "
+                f"({type(exc).__name__}: {exc}); nothing was sent. Fix it, or run "
+                "%%chat --no-fill to send the cell exactly as typed."
+            ) from None
 
     return _FIELD.sub(one, text)
 
@@ -128,6 +132,21 @@ class ChatMagics(Magics, Configurable):
         "a call passes no base_url=, before the provider's environment variable.",
     ).tag(config=True)
     max_cost = Float(None, allow_none=True, help=default_help("max_cost")).tag(config=True)
+    connect_timeout = Float(
+        None, allow_none=True, help="Seconds allowed to open a connection (default 10)."
+    ).tag(config=True)
+    first_byte_timeout = Float(
+        None, allow_none=True,
+        help="Seconds allowed from sending a request to the start of its answer (default 60).",
+    ).tag(config=True)
+    idle_timeout = Float(
+        None, allow_none=True,
+        help="Longest silence allowed inside a streamed reply, in seconds (default 60).",
+    ).tag(config=True)
+    total_timeout = Float(
+        None, allow_none=True, help="Seconds allowed for a whole reply, retries included "
+                                    "(default 600)."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -191,8 +210,12 @@ class ChatMagics(Magics, Configurable):
     @argument("--thread", metavar="NAME", help="conversation to continue (default: 'default')")
     @argument("--as", dest="as_var", metavar="VAR", help="also store the reply in VAR")
     @argument("--no-stream", action="store_true", help="show the reply only when it is complete")
+    @argument("--no-fill", action="store_true",
+              help="send the cell exactly as typed: {name} is not filled from variables")
     @option_argument("base_url", "--base-url", metavar="URL")
     @option_argument("max_cost", "--max-cost", type=float, metavar="USD")
+    @option_argument("timeout", "--timeout", type=float, metavar="S",
+                     note="a number here: the whole reply (%config ChatMagics.*_timeout)")
     @option_argument("images", "--image", action="append", metavar="PATH_OR_VAR",
                      note="a file path, a URL or a variable; repeatable")
     @argument(
@@ -203,11 +226,12 @@ class ChatMagics(Magics, Configurable):
     def chat(self, line: str, cell: str) -> None:
         """Send the cell to a model and stream the reply as Markdown.
 
-        `{var}` in the cell is filled from the notebook's variables (`{{` for a literal brace).
+        `{var}` in the cell is filled from the notebook's variables; other braces are sent
+        as typed (see `fill_template`), and `--no-fill` sends the whole cell as typed.
         """
         args = _unquoted(parse_argstring(self.chat, line))
         ns = self.shell.user_ns if self.shell is not None else {}
-        prompt = fill_template(cell, ns).strip()
+        prompt = (cell if args.no_fill else fill_template(cell, ns)).strip()
         if not prompt:
             raise UsageError("the cell is empty: write the prompt below %%chat")
         if args.as_var is not None and not args.as_var.isidentifier():
@@ -252,6 +276,13 @@ class ChatMagics(Magics, Configurable):
             opts["images"] = [_image_arg(ns, v) for v in args.image]
         if args.system is not None:
             opts["system"] = args.system
+        limits = {name: getattr(self, f"{name}_timeout")
+                  for name in ("connect", "first_byte", "idle", "total")}
+        if args.timeout is not None:
+            limits["total"] = args.timeout
+        limits = {k: v for k, v in limits.items() if v is not None}
+        if limits:
+            opts["timeout"] = limits
         return {k: v for k, v in opts.items() if v is not None}
 
     def _conversation(self, thread: str, model: str | None, new: bool, system: str | None
@@ -280,7 +311,7 @@ class ChatMagics(Magics, Configurable):
         from ..core.bridge import iterate_sync
         from ..core.errors import NbchatError
         from ..core.images import png_bytes
-        from ..core.types import ImageEvent, TextDelta
+        from ..core.types import ImageEvent, Status, TextDelta
         from .display import (
             StreamingMarkdown,
             footer_bundle,
@@ -289,11 +320,13 @@ class ChatMagics(Magics, Configurable):
             ipython_publisher,
             reply_output,
         )
+        from .status import StatusLine, note_bundle, reasoning_bundle
 
         thread = args.thread or "default"
         conv = self._conversation(thread, model, args.new, options.pop("system", None))
         turn = conv.turn(prompt, **options)
         publish = ipython_publisher(lambda: {"nbchat": turn.reply.provenance})
+        status = StatusLine(publish)
         out = StreamingMarkdown(
             publish,
             clear=ipython_clear if _cell_is_ours(self.shell) else None,
@@ -304,6 +337,9 @@ class ChatMagics(Magics, Configurable):
         events = iterate_sync(turn.events())
         try:
             for ev in events:
+                if isinstance(ev, Status):
+                    status.show(ev.message)
+                    continue
                 if not live:
                     continue
                 if isinstance(ev, TextDelta):
@@ -316,6 +352,7 @@ class ChatMagics(Magics, Configurable):
             pass  # kept on the reply; shown after the partial text
         finally:
             getattr(events, "close", lambda: None)()  # runs the turn's cleanup now
+            status.clear()
         reply = turn.reply
         if not live:
             if reply.text:
@@ -323,14 +360,18 @@ class ChatMagics(Magics, Configurable):
             for part in reply.image_parts:
                 publish(image_bundle(png_bytes(part)), None, False)
         else:
-            out.close()
+            out.close()  # may clear the cell to leave the reply as one output
+        if reply.reasoning:  # after the reply (collapsed), so that clearing cannot drop it
+            publish(reasoning_bundle(reply.reasoning), None, False)
         if reply.tool_calls:
             from ..core.render import tool_calls_html
 
             calls = "\n".join(f"{t.name}({t.arguments_json})" for t in reply.tool_calls)
             publish({"text/html": tool_calls_html(reply), "text/plain": f"Tool calls:\n{calls}"},
                     None, False)
-        if reply.text or reply.image_parts or reply.tool_calls or reply.interrupted:
+        if reply.empty_reason:
+            publish(note_bundle(reply.empty_reason), None, False)
+        if reply.error is None or reply.text or reply.image_parts or reply.interrupted:
             publish(footer_bundle(reply.footer()), None, False)
         return reply
 

@@ -22,8 +22,8 @@ from ..core.credentials import hide_key
 from ..core.images import png_bytes
 from ..core.markdown import markdown_embedding, render_html, text_html
 from ..core.options import OPTIONS, control_spec, parse_settings
-from ..core.render import footer, footer_html
-from ..core.types import ImageEvent, Message, Reply, TextDelta
+from ..core.render import footer, footer_html, reasoning_html
+from ..core.types import ImageEvent, Message, Reply, Status, TextDelta
 from . import last_result
 from .widgets import STATIC, Batcher, esm, image_data_url, short_error
 
@@ -64,6 +64,8 @@ class ChatPanel(anywidget.AnyWidget):
     #: one spec per option control (nbchat.core.options.control_spec), in CONTROLS' order
     controls = traitlets.List(traitlets.Dict()).tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    #: what the running turn waits for ("waiting for cerebras, 12 s"); "" when nothing
+    status = traitlets.Unicode("").tag(sync=True)
     #: what the panel shows, saved with the notebook; rewritten at the end of each turn
     transcript = traitlets.List(traitlets.Dict()).tag(sync=True)
 
@@ -134,7 +136,9 @@ class ChatPanel(anywidget.AnyWidget):
             elif e["role"] == "assistant":
                 note = " (interrupted)" if e.get("interrupted") else ""
                 name = html.escape(str(e.get("model", "assistant")) + note)
-                body = (f"<p><strong>{name}</strong></p>" + render_html(text)
+                thought = reasoning_html(str(e["reasoning"])) if e.get("reasoning") else ""
+                empty = text_html(str(e["note"]), "nbchat-note") if e.get("note") else ""
+                body = (f"<p><strong>{name}</strong></p>" + thought + render_html(text) + empty
                         + footer_html(str(e.get("badge", ""))))
                 out.append(markdown_embedding(body))
             else:
@@ -195,6 +199,8 @@ class ChatPanel(anywidget.AnyWidget):
             async for ev in turn.events(errors_as_events=True):
                 if isinstance(ev, TextDelta):
                     batcher.add(0, ev.text)
+                elif isinstance(ev, Status):
+                    self.status = ev.message
                 elif isinstance(ev, ImageEvent):
                     batcher.flush()
                     self.send({"type": "image", "mime": "image/png"}, [png_bytes(ev.image)])
@@ -205,6 +211,7 @@ class ChatPanel(anywidget.AnyWidget):
             return None
         finally:
             batcher.flush()
+            self.status = ""
             self.busy = False
         assert turn is not None  # created before the first await
         reply = turn.reply
@@ -222,6 +229,10 @@ class ChatPanel(anywidget.AnyWidget):
             "interrupted": reply.interrupted,
             "provenance": reply.provenance,  # saved with the widget state
         }
+        if reply.reasoning:
+            entry["reasoning"] = reply.reasoning  # shown collapsed, as text
+        if reply.empty_reason:
+            entry["note"] = reply.empty_reason
         extra = [{"role": "error", "text": short_error(reply.error)}] if reply.error else []
         self.transcript = [*self.transcript, user, entry, *extra]
         last_result.remember(reply)

@@ -25,7 +25,7 @@ from ..core import http
 from ..core.credentials import Endpoint
 from ..core.errors import ProtocolError, ProviderError, UsageError
 from ..core.provider import Provider
-from ..core.sse import aiter_sse
+from ..core.sse import SSEParser, sse_records
 from ..core.types import Done, Event, ModelInfo, Request
 from .protocols.cog_prediction import (
     Outputs,
@@ -167,10 +167,11 @@ class CogProvider(Provider):
                           outputs: Outputs) -> AsyncIterator[Event]:
         response = await http.open_stream(client, "PUT", url, provider=self.name, json_body=body,
                                           headers={"Accept": "text/event-stream"})
+        parser = SSEParser()
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 raise ProtocolError("the Cog server did not stream (no text/event-stream)")
-            async for event, data in aiter_sse(response.aiter_bytes()):
+            async for event, data in sse_records(parser, response.aiter_bytes()):
                 if event == "output":
                     try:
                         chunk = json.loads(data)["chunk"]
@@ -193,4 +194,6 @@ class CogProvider(Provider):
             raise http.transport_error(exc, url, self.name) from None
         finally:
             await response.aclose()
+        if parser.bare_body:
+            raise http.bare_body_error(parser.bare_body, self.name, response.status_code)
         raise ProtocolError("the Cog stream ended before its completed event; try again")

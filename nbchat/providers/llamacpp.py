@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..core import waits
 from ..core.credentials import Endpoint
 from ..core.errors import ContextTooLong, NbchatError, UnknownModel, UnsupportedInput
 from ..core.provider import Provider
@@ -182,9 +183,11 @@ class LlamaCppProvider(Provider):
         (the model runs in this process)."""
         messages = to_llama_messages(request.messages)
         kwargs = completion_kwargs(request.options)
+        waits.loading(f"loading {os.path.basename(model_path(request.model))}")
         loaded = await asyncio.to_thread(
             self.load, request.model, logits_all=request.options.logprobs is not None
         )
+        waits.receiving()  # from here on, a silence between tokens counts as idle
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
@@ -233,9 +236,8 @@ class LlamaCppProvider(Provider):
                     break
                 if isinstance(item, BaseException):
                     raise item
-                delta = state.feed(item)
-                if delta is not None:
-                    yield delta
+                for ev in state.feed(item):
+                    yield ev
             *calls, done = state.done_events()
             for ev in calls:
                 yield ev

@@ -5,6 +5,8 @@ needs no key and whose base URL is normalised to end in /v1. What differs from p
 - a capability table per model (`model_type` chat / vlm / nv-vlm, tools, structured output);
 - deprecated `playground_` / `ai-` ids map to current ids with a warning;
 - nv-vlm models take `image_url` as a plain string and no `stream_options`;
+- the length limit goes as `max_tokens` everywhere: not every hosted model takes
+  `max_completion_tokens` (langchain-nvidia sends `max_tokens` on the wire for that reason);
 - images too large to inline (about 180 KB of base64) go through the NVCF asset upload;
 - a request may answer 202 with `NVCF-REQID`: poll the status URL until it is done;
 - self-hosted NIM takes a JSON schema as top-level `guided_json`;
@@ -162,7 +164,9 @@ class NvidiaProvider(OpenAICompatProvider):
         nv_vlm = spec.model_type == "nv-vlm"
         return Caps(
             include_usage=not nv_vlm,
-            max_tokens_field="max_completion_tokens" if hosted and not nv_vlm else "max_tokens",
+            # hosted and self-hosted alike: not every hosted model takes max_completion_tokens,
+            # and langchain-nvidia (NVIDIA's own client) sends max_tokens for every model
+            max_tokens_field="max_tokens",
             schema_style="json_schema" if hosted else "guided_json",
             image_url_string=nv_vlm,
         )

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ..core import http
+from ..core import http, waits
 from ..core.credentials import Endpoint
 from ..core.errors import (
     ProtocolError,
@@ -29,7 +29,7 @@ from ..core.errors import (
     UnknownModel,
 )
 from ..core.provider import Provider
-from ..core.sse import aiter_sse
+from ..core.sse import SSEParser, sse_records
 from ..core.types import (
     Done,
     Event,
@@ -43,6 +43,7 @@ from .protocols.cog_prediction import (
     cancel_quietly,
     final_events,
     input_properties,
+    output_items,
     outputs_files,
     streams_text,
 )
@@ -54,6 +55,16 @@ MAX_PAGES = 5
 
 #: create is not idempotent: never resend it after it may have reached the server
 NO_RETRY = http.RetryPolicy(max_retries=0)
+#: Replicate's longest `Prefer: wait`, in seconds
+MAX_PREFER_WAIT = 60
+
+
+def prefer_wait(first_byte: float | None) -> str:
+    """The `Prefer` header of a blocking create: Replicate answers within N s, which must end
+    before our own first-byte limit does (else a slow model would look like a dead server)."""
+    if first_byte is None or first_byte - 5 >= MAX_PREFER_WAIT:
+        return "wait"
+    return f"wait={max(1, int(first_byte - 5))}"
 
 
 # ---- model ids and the capability table -----------------------------------------------------
@@ -159,7 +170,8 @@ class ReplicateProvider(Provider):
         if endpoint.api_key is None:
             return self.known_models()
         base = endpoint.base_url or DEFAULT_BASE_URL
-        auth = http.bearer_auth(endpoint.api_key)
+        own = http.same_site(base)
+        auth = http.bearer_auth(endpoint.api_key, only=own)
         client = http.get_client(self.transport)
         found: dict[str, ModelInfo] = {}
         for slug in COLLECTIONS:
@@ -172,7 +184,8 @@ class ReplicateProvider(Provider):
                                                auth=auth, key_env=self.key_env)
                 for info in parse_collection(body, kind, True):
                     found.setdefault(info.id, info)
-                url = (body or {}).get("next")
+                nxt = (body or {}).get("next")
+                url = nxt if isinstance(nxt, str) and _url_ok(nxt, own) else None
         for info in self.known_models():
             found.setdefault(info.id, info)
         return list(found.values())
@@ -198,7 +211,10 @@ class ReplicateProvider(Provider):
         polled. Cancels the prediction if the consumer stops early. Wire: PROVIDERS.md,
         Replicate."""
         base = endpoint.base_url or DEFAULT_BASE_URL
-        auth = http.bearer_auth(endpoint.api_key)
+        # the key goes to the API's own host, and streams to https hosts of its domain
+        # (stream.replicate.com), never to another host an answer names
+        trusted = http.same_site(base, https_subdomains=True)
+        auth = http.bearer_auth(endpoint.api_key, only=trusted)
         client = http.get_client(self.transport)
         ref = ModelRef.parse(request.model)
         openapi = await self.schema(client, base, auth, ref)
@@ -217,13 +233,14 @@ class ReplicateProvider(Provider):
         if streaming:
             body["stream"] = True
         else:
-            headers["Prefer"] = "wait"
+            headers["Prefer"] = prefer_wait(waits.limits(self.name).first_byte)
         pred = await http.request_json(client, "POST", url, provider=self.name, json_body=body,
                                        headers=headers, auth=auth, key_env=self.key_env,
                                        policy=NO_RETRY)
         if not isinstance(pred, dict) or "id" not in pred:
             raise ProtocolError("Replicate answered the create without a prediction id")
-        urls = pred.get("urls") or {}
+        urls = {k: v for k, v in (pred.get("urls") or {}).items()
+                if isinstance(v, str) and _url_ok(v, trusted)}
         cancel_url = urls.get("cancel") or f"{base}/predictions/{pred['id']}/cancel"
         finished = False
         try:
@@ -233,6 +250,11 @@ class ReplicateProvider(Provider):
                         finished = not outputs.stopped
                     yield ev
                 return
+            if not streaming and pred.get("status") not in TERMINAL and output_items(
+                    pred.get("output")):
+                # `Prefer: wait` ran out while the model was finishing, but the output is there:
+                # it is the result (replicate-python takes it so too), no need to poll
+                pred = {**pred, "status": "succeeded"}
             get_url = urls.get("get") or f"{base}/predictions/{pred['id']}"
             pred = await self._poll(client, pred, get_url, auth)
             finished = True
@@ -246,6 +268,7 @@ class ReplicateProvider(Provider):
                     auth: httpx.Auth | None) -> dict[str, Any]:
         delay = POLL_FIRST
         while pred.get("status") not in TERMINAL:
+            waits.polling(f"prediction {pred.get('status') or 'starting'}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, POLL_MAX)
             pred = await http.request_json(client, "GET", url, provider=self.name,
@@ -257,8 +280,11 @@ class ReplicateProvider(Provider):
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         response = await http.open_stream(client, "GET", url, provider=self.name,
                                           headers=headers, auth=auth, key_env=self.key_env)
+        # the prediction may still be booting: no idle limit until its first output
+        waits.polling("prediction starting")
+        parser = SSEParser()
         try:
-            async for event, data in aiter_sse(response.aiter_bytes()):
+            async for event, data in sse_records(parser, response.aiter_bytes()):
                 if event == "output":
                     for ev in await outputs.events(data):
                         yield ev
@@ -279,7 +305,17 @@ class ReplicateProvider(Provider):
             raise http.transport_error(exc, url, self.name) from None
         finally:
             await response.aclose()
+        if parser.bare_body:
+            raise http.bare_body_error(parser.bare_body, self.name, response.status_code)
         raise ProtocolError("Replicate's stream ended before its done event; try again")
+
+
+def _url_ok(url: str, trusted: Any) -> bool:
+    """Whether a URL named by an answer is one of the API's own (others are not followed)."""
+    try:
+        return bool(trusted(httpx.URL(url)))
+    except httpx.InvalidURL:
+        return False
 
 
 def _json_or_empty(data: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 // CompareView front end: one column per model. Text streams in as custom messages
-// ({type: "delta", cols: {index: newText}}); each column's final state arrives in `columns`.
+// ({type: "delta", cols: {index: newText}}), waits as ({type: "status", col, text});
+// each column's final state arrives in `columns`.
 // Uses h, renderMarkdown, dataImage from markdown.js (prepended by nbchat).
 
 /** @typedef {import("./types").CompareState} CompareState */
@@ -58,6 +59,12 @@ function render({ model, el }) {
 
   /** @param {any} msg */
   function onMessage(msg) {
+    if (msg.type === "status") {
+      // what a column waits for ("waiting for cerebras, 12 s"); "" once text flows
+      const v = views[Number(msg.col)];
+      if (v) v.stats.textContent = msg.text ? `${msg.text}…` : v.text ? "streaming…" : "waiting…";
+      return;
+    }
     if (msg.type !== "delta") return;
     for (const [key, text] of Object.entries(msg.cols)) {
       const v = views[Number(key)];

@@ -37,6 +37,8 @@ function render({ model, el }) {
   const exportMd = button("Export Markdown");
   const exportJson = button("Export JSON");
   const log = h("div", { class: "nbchat-log", role: "log", "aria-live": "polite" });
+  // what the running turn waits for, from the `status` trait (set by the kernel)
+  const statusLine = h("div", { class: "nbchat-status", role: "status" });
   const thumbs = h("div", { class: "nbchat-thumbs" });
   const fileInput = h("input", {
     type: "file",
@@ -70,6 +72,7 @@ function render({ model, el }) {
     ),
     h("div", { class: "nbchat-system" }, system),
     log,
+    statusLine,
     thumbs,
     h("div", { class: "nbchat-compose" }, input, h("div", { class: "nbchat-actions" }, attach, fileInput, send, stop)),
   );
@@ -138,13 +141,25 @@ function render({ model, el }) {
       return;
     }
     const { box, body, images } = bubble(entry.role, entry.model);
+    if (entry.reasoning) {
+      const thought = h("div", { class: "nbchat-thought" });
+      appendText(String(entry.reasoning), thought);
+      body.before(h("details", { class: "nbchat-reasoning" }, h("summary", {}, "Reasoning"), thought));
+    }
     if (entry.role === "assistant") renderMarkdown(String(entry.text || ""), body);
     else appendText(String(entry.text || ""), body);
+    if (entry.note) body.after(h("div", { class: "nbchat-note" }, String(entry.note)));
     for (const src of entry.images || []) images.append(dataImage(String(src), "image"));
     if (entry.role === "assistant") {
       if (entry.interrupted) box.classList.add("nbchat-interrupted");
       box.append(h("div", { class: "nbchat-badge" }, String(entry.badge || "")));
     }
+  }
+
+  function syncStatus() {
+    const text = model.get("status") || "";
+    statusLine.textContent = text ? `${text}…` : "";
+    statusLine.hidden = !text;
   }
 
   function renderTranscript() {
@@ -268,12 +283,15 @@ function render({ model, el }) {
   model.on("change:system", syncControls);
   for (const { spec } of controls) model.on(`change:${spec.name}`, syncControls);
   model.on("change:busy", syncControls);
+  model.on("change:status", syncStatus);
   syncControls();
+  syncStatus();
   renderTranscript();
 
   return () => {
     model.off("msg:custom", onMessage);
     model.off("change:transcript", renderTranscript);
+    model.off("change:status", syncStatus);
     for (const name of ["models", "model", "system", "busy", ...controls.map((c) => c.spec.name)]) {
       model.off(`change:${name}`, syncControls);
     }

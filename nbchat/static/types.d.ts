@@ -14,7 +14,10 @@ export interface PanelState {
   /** one per option control, from the options' declaration (panel.CONTROLS) */
   controls: ControlSpec[];
   busy: boolean;
-  /** {role: "user" | "assistant" | "error", text, images?, model?, badge?, interrupted?} */
+  /** what the running turn waits for ("waiting for cerebras, 12 s"), "" when nothing */
+  status: string;
+  /** {role: "user" | "assistant" | "error", text, images?, model?, badge?, interrupted?,
+   *  reasoning?, note?} */
   transcript: Record<string, any>[];
 }
 

@@ -34,6 +34,9 @@ EVIL_REPLY = (
     "<script>window.__xss='script'</script> then [click me](javascript:window.__xss='link') "
     "and ![tracker](http://198.51.100.7/pixel.png) plus `<b>code</b>` and **bold**."
 )
+#: what it thinks first (reasoning_content), after a pause long enough for a status line
+EVIL_REASONING = "Plotting <img src=x onerror=\"window.__xss='reasoning'\"> quietly."
+EVIL_PAUSE = 2.5
 
 
 def free_port() -> int:
@@ -66,6 +69,10 @@ class _EvilHandler(BaseHTTPRequestHandler):
         words = EVIL_REPLY.split(" ")
         head = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "evil"}
         try:
+            time.sleep(EVIL_PAUSE)
+            thought = {**head, "choices": [{"index": 0, "delta": {
+                "reasoning_content": EVIL_REASONING}, "finish_reason": None}]}
+            self.wfile.write(f"data: {json.dumps(thought)}\n\n".encode())
             for i, w in enumerate(words):
                 text = w if i == 0 else " " + w
                 chunk = {**head, "choices": [{"index": 0, "delta": {"content": text},

@@ -176,11 +176,22 @@ def check_panel_and_compare(app, page):
     evil_msg = evil.get_by_label("Message", exact=True)
     evil_msg.fill("hi")
     evil_msg.press("Enter")
+    status = evil.locator(".nbchat-status")  # the model keeps silent a while: said so
+    status.filter(has_text="waiting for").wait_for(timeout=10_000)
+    assert re.fullmatch(r"waiting for (the first token from )?openai, \d+ s…", status.inner_text())
+    shot(page, app, "panel-waiting")
     badge = evil.locator("[role=article] .nbchat-badge", has_text="openai:evil")
     badge.wait_for()
+    assert status.is_hidden()  # emptied once the reply came
     article = evil.locator("[role=article]")
+    thought = article.locator("details.nbchat-reasoning")
+    assert thought.locator("summary").inner_text() == "Reasoning"
+    assert thought.get_attribute("open") is None  # collapsed
+    thought.locator("summary").click()
+    assert "<img src=x onerror=" in thought.inner_text()  # shown, as text
     text = article.inner_text()
     assert "<img src=x" in text and "<script>" in text  # shown, as text
+    assert text.count("Hello") == 1  # once, rendered (not again as raw text)
     assert article.locator("strong", has_text="bold").count() == 1
     assert article.locator("code", has_text="<b>code</b>").count() == 1
     load = article.get_by_role("button", name=re.compile("Load image"))

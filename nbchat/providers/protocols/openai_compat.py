@@ -183,9 +183,8 @@ class OpenAICompatProvider(Provider):
                         ) from None
                     if event == "error":
                         raise stream_error(obj, self.name)
-                    delta = feed(obj)
-                    if delta is not None:
-                        yield delta
+                    for ev in feed(obj):
+                        yield ev
                 if finished:
                     break
             if not finished:
@@ -197,19 +196,37 @@ class OpenAICompatProvider(Provider):
                             obj = loads(data)
                         except ValueError:  # cut off mid-record: reported as a drop below
                             break
-                        delta = feed(obj)
-                        if delta is not None:
-                            yield delta
+                        for ev in feed(obj):
+                            yield ev
         except httpx.HTTPError as exc:
             raise http.transport_error(exc, url, self.name) from None
         if not finished and state.finish_reason is None:
             if not seen:
                 raise _EmptyStream
+            bare = parser.bare_body
+            if bare is not None and bare.strip():
+                for ev in self._bare_body_events(bare, response.status_code, url):
+                    yield ev
+                return
             raise ConnectionFailed(
                 f"{self.name}: the connection closed before the reply finished; try again"
             )
         for ev in state.done_events():
             yield ev
+
+    def _bare_body_events(self, body: bytes, status: int, url: str) -> list[Event]:
+        """An event stream that held no event: a whole JSON answer, which is most often an
+        error object (llama.cpp server on a context overflow), else an HTML page or junk."""
+        if body[:200].lstrip().lower().startswith((b"<!doctype", b"<html")):
+            raise self.html_error(status, body, url)
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            raise ProtocolError(
+                f"{self.name} answered with an event stream holding no events: "
+                f"{http.body_text(body)[:200]!r}; check the base URL and the server's logs"
+            ) from None
+        return parse_completion(obj, self.name)
 
     # ---- models --------------------------------------------------------------------------
 

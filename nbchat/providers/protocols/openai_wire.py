@@ -6,9 +6,17 @@ yields the same shapes). Tests feed these with recorded wire data.
 
 - `build_body(request, caps)`: a `Request` as a `POST /chat/completions` JSON body
   (https://platform.openai.com/docs/api-reference/chat/create).
-- `StreamState.feed(chunk)`: one parsed `chat.completion.chunk` -> a `TextDelta` or None,
-  collecting tool-call fragments (by index), the finish reason, usage and mid-stream errors.
+- `StreamState.feed(chunk)`: one parsed `chat.completion.chunk` -> its events (text and
+  reasoning deltas), collecting tool-call fragments (by index), the finish reason, usage and
+  mid-stream errors.
 - `parse_completion(obj)`: a non-streamed `chat.completion` (some servers ignore `stream`).
+
+What a chunk's `delta` may hold, as servers send it:
+- `content`: a string, or a list of typed parts (`[{"type": "text", "text": ...}]`, from some
+  providers and proxies); anything else is a `ProtocolError` (the text so far is kept);
+- `reasoning_content` (DeepSeek, llama.cpp server, vLLM) or `reasoning` (Cerebras gpt-oss):
+  a reasoning model's thinking, as `ReasoningDelta`;
+- `refusal`: the model declining, which is its answer (sent as text).
 """
 
 from __future__ import annotations
@@ -27,12 +35,15 @@ from ...core.errors import (
     ProviderError,
     RateLimited,
     redact,
+    shorten,
 )
+from ...core.surrogates import join_surrogates
 from ...core.types import (
     Done,
     Event,
     ImagePart,
     Message,
+    ReasoningDelta,
     Request,
     TextDelta,
     TextPart,
@@ -195,6 +206,7 @@ class ToolCallAssembler:
     def finish(self) -> list[ToolCall]:
         out = []
         for _, (cid, name, raw) in sorted(self.calls.items()):
+            raw, name = join_surrogates(raw), join_surrogates(name)
             try:
                 args = json.loads(raw) if raw.strip() else {}
             except ValueError:
@@ -219,21 +231,59 @@ def usage_of(obj: dict[str, Any] | None) -> Usage | None:
     return Usage(obj.get("prompt_tokens"), obj.get("completion_tokens"))
 
 
-def stream_error(obj: Any, provider: str, partial: str = "") -> NbchatError:
-    """An error record that arrived inside a stream (`{"error": {...}}` or `event: error`)."""
+def stream_error(obj: Any, provider: str, partial: str = "", *,
+                 in_stream: bool = True) -> NbchatError:
+    """An error record that arrived inside a stream (`{"error": {...}}` or `event: error`),
+    or (`in_stream=False`) as a whole answer. Long messages are cut (whole on `.body`)."""
     err = obj.get("error", obj) if isinstance(obj, dict) else obj
     message = http.message_of({"error": err}) if err is not None else None
-    message = redact(message or "the stream ended with an error")
+    full = redact(message or "the stream ended with an error")
+    message = shorten(full, http.BODY_HEAD, "body")
     code = err.get("code") if isinstance(err, dict) else None
     status = code if isinstance(code, int) else None
     if isinstance(err, dict) and isinstance(err.get("status"), int):
         status = err["status"]
-    kw: dict[str, Any] = {"provider": provider, "partial_text": partial, "status": status}
+    kw: dict[str, Any] = {"provider": provider, "partial_text": partial, "status": status,
+                          "body": full if full != message else None}
     if status == 429 or code == "rate_limit_exceeded":
         return RateLimited(message + "; wait a moment and retry", **kw)
     if http.is_context_error(message, code):
         return ContextTooLong(message + " (shorten the prompt or lower max_tokens)", **kw)
-    return ProviderError(message + " (the reply stopped mid-stream)", **kw)
+    where = " (the reply stopped mid-stream)" if in_stream else ""
+    return ProviderError(message + where, **kw)
+
+
+_NONE: tuple[Event, ...] = ()
+_TEXT_PARTS = ("text", "output_text")
+
+
+def content_text(content: Any, provider: str = "") -> str:
+    """`content` as text: a string, or the text of a list of typed parts (others skipped).
+
+    Raises `ProtocolError` for any other shape (a number, an object)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") in _TEXT_PARTS:
+                text = part.get("text")
+                if not isinstance(text, str):
+                    raise _unreadable(provider, content)
+                out.append(text)
+            elif not isinstance(part, dict):
+                raise _unreadable(provider, content)
+        return "".join(out)
+    raise _unreadable(provider, content)
+
+
+def _unreadable(provider: str, what: Any) -> ProtocolError:
+    return ProtocolError(
+        f"{provider} sent a stream record nbchat cannot read: {what!r:.80}; "
+        "the reply is incomplete (what arrived is kept), try again"
+    )
 
 
 class StreamState:
@@ -248,8 +298,8 @@ class StreamState:
         self.usage: Usage | None = None
         self.n_deltas = 0
 
-    def feed(self, obj: Any) -> TextDelta | None:
-        """One parsed chunk -> its text (or None); raises on an error record."""
+    def feed(self, obj: Any) -> tuple[Event, ...]:
+        """One parsed chunk -> its events (often one `TextDelta`); raises on an error record."""
         try:
             choices = obj.get("choices")
             if obj.get("usage"):
@@ -257,7 +307,7 @@ class StreamState:
             if not choices:
                 if "error" in obj:
                     raise stream_error(obj, self.provider)
-                return None
+                return _NONE
             choice = choices[0]
             delta = choice.get("delta") or {}
             if choice.get("finish_reason"):
@@ -266,18 +316,27 @@ class StreamState:
                 self.tools.add(delta["tool_calls"])
                 self.n_deltas += 1
             text = delta.get("content")
+            if text.__class__ is not str:
+                text = content_text(text, self.provider) if text is not None else None
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if delta.get("refusal"):
+                text = (text or "") + content_text(delta["refusal"], self.provider)
+            if thought:
+                thought = content_text(thought, self.provider)
+                self.n_deltas += 1
+                if not text:
+                    return (ReasoningDelta(thought),)
             if text:
                 self.n_deltas += 1
                 lp = choice.get("logprobs")
                 if lp and lp.get("content"):
-                    return TextDelta(text, tuple(lp["content"]))
-                return TextDelta(text)
-            return None
+                    out: Event = TextDelta(text, tuple(lp["content"]))
+                else:
+                    out = TextDelta(text)
+                return (ReasoningDelta(thought), out) if thought else (out,)
+            return _NONE
         except (AttributeError, TypeError, IndexError):  # a record of an unexpected shape
-            raise ProtocolError(
-                f"{self.provider} sent a stream record nbchat cannot read: {obj!r:.80}; "
-                "the reply is incomplete, try again"
-            ) from None
+            raise _unreadable(self.provider, obj) from None
 
     def done_events(self) -> list[Event]:
         calls = self.tools.finish()
@@ -290,21 +349,32 @@ class StreamState:
         return events
 
 
-def parse_completion(obj: dict[str, Any], provider: str = "") -> list[Event]:
+def parse_completion(obj: Any, provider: str = "") -> list[Event]:
     """A whole (non-streamed) `chat.completion` as events."""
+    if not isinstance(obj, dict):
+        raise _unreadable(provider, obj)
     if not obj.get("choices"):
         if "error" in obj:
-            raise stream_error(obj, provider)
+            raise stream_error(obj, provider, in_stream=False)
         raise ProtocolError(f"{provider} sent a reply with no choices: {json.dumps(obj)[:120]}")
-    choice = obj["choices"][0]
-    message = choice.get("message") or {}
-    events: list[Event] = []
-    if message.get("content"):
-        lp = (choice.get("logprobs") or {}).get("content") or ()
-        events.append(TextDelta(message["content"], tuple(lp)))
-    state = StreamState(provider)
-    if message.get("tool_calls"):
-        state.tools.add([{**tc, "index": i} for i, tc in enumerate(message["tool_calls"])])
-    state.finish_reason = choice.get("finish_reason")
+    try:
+        choice = obj["choices"][0]
+        message = choice.get("message") or {}
+        events: list[Event] = []
+        thought = message.get("reasoning_content") or message.get("reasoning")
+        if thought:
+            events.append(ReasoningDelta(content_text(thought, provider)))
+        text = content_text(message.get("content") or "", provider)
+        if message.get("refusal"):
+            text += content_text(message["refusal"], provider)
+        if text:
+            lp = (choice.get("logprobs") or {}).get("content") or ()
+            events.append(TextDelta(text, tuple(lp)))
+        state = StreamState(provider)
+        if message.get("tool_calls"):
+            state.tools.add([{**tc, "index": i} for i, tc in enumerate(message["tool_calls"])])
+        state.finish_reason = choice.get("finish_reason")
+    except (AttributeError, TypeError, IndexError):
+        raise _unreadable(provider, obj) from None
     state.usage = usage_of(obj.get("usage"))
     return events + state.done_events()
