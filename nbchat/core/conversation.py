@@ -92,19 +92,23 @@ class Conversation:
 
     @property
     def system(self) -> str | None:
+        """The system prompt (the `system` option), or None."""
         return self.settings.system
 
     @property
     def model_id(self) -> str:
+        """The full id `provider:model` this conversation talks to (aliases resolved)."""
         provider, local = registry.resolve(self.model)
         return registry.full_id(provider, local)
 
     @property
     def messages(self) -> list[Message]:
+        """The system message (if any) followed by the history: a new list each time."""
         head = [Message.of("system", self.system)] if self.system else []
         return head + list(self.history)
 
     def reset(self) -> None:
+        """Forget the history and the replies; the model, system prompt and options stay."""
         self.history.clear()
         self.replies.clear()
 
@@ -140,18 +144,26 @@ class Conversation:
         )
 
     async def asend(self, prompt: Any, **options: Any) -> Reply:
+        """Send `prompt` (any form `nbchat.achat` takes) and return the whole `Reply`; `options`
+        apply to this turn only, over the conversation's own. Raises as `nbchat.achat` does.
+        """
         hide_key(options)
         return await self.turn(prompt, **options).collect()
 
     def send(self, prompt: Any, **options: Any) -> Reply:
+        """`asend`, from synchronous code."""
         hide_key(options)
         return run_sync(self.asend(prompt, **options))
 
     def astream(self, prompt: Any, **options: Any) -> AsyncIterator[str]:
+        """The reply's text chunks (str, in order) as they arrive; same arguments and errors as
+        `asend`. Closing the iterator early stops the turn, kept in the history as interrupted.
+        """
         hide_key(options)
         return self.turn(prompt, **options).text_chunks()
 
     def stream(self, prompt: Any, **options: Any) -> Iterator[str]:
+        """`astream`, from synchronous code: an iterator of text chunks."""
         hide_key(options)
         return iterate_sync(self.astream(prompt, **options))
 

@@ -62,6 +62,9 @@ def remember_secret(secret: str | None) -> None:
 
 
 def redact(text: str) -> str:
+    """`text` with every remembered key (`remember_secret`) and every key-shaped token
+    (`nvapi-`, `r8_`, `csk-`, `esecret_`, `sk-`, `Bearer ...`) replaced by `***`.
+    """
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, "***")
@@ -94,14 +97,22 @@ class NbchatError(Exception):
 
     @property
     def message(self) -> str:
+        """The message as shown: redacted, cut to about `MESSAGE_LIMIT` (600) characters; the
+        whole text is `full_message`.
+        """
         return str(self.args[0]) if self.args else ""
 
 
 class UsageError(NbchatError, ValueError):
-    pass
+    """Bad input from the user, found before any I/O (also a ValueError)."""
 
 
 class UnknownModel(UsageError):
+    """A model id or provider prefix that no provider knows.
+
+    `model` is the id as given; `matches` holds up to three close known ids, named in the message.
+    """
+
     def __init__(self, model: str, candidates: Iterable[str] = ()) -> None:
         self.model = model
         self.matches = close_matches(model, candidates)
@@ -112,6 +123,8 @@ class UnknownModel(UsageError):
 
 
 class UnknownOption(UsageError):
+    """A keyword nbchat does not take; `name` is it, and the message suggests the closest."""
+
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name
         matches = close_matches(name, known)
@@ -120,13 +133,17 @@ class UnknownOption(UsageError):
 
 
 class BadOption(UsageError):
+    """An option keyword with a bad value; `name` is the option, the message says what is wrong."""
+
     def __init__(self, name: str, problem: str) -> None:
         self.name = name
         super().__init__(f"bad value for option {name!r}: {problem}")
 
 
 class UnsupportedInput(UsageError):
-    pass
+    """Input the chosen model or provider cannot take, e.g. images to a text-only model, too
+    many or too large images, a tool choice the local model cannot honour.
+    """
 
 
 class CostLimit(UsageError):
@@ -134,6 +151,10 @@ class CostLimit(UsageError):
 
 
 class MissingKey(NbchatError):
+    """The provider needs a key and none was given (argument, `%config` or variable); `env`
+    names the variable to set.
+    """
+
     def __init__(self, provider: str, env: str) -> None:
         self.provider = provider
         self.env = env
@@ -169,25 +190,33 @@ class ProviderError(NbchatError):
 
 
 class AuthenticationError(ProviderError):
-    pass
+    """HTTP 401 or 403: the key is missing, wrong or lacks access."""
 
 
 class RateLimited(ProviderError):
+    """HTTP 429 (or a mid-stream rate-limit record) after the retries; `retry_after` is the
+    wait the provider asked for, in seconds (None when it gave none).
+    """
+
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         self.retry_after = retry_after
         super().__init__(message, **kw)
 
 
 class ContextTooLong(ProviderError):
-    pass
+    """The prompt and history (plus max_tokens) do not fit the model's context window."""
 
 
 class ServiceGone(ProviderError):
-    pass
+    """An endpoint that no longer exists: Anyscale's shared service, which ended on
+    2024-08-01 and now answers with an HTML notice.
+    """
 
 
 class ConnectionFailed(NbchatError):
-    pass
+    """The host could not be reached, the connection dropped, or it stalled (`TimedOut`, a
+    subclass, names the limit); the message names the host and what to check.
+    """
 
 
 class TimedOut(ConnectionFailed):
@@ -202,7 +231,9 @@ class TimedOut(ConnectionFailed):
 
 
 class ProtocolError(NbchatError):
-    pass
+    """The peer sent something nbchat cannot parse: malformed SSE or JSON, an HTML page where
+    JSON was expected, a response missing a required field.
+    """
 
 
 class ReplayMiss(NbchatError):
@@ -210,10 +241,13 @@ class ReplayMiss(NbchatError):
 
 
 class ReplyNotJSON(NbchatError, ValueError):
-    pass
+    """`Reply.json` on a reply whose text is not JSON (also a ValueError)."""
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Up to `n` candidates close to `word` (difflib ratio >= 0.5); for a `provider:model`
+    word, by the model part alone; failing both, candidates containing `word` (any case).
+    """
     cands = list(dict.fromkeys(candidates))
     found = difflib.get_close_matches(word, cands, n=n, cutoff=0.5)
     if not found and ":" in word:  # match on the model part alone

@@ -128,6 +128,7 @@ def timeouts(provider: str | None = None) -> Timeouts:
 
 
 def retry_policy() -> RetryPolicy:
+    """The policy for new requests: `RetryPolicy()` with `configure(max_retries=...)` applied."""
     if "max_retries" in _settings:
         return replace(RetryPolicy(), max_retries=_settings["max_retries"])
     return RetryPolicy()
@@ -293,6 +294,13 @@ def _looks_html(body: bytes, content_type: str) -> bool:
 
 
 def message_of(data: Any) -> str | None:
+    """The human message in a parsed error body, or None when there is none.
+
+    Reads `{"error": {"message" | "detail" | "code"}}`, `{"error": "text"}`, flat `{"message"}`
+    (Cerebras) and problem-details `{"title", "detail"}` (NVIDIA and Replicate, as in
+    tests/wire/nvidia_genai_401.json and replicate_401.json); a pydantic-style `detail` list (a
+    Cog server's 422) becomes `loc: msg; ...`. Anything else that is not a dict becomes its str.
+    """
     if not isinstance(data, dict):
         return str(data) if data else None
     err = data.get("error")
@@ -324,6 +332,10 @@ _CONTEXT_WORDS = ("context length", "context_length", "maximum context", "too ma
 
 
 def is_context_error(message: str, code: Any = None) -> bool:
+    """Whether an error means the prompt does not fit the context window: the OpenAI code
+    `context_length_exceeded`, or the wording llama.cpp, vLLM and others use (`n_ctx`,
+    `maximum context`, `context length`, ...).
+    """
     low = message.lower()
     return code == "context_length_exceeded" or any(w in low for w in _CONTEXT_WORDS)
 
@@ -462,6 +474,9 @@ def transport_error(
 
 
 def first_byte_error(url: str, provider: str, seconds: float) -> TimedOut:
+    """The `TimedOut` (limit `first_byte`) for a request to `url` that got no byte back within
+    `seconds` of being sent; its message says how to allow longer.
+    """
     host = httpx.URL(url).host or "the host"
     return TimedOut(
         f"{provider}: no answer from {host} within {seconds:g} s of sending the request "

@@ -38,6 +38,7 @@ def known_mime(data: bytes) -> str | None:
 
 
 def sniff_mime(data: bytes) -> str:
+    """The MIME type of image bytes by their magic number (`known_mime`); `image/png` if unknown."""
     return known_mime(data) or "image/png"
 
 
@@ -59,6 +60,11 @@ def from_bytes(data: bytes, what: str = "the bytes") -> ImagePart:
 
 
 def parse_data_uri(uri: str) -> ImagePart:
+    """An ImagePart from a `data:` URI (RFC 2397), base64 or plain text (not percent-decoded);
+    data under a non-image MIME type is sniffed and converted as raw bytes are (`from_bytes`).
+
+    Raises BadOption("images") for a malformed URI, bad base64, or data that is not an image.
+    """
     m = _DATA_URI.match(uri)
     if not m:
         raise BadOption("images", "not a valid data: URI")
@@ -73,6 +79,7 @@ def parse_data_uri(uri: str) -> ImagePart:
 
 
 def is_remote_url(value: str) -> bool:
+    """Whether `value` is an http:// or https:// URL (to be fetched by the async core)."""
     return value.startswith(("http://", "https://"))
 
 
@@ -177,6 +184,9 @@ def _png_bytes(img: Any) -> bytes:
 
 
 def to_pil(part: ImagePart) -> Any:
+    """The image as a loaded `PIL.Image.Image` (needs Pillow); raises PIL's
+    `UnidentifiedImageError` for bytes Pillow cannot read.
+    """
     from PIL import Image
 
     img = Image.open(io.BytesIO(part.data))

@@ -147,10 +147,14 @@ def _load_plugin(name: str, ep: EntryPoint) -> Provider:
 
 
 def default_model() -> str:
+    """The model id used when none is given: `NBCHAT_DEFAULT_MODEL`, else `local`."""
     return os.environ.get("NBCHAT_DEFAULT_MODEL") or DEFAULT_MODEL
 
 
 def known_ids() -> list[str]:
+    """Every id known without the network: the aliases, then each provider's capability table
+    (a provider whose table fails is skipped).
+    """
     ids = list(ALIASES)
     for name in provider_names():
         try:
@@ -175,4 +179,5 @@ def resolve(model: str | None) -> tuple[Provider, str]:
 
 
 def full_id(provider: Provider, local: str) -> str:
+    """The full id `provider:model` of a provider-local id."""
     return f"{provider.name}:{local}"

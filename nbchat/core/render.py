@@ -24,6 +24,10 @@ def _fmt_tokens(n: int | None) -> str:
 
 
 def footer(reply: Reply) -> str:
+    """The one-line summary of a reply, parts joined by ` · `: model id, `N in / M out tokens`
+    (`?` for an unknown count), `first token X.XX s`, `X.X tok/s`, `interrupted`, `replayed`;
+    each part only when known or true.
+    """
     bits = [reply.model]
     u = reply.usage
     if u.input_tokens is not None or u.output_tokens is not None:
@@ -63,6 +67,7 @@ def reasoning_html(reasoning: str) -> str:
 
 
 def error_html(error: BaseException) -> str:
+    """An error's message as escaped, sanitized text (`Error: ...`) in the class `nbchat-error`."""
     return text_html(f"Error: {error}")
 
 

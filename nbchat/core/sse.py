@@ -46,6 +46,10 @@ class SSEParser:
         return None if self.records else self._head
 
     def feed(self, chunk: bytes) -> list[Record]:
+        """The `(event, data)` records completed by `chunk` (bytes, split anywhere); the rest is
+        buffered. `data` is the record's `data:` lines joined with "\\n" and decoded as UTF-8 (bad
+        bytes replaced); `event` is "message" unless an `event:` line named it.
+        """
         if not self.records and len(self._head) < HEAD_LIMIT:
             self._head += chunk
         buf = self._buf + chunk if self._buf else chunk
@@ -105,6 +109,7 @@ class SSEParser:
 
 
 def iter_sse(chunks: Iterable[bytes]) -> Iterator[Record]:
+    """The `(event, data)` records of a byte stream, the last even without a final blank line."""
     parser = SSEParser()
     for chunk in chunks:
         yield from parser.feed(chunk)
@@ -112,6 +117,7 @@ def iter_sse(chunks: Iterable[bytes]) -> Iterator[Record]:
 
 
 async def aiter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[Record]:
+    """`iter_sse` for an async byte stream (e.g. `httpx.Response.aiter_bytes()`)."""
     async for record in sse_records(SSEParser(), chunks):
         yield record
 

@@ -374,12 +374,16 @@ class Turn:
                 reply.log_id = None  # the database could not be opened: nothing was logged
 
     async def collect(self) -> Reply:
+        """Run the turn to the end and return its `Reply`; raises what `events()` raises."""
         async with aclosing(self.events()) as events:
             async for _ in events:
                 pass
         return self.reply
 
     async def text_chunks(self) -> AsyncIterator[str]:
+        """The reply's text chunks (str, in order) as they arrive; raises what `events()` raises.
+        Closing this iterator closes the provider's stream.
+        """
         # closed explicitly: an async generator is not closed when its consumer is
         async with aclosing(self.events()) as events:
             async for ev in events:
@@ -419,6 +423,9 @@ def build_request(
     settings: Settings,
     system: str | None,
 ) -> Request:
+    """The `Request` for one turn: the system prompt (if any), the history, then the new
+    messages, with the settings' options (key and base URL go to the `Turn`, not here).
+    """
     msgs: list[Message] = []
     if system:
         msgs.append(Message.of("system", system))

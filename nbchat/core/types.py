@@ -18,6 +18,8 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 @dataclass(frozen=True)
 class TextPart:
+    """A run of text in a message."""
+
     text: str
 
 
@@ -30,6 +32,9 @@ class ImagePart:
     url: str | None = None  # the remote URL it came from, when it had one
 
     def data_uri(self) -> str:
+        """The image as a `data:<mime>;base64,...` URI (RFC 2397), the form OpenAI-style
+        `image_url` parts take.
+        """
         import base64
 
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
@@ -43,17 +48,31 @@ Part = TextPart | ImagePart
 
 @dataclass(frozen=True)
 class ToolCall:
+    """A call the model asked for: the tool's name, its arguments (a JSON object, parsed)
+    and the call id the provider gave (None when it gave none).
+
+    Arguments that were not valid JSON arrive as `{"_raw": text}`; a non-object value as
+    `{"value": v}` (see `openai_wire.ToolCallAssembler.finish`).
+    """
+
     name: str
     arguments: dict[str, Any]
     id: str | None = None
 
     @property
     def arguments_json(self) -> str:
+        """The arguments as compact JSON text, the OpenAI wire's `function.arguments` form."""
         return _json.dumps(self.arguments)
 
 
 @dataclass(frozen=True)
 class Message:
+    """One chat message: a role (`system`, `user`, `assistant`, `tool`) and its parts in order.
+
+    An assistant message may carry `tool_calls`; a `tool` message answers the call whose id is
+    `tool_call_id`. `interrupted` marks an assistant turn stopped before it finished.
+    """
+
     role: Role
     parts: tuple[Part, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
@@ -62,25 +81,36 @@ class Message:
 
     @classmethod
     def of(cls, role: Role, text: str, images: tuple[ImagePart, ...] = ()) -> Message:
+        """A message of `role` with `text` (left out when empty) followed by `images`."""
         parts: tuple[Part, ...] = ((TextPart(text),) if text else ()) + tuple(images)
         return cls(role, parts)
 
     @property
     def text(self) -> str:
+        """The text parts joined, without separators ("" when there are none)."""
         return "".join(p.text for p in self.parts if isinstance(p, TextPart))
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
+        """The image parts, in order."""
         return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
 
 @dataclass(frozen=True)
 class Usage:
+    """Token counts of one turn; None when the provider did not say.
+
+    On the OpenAI wire these are `usage.prompt_tokens` and `usage.completion_tokens`. When a
+    stream reports no usage (llama.cpp server, an interrupted stream), `output_tokens` is the
+    number of text deltas, one delta counted as one token.
+    """
+
     input_tokens: int | None = None
     output_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int | None:
+        """Input plus output tokens; None unless both are known."""
         if self.input_tokens is None or self.output_tokens is None:
             return None
         return self.input_tokens + self.output_tokens
@@ -96,6 +126,9 @@ class Tool:
     function: Any = None
 
     def to_openai(self) -> dict[str, Any]:
+        """The tool as an OpenAI `tools[]` entry: `{"type": "function", "function": {"name",
+        "description", "parameters"}}` (https://platform.openai.com/docs/api-reference/chat/create).
+        """
         return {
             "type": "function",
             "function": {
@@ -142,6 +175,13 @@ class Request:
 
 @dataclass(frozen=True)
 class TextDelta:
+    """Event: the next piece of reply text (a token or a few), in order.
+
+    `logprobs` holds the OpenAI wire's `choices[0].logprobs.content[]` entries for this piece
+    (`{"token", "logprob", "bytes", "top_logprobs"}`, as in
+    tests/wire/llamacpp_text_logprobs.sse) when `logprobs=` was asked for; else ().
+    """
+
     text: str
     logprobs: tuple[dict[str, Any], ...] = ()
 
@@ -165,16 +205,25 @@ class Status:
 
 @dataclass(frozen=True)
 class ToolCallEvent:
+    """Event: one complete tool call, sent once its arguments have all arrived."""
+
     tool_call: ToolCall
 
 
 @dataclass(frozen=True)
 class ImageEvent:
+    """Event: one generated image (text-to-image models)."""
+
     image: ImagePart
 
 
 @dataclass(frozen=True)
 class Done:
+    """Event: the last one of every stream; the finish reason and the turn's token `Usage`.
+
+    `finish_reason` is the provider's (`stop`, `length`, `tool_calls`, ...); None if it gave none.
+    """
+
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
 
@@ -194,6 +243,13 @@ Event = TextDelta | ReasoningDelta | ToolCallEvent | ImageEvent | Done | ErrorEv
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """One model in a listing: its full id `provider:model` and what it takes.
+
+    `stream`, `tools`, `json`, `vision` and `image_generation` are capabilities (from the
+    provider's table or its listing, not probed); `key_set` says whether the variable `key_env`
+    is set (the key itself is never held here).
+    """
+
     id: str  # full id: "provider:model"
     provider: str
     stream: bool = True
@@ -207,6 +263,7 @@ class ModelInfo:
 
     @property
     def name(self) -> str:
+        """The provider-local id: the part of `id` after the first `:`."""
         return self.id.split(":", 1)[1]
 
     def __str__(self) -> str:
@@ -266,6 +323,7 @@ class Reply:
 
     @property
     def images(self) -> list[Image]:
+        """The generated images as PIL images (decoded on each access); [] for text replies."""
         from .images import to_pil
 
         return [to_pil(p) for p in self.image_parts]
@@ -307,6 +365,9 @@ class Reply:
 
     @property
     def tokens_per_second(self) -> float | None:
+        """Output tokens per second of generation (after the first token), or None when the
+        usage or the timing is unknown.
+        """
         n = self.usage.output_tokens
         if not n or self.duration is None or self.time_to_first_token is None:
             return None
@@ -314,6 +375,7 @@ class Reply:
         return n / gen if gen > 0 else None
 
     def footer(self) -> str:
+        """The one-line summary under a reply: model, tokens in/out, first-token time (s), tok/s."""
         from .render import footer
 
         return footer(self)
@@ -343,6 +405,7 @@ class Reply:
         return f"Reply({', '.join(bits)})"
 
     def to_message(self) -> Message:
+        """The reply as an assistant `Message` (text, images, tool calls) for the history."""
         parts: tuple[Part, ...] = ((TextPart(self.text),) if self.text else ()) + tuple(
             self.image_parts
         )
