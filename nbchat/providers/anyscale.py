@@ -29,6 +29,11 @@ MODELS: dict[str, tuple[bool, str]] = {
 
 
 class AnyscaleProvider(OpenAICompatProvider):
+    """`anyscale:` — an Anyscale deployment at `ANYSCALE_BASE_URL` (or LangChain's
+    `ANYSCALE_API_BASE`), OpenAI-compatible; a key (`ANYSCALE_API_KEY`) is required only by the
+    former shared host. JSON schemas go as `{"type": "json_object", "schema": ...}`.
+    """
+
     name = "anyscale"
     key_env = "ANYSCALE_API_KEY"
     base_url_env = "ANYSCALE_BASE_URL"
@@ -41,6 +46,9 @@ class AnyscaleProvider(OpenAICompatProvider):
         return host_of(base_url or self.default_base_url or "") == SHARED_HOST
 
     def html_error(self, status: int, body: bytes, url: str = "") -> NbchatError:
+        """`ServiceGone` (saying to set ANYSCALE_BASE_URL) when the former shared host answers with
+        its HTML notice; for any other host a ProtocolError saying to check ANYSCALE_BASE_URL.
+        """
         if host_of(url) == SHARED_HOST:
             return ServiceGone(GONE, status=status, provider=self.name)
         return ProtocolError(

@@ -27,6 +27,12 @@ MODELS: dict[str, tuple[bool, bool, bool, str]] = {
 
 
 class CerebrasProvider(OpenAICompatProvider):
+    """`cerebras:` — Cerebras Inference at https://api.cerebras.ai/v1, key in `CEREBRAS_API_KEY`.
+    Sends `max_completion_tokens` (2048 unless `max_tokens=` is given), at most 4 `stop` strings;
+    images: at most 5 per request, PNG or JPEG, up to 10 MB each (`UnsupportedInput` otherwise).
+    Wire: https://inference-docs.cerebras.ai/api-reference/chat-completions
+    """
+
     name = "cerebras"
     key_env = "CEREBRAS_API_KEY"
     base_url_env = "CEREBRAS_BASE_URL"

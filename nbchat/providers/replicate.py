@@ -72,12 +72,19 @@ def prefer_wait(first_byte: float | None) -> str:
 
 @dataclass(frozen=True)
 class ModelRef:
+    """A Replicate model id: `owner/name`, with `version` (a version hash) for
+    `owner/name:version` ids.
+    """
+
     owner: str
     name: str
     version: str | None = None
 
     @classmethod
     def parse(cls, model: str) -> ModelRef:
+        """The parts of a provider-local id `owner/name[:version]`; raises UnknownModel (with the
+        table's ids as suggestions) when it does not have that shape.
+        """
         path, _, version = model.partition(":")
         owner, _, name = path.partition("/")
         if not owner or not name or "/" in name:
@@ -88,6 +95,7 @@ class ModelRef:
 
     @property
     def path(self) -> str:
+        """`owner/name`, as it appears in Replicate's URLs."""
         return f"{self.owner}/{self.name}"
 
 
@@ -108,6 +116,9 @@ CAPABILITIES: dict[str, tuple[str, bool, str]] = {
 
 def model_info_for(model_id: str, kind: str, vision: bool, description: str,
                    key_set: bool) -> ModelInfo:
+    """A `replicate:` `ModelInfo` for a table or collection entry: `kind` "text" streams, "image"
+    generates images; `vision` says whether it takes input images.
+    """
     return ModelInfo(
         id=f"replicate:{model_id}",
         provider="replicate",
@@ -135,6 +146,11 @@ def parse_collection(body: Any, kind: str, key_set: bool) -> list[ModelInfo]:
 
 
 class ReplicateProvider(Provider):
+    """`replicate:owner/name[:version]` — models on https://api.replicate.com/v1, token in
+    `REPLICATE_API_TOKEN`. Wire: https://replicate.com/docs/reference/http (predictions) and
+    https://replicate.com/docs/streaming (SSE), as recorded in tests/wire/replicate_*.
+    """
+
     name = "replicate"
     key_env = "REPLICATE_API_TOKEN"
     base_url_env = "REPLICATE_BASE_URL"
@@ -208,8 +224,8 @@ class ReplicateProvider(Provider):
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
         """Create a prediction (never retried: create is not idempotent) and yield its output:
         streamed through `urls.stream` for text models, else waited for (`Prefer: wait`) and
-        polled. Cancels the prediction if the consumer stops early. Wire: PROVIDERS.md,
-        Replicate."""
+        polled. Cancels the prediction if the consumer stops early. Wire:
+        https://replicate.com/docs/reference/http and https://replicate.com/docs/streaming."""
         base = endpoint.base_url or DEFAULT_BASE_URL
         # the key goes to the API's own host, and streams to https hosts of its domain
         # (stream.replicate.com), never to another host an answer names

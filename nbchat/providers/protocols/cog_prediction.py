@@ -60,6 +60,7 @@ def input_properties(openapi: dict[str, Any] | None) -> dict[str, dict[str, Any]
 
 
 def output_schema(openapi: dict[str, Any] | None) -> dict[str, Any]:
+    """The model's `components.schemas.Output` schema; {} when it is unknown."""
     if not isinstance(openapi, dict):
         return {}
     out = (openapi.get("components") or {}).get("schemas", {}).get("Output")
@@ -73,6 +74,9 @@ def streams_text(openapi: dict[str, Any] | None) -> bool:
 
 
 def outputs_files(openapi: dict[str, Any] | None) -> bool:
+    """Whether the model's output (or each item of an array output) is a `format: uri` string,
+    i.e. a file such as an image (as in tests/wire/replicate_version_sdxl.json).
+    """
     out = output_schema(openapi)
     item = out.get("items") if out.get("type") == "array" else out
     return isinstance(item, dict) and item.get("format") == "uri"
@@ -165,6 +169,11 @@ class StopCutter:
         self.stopped = False
 
     def feed(self, text: str) -> str:
+        """The part of the text so far that is safe to show: all of it up to the first stop
+        sequence (then `stopped` is set and the rest discarded; callers stop feeding), or all
+        but the last `len(longest stop) - 1` characters, held back for the next call. With no
+        stop sequences, `text` itself.
+        """
         if not self.stops:
             return text
         self.buf += text
@@ -181,6 +190,7 @@ class StopCutter:
         return out
 
     def flush(self) -> str:
+        """The held-back text, at the end of the output; the cutter is empty afterwards."""
         out, self.buf = self.buf, ""
         return out
 
@@ -197,6 +207,7 @@ def is_image_ref(value: Any, files: bool) -> bool:
 
 
 def output_items(output: Any) -> list[Any]:
+    """A prediction's `output` as a list of items: [] for None, a list as is, else `[output]`."""
     if output is None:
         return []
     return list(output) if isinstance(output, list) else [output]
@@ -218,9 +229,17 @@ class Outputs:
 
     @property
     def stopped(self) -> bool:
+        """Whether a stop sequence has been seen; later items give no events."""
         return self.cutter.stopped
 
     async def events(self, item: Any) -> list[Event]:
+        """The events of one output item: an `ImageEvent` for an image (a data URI, or a URL of a
+        file output, fetched), the URL as text for a file that is not an image, else a `TextDelta`
+        (non-strings as JSON) cut at stop sequences; [] after a stop.
+
+        Raises ProviderError for a `data:` file that is not an image or an image URL answering
+        HTTP >= 400 (Replicate's delivery URLs expire), ConnectionFailed when the fetch fails.
+        """
         if self.stopped:
             return []
         if is_image_ref(item, self.files):
@@ -234,6 +253,7 @@ class Outputs:
         return [TextDelta(text)] if text else []
 
     def flush(self) -> list[Event]:
+        """The held-back text as a last `TextDelta` ([] after a stop or when nothing is held)."""
         text = self.cutter.flush()
         return [TextDelta(text)] if text and not self.stopped else []
 
@@ -267,6 +287,9 @@ class Outputs:
 
 
 def finish_reason(status: str) -> str:
+    """The `Done` finish reason for a prediction status: `succeeded` -> `stop`, `canceled` ->
+    `canceled`, any other status as it is (https://replicate.com/docs/reference/http).
+    """
     return {"succeeded": "stop", "canceled": "canceled"}.get(status, status)
 
 
@@ -284,6 +307,10 @@ async def final_events(pred: dict[str, Any], outputs: Outputs,
 
 
 def failure(pred: dict[str, Any], provider: str) -> ProviderError:
+    """The ProviderError for a failed prediction: its `error` (a dict's `detail`, or the dict
+    as JSON) and the last line of its `logs` (200 characters at most) as a hint
+    (tests/wire/replicate_prediction_sdxl_failed.json).
+    """
     err = pred.get("error") or "the prediction failed"
     if isinstance(err, dict):
         err = err.get("detail") or json.dumps(err)

@@ -64,6 +64,9 @@ def known_models(*, key_set: bool = False) -> list[ModelInfo]:
 
 
 def genai_url(model: str) -> str:
+    """The model's endpoint: `https://ai.api.nvidia.com/v1/genai/<model>` (the `nvidia:` prefix
+    is dropped).
+    """
     return f"{GENAI_BASE}/{_local(model)}"
 
 

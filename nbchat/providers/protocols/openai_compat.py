@@ -50,6 +50,7 @@ class OpenAICompatProvider(Provider):
     # ---- hooks for provider modules ------------------------------------------------------
 
     def caps_for(self, model: str, base_url: str) -> Caps:
+        """What `base_url`'s endpoint takes on the wire for `model`; here, the class's `caps`."""
         return self.caps
 
     def headers(self) -> dict[str, str]:
@@ -57,12 +58,16 @@ class OpenAICompatProvider(Provider):
         return {"Accept": "text/event-stream"}
 
     def html_error(self, status: int, body: bytes, url: str = "") -> NbchatError:
+        """The error for an HTML page where JSON was expected (a wrong base URL, a proxy's page):
+        a ProtocolError saying to check the base URL. `url` is the address that answered.
+        """
         return ProtocolError(
             f"{self.name} answered with an HTML page instead of JSON (HTTP {status}); "
             "check the base URL: it should be the API root, usually ending in /v1"
         )
 
     def chat_url(self, model: str, base_url: str) -> str:
+        """The chat endpoint for `model`: `{base_url}/chat/completions`."""
         return f"{base_url}/chat/completions"
 
     def base_of(self, endpoint: Endpoint) -> str:
@@ -97,7 +102,8 @@ class OpenAICompatProvider(Provider):
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
         """POST `{base}/chat/completions` with `stream: true` and yield the SSE chunks' events
-        (wire: PROVIDERS.md, "Shared OpenAI-compatible chat"). A server that refuses
+        (wire: https://platform.openai.com/docs/api-reference/chat/streaming; recorded in
+        tests/wire/openai_text_usage.sse and cerebras_stream.sse). A server that refuses
         `json_schema` is asked again with `json_object` (llama.cpp's form); a 200 stream that
         closes before its first byte is asked again without streaming, to get the real
         error or the reply."""
@@ -282,6 +288,7 @@ def merge_models(
 
 
 def host_of(url: str) -> str:
+    """The lower-cased host name of a URL; "" when it has none or cannot be parsed."""
     try:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:  # e.g. "http://[bad": the request itself reports the bad URL

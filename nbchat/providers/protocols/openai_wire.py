@@ -72,6 +72,10 @@ class Caps:
 
 
 def image_content(part: ImagePart, caps: Caps, url: str | None = None) -> dict[str, Any]:
+    """An image as an OpenAI content part: `{"type": "image_url", "image_url": {"url": url}}`, or
+    `"image_url": url` for `caps.image_url_string` (NVIDIA nv-vlm models). `url` defaults to the
+    image's data URI.
+    """
     url = url or part.data_uri()
     if caps.image_url_string:
         return {"type": "image_url", "image_url": url}
@@ -83,6 +87,11 @@ def to_openai_messages(
     caps: Caps = Caps(),
     image_url: Callable[[ImagePart], str | None] | None = None,
 ) -> list[dict[str, Any]]:
+    """Messages in the OpenAI `messages[]` form: text-only content as a string, content with
+    images as a list of `text` / `image_url` parts, assistant `tool_calls` (id `call_<i>` when the
+    model gave none; `content: null` beside them when there is no text), and `tool` messages
+    with their `tool_call_id`. `image_url(part)` may give a URL to use instead of a data URI.
+    """
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "tool":
@@ -184,6 +193,9 @@ class ToolCallAssembler:
         self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
 
     def add(self, fragments: list[dict[str, Any]]) -> None:
+        """Take one chunk's `delta.tool_calls` fragments (`{"index", "id", "function": {"name",
+        "arguments"}}`, as in tests/wire/openai_tool_fragments.sse and llamacpp_forced_tool.sse).
+        """
         for i, frag in enumerate(fragments):
             idx = frag.get("index", i)
             call = self.calls.get(idx)
@@ -204,6 +216,9 @@ class ToolCallAssembler:
                     call[2] += args
 
     def finish(self) -> list[ToolCall]:
+        """The assembled calls in index order. Arguments are parsed as JSON: invalid JSON becomes
+        `{"_raw": text}`, a non-object value `{"value": v}`, empty arguments `{}`.
+        """
         out = []
         for _, (cid, name, raw) in sorted(self.calls.items()):
             raw, name = join_surrogates(raw), join_surrogates(name)
@@ -226,6 +241,9 @@ def _complete_json(text: str) -> bool:
 
 
 def usage_of(obj: dict[str, Any] | None) -> Usage | None:
+    """A `Usage` from an OpenAI `usage` object (`prompt_tokens`, `completion_tokens`); None
+    when there is none.
+    """
     if not obj:
         return None
     return Usage(obj.get("prompt_tokens"), obj.get("completion_tokens"))
@@ -339,6 +357,10 @@ class StreamState:
             raise _unreadable(self.provider, obj) from None
 
     def done_events(self) -> list[Event]:
+        """The events that close the stream: one `ToolCallEvent` per call, then `Done`. The finish
+        reason becomes `tool_calls` when calls arrived with `stop` or none; without a `usage` chunk,
+        the output count is the number of deltas.
+        """
         calls = self.tools.finish()
         events: list[Event] = [ToolCallEvent(c) for c in calls]
         finish = self.finish_reason
