@@ -29,6 +29,9 @@ from .widgets import STATIC, Batcher, esm, image_data_url, short_error
 
 
 def stats_of(reply: Reply) -> dict[str, Any]:
+    """A reply's numbers for a compare column: `ttft` and `duration` (seconds), `tps` (output
+    tokens per second), `input_tokens`, `output_tokens` (None when unknown), `interrupted`.
+    """
     return {
         "ttft": reply.time_to_first_token,
         "tps": reply.tokens_per_second,
@@ -41,6 +44,9 @@ def stats_of(reply: Reply) -> dict[str, Any]:
 
 
 def stats_text(reply: Reply) -> str:
+    """A reply's numbers as one line: `first token X.XX s · X.X tok/s · N in / M out tokens ·
+    X.XX s total`, each part only when known, plus `interrupted`.
+    """
     bits = []
     if reply.time_to_first_token is not None:
         bits.append(f"first token {reply.time_to_first_token:.2f} s")
@@ -79,6 +85,7 @@ class CompareResult(dict[str, Reply]):
 
     @property
     def errors(self) -> dict[str, BaseException]:
+        """Model id -> the error of each model that failed (empty when all succeeded)."""
         return {k: r.error for k, r in self.items() if r.error is not None}
 
     def _repr_html_(self) -> str:
@@ -209,6 +216,12 @@ class CompareView(anywidget.AnyWidget):
         self.columns = cols
 
     async def arun(self, prompt: str, models: Any = None) -> CompareResult:
+        """Send `prompt` to every column's model at once (or to `models`, which replace the columns)
+        and return the `CompareResult` in column order, also kept as `nbchat.last`.
+
+        A model that fails shows its error in its column and in its `Reply.error`; it does not stop
+        the others. Raises BadOption when there are no models, UnknownModel for an unknown id.
+        """
         if models is not None:
             self.model_ids = await expand_models(models)
         if not self.model_ids:
@@ -225,6 +238,7 @@ class CompareView(anywidget.AnyWidget):
         return result
 
     def run(self, prompt: str) -> CompareResult:
+        """`arun`, from synchronous code (through the sync bridge)."""
         return run_sync(self.arun(prompt))
 
     async def _one(self, i: int, model: str, prompt: Any, batcher: Batcher) -> Reply:

@@ -245,6 +245,9 @@ class StreamingMarkdown:
         self.blocks = 0  # frozen blocks
 
     def feed(self, text: str) -> None:
+        """Take the next chunk of reply text; at most every `update_interval` seconds, freeze the
+        blocks it finished and update the block in progress, within the byte budget.
+        """
         self._chunks.append(text)
         self._received += len(text)
         now = self._clock()
@@ -375,4 +378,7 @@ def image_bundle(png: bytes) -> dict[str, Any]:
 
 
 def footer_bundle(text: str) -> dict[str, Any]:
+    """The footer line under a reply as an output bundle: sanitized `text/html` (`footer_html`)
+    and the line itself as `text/plain`.
+    """
     return {"text/html": footer_html(text), "text/plain": text}

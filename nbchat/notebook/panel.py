@@ -87,10 +87,12 @@ class ChatPanel(anywidget.AnyWidget):
 
     @property
     def messages(self) -> list[Message]:
+        """The conversation's messages: the system message (if any), then the history."""
         return self.conversation.messages
 
     @property
     def replies(self) -> list[Reply]:
+        """The replies so far, oldest first (including interrupted ones)."""
         return self.conversation.replies
 
     def submit(self, text: str, images: list[Any] | tuple[Any, ...] = ()) -> asyncio.Task[Any]:
@@ -110,6 +112,9 @@ class ChatPanel(anywidget.AnyWidget):
             self._task.cancel()
 
     def new_chat(self) -> None:
+        """Stop any running reply and start over with an empty history and transcript; the model,
+        system prompt and options stay.
+        """
         self.stop()
         self.conversation.reset()
         self.transcript = []
@@ -146,6 +151,9 @@ class ChatPanel(anywidget.AnyWidget):
         return "\n\n---\n\n".join(out) + "\n"
 
     def to_json(self) -> str:
+        """The transcript as JSON text (the export's `chat.json`), indented by 2:
+        `{"model", "system", "messages": [{"role": "user" | "assistant" | "error", "text", ...}]}`.
+        """
         return json.dumps(
             {"model": self.model, "system": self.system or None, "messages": self.transcript},
             indent=2,

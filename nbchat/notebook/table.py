@@ -18,15 +18,24 @@ _CAPS = (("stream", "stream"), ("tools", "tools"), ("json", "JSON"), ("vision", 
 
 @dataclass
 class ModelTable:
+    """The `%models` table: one row per model (id, provider, capabilities, key status), and
+    `problems` (provider -> short reason) for providers that could not be listed. Shows as HTML
+    in a notebook and as aligned text in a terminal; it never holds a key.
+    """
+
     models: list[ModelInfo]
     problems: dict[str, str] = field(default_factory=dict)  # provider -> short reason
 
     @staticmethod
     def capabilities(m: ModelInfo) -> str:
+        """The model's capabilities, comma-separated (`stream, tools, JSON, vision, ...`)."""
         return ", ".join(label for attr, label in _CAPS if getattr(m, attr))
 
     @staticmethod
     def key_status(m: ModelInfo) -> str:
+        """`✅` when the key variable is set, `❌ set <VAR>` when it is not, and `✅ no key needed`
+        for a model without a key variable.
+        """
         if m.key_set:
             return "✅"
         if m.key_env:
@@ -34,6 +43,7 @@ class ModelTable:
         return "✅ no key needed"
 
     def rows(self) -> list[tuple[str, str, str, str]]:
+        """(id, provider, capabilities, key status) per model, in listing order."""
         return [(m.id, m.provider, self.capabilities(m), self.key_status(m)) for m in self.models]
 
     def _repr_html_(self) -> str:

@@ -35,11 +35,15 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, key: Any, text: str) -> None:
+        """Queue `text` under `key`; the first text after a flush schedules one `interval` seconds
+        later on the running event loop (there must be one).
+        """
         self._pending.setdefault(key, []).append(text)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
 
     def flush(self) -> None:
+        """Emit all queued text now as `{key: joined text}` (nothing if none); cancel the timer."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
