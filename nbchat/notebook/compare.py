@@ -30,7 +30,8 @@ from .widgets import STATIC, Batcher, esm, image_data_url, short_error
 
 def stats_of(reply: Reply) -> dict[str, Any]:
     """A reply's numbers for a compare column: `ttft` and `duration` (seconds), `tps` (output
-    tokens per second), `input_tokens`, `output_tokens` (None when unknown), `interrupted`.
+    tokens per second), `input_tokens`, `output_tokens` (None when unknown), `interrupted`,
+    `replayed`.
     """
     return {
         "ttft": reply.time_to_first_token,
@@ -45,7 +46,7 @@ def stats_of(reply: Reply) -> dict[str, Any]:
 
 def stats_text(reply: Reply) -> str:
     """A reply's numbers as one line: `first token X.XX s · X.X tok/s · N in / M out tokens ·
-    X.XX s total`, each part only when known, plus `interrupted`.
+    X.XX s total`, each part only when known, plus `interrupted` and `replayed` when true.
     """
     bits = []
     if reply.time_to_first_token is not None:

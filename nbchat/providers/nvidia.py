@@ -176,9 +176,9 @@ class NvidiaProvider(OpenAICompatProvider):
     # ---- wire ----------------------------------------------------------------------------
 
     def caps_for(self, model: str, base_url: str) -> Caps:
-        """The wire form for `model` at `base_url`: hosted takes `max_completion_tokens` and a
-        `json_schema` response format, a NIM `max_tokens` and top-level `guided_json`; nv-vlm models
-        take `max_tokens`, `image_url` as a plain string, and no `stream_options`.
+        """The wire form for `model` at `base_url`: `max_tokens` everywhere; a JSON schema as a
+        `json_schema` response format when hosted, as top-level `guided_json` for a NIM; nv-vlm
+        models take `image_url` as a plain string and no `stream_options`.
         """
         spec = MODELS.get(model, NvModel())
         hosted = is_hosted(base_url)
