@@ -30,6 +30,10 @@ IMAGE_TOKENS = 1000
 
 @dataclass(frozen=True)
 class Price:
+    """A model's price: USD per million `input` and per million `output` tokens, the `date`
+    it was read (YYYY-MM-DD) and its `source` (a vendor pricing page, or why it is free).
+    """
+
     input: float  # USD per million input tokens
     output: float  # USD per million output tokens
     date: str  # when it was read, YYYY-MM-DD
@@ -71,6 +75,11 @@ def cost_of(model: str, usage: Usage) -> float | None:
 
 @dataclass(frozen=True)
 class Estimate:
+    """A request's estimated size before it is sent: `input_tokens` (characters / 4, plus 4 per
+    message and `IMAGE_TOKENS` per image), `output_tokens` (`max_tokens` or
+    `DEFAULT_OUTPUT_TOKENS`), and `cost` in USD (None when the price is unknown).
+    """
+
     input_tokens: int
     output_tokens: int
     cost: float | None  # USD; None when the price is unknown
@@ -124,6 +133,10 @@ def spent(replies: list[Reply]) -> float:
 
 @dataclass
 class ModelUsage:
+    """One model's row of the ledger: `requests` sent to the provider, `replayed` answers from
+    the log, and the `input_tokens` / `output_tokens` of the sent ones (unknown counts as 0).
+    """
+
     requests: int = 0  # sent to the provider
     replayed: int = 0  # answered from the log
     input_tokens: int = 0
@@ -138,6 +151,9 @@ class Ledger:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, reply: Reply) -> None:
+        """Count a finished reply under its model: a replayed one as a replay only, a live one as a
+        request with its tokens.
+        """
         with self._lock:
             row = self.models.setdefault(reply.model, ModelUsage())
             if reply.replayed:
@@ -148,11 +164,13 @@ class Ledger:
             row.output_tokens += reply.usage.output_tokens or 0
 
     def rows(self) -> list[tuple[str, ModelUsage]]:
+        """(model id, a copy of its `ModelUsage`) per model, sorted by model id."""
         with self._lock:
             return sorted(((m, ModelUsage(**vars(u))) for m, u in self.models.items()),
                           key=lambda row: row[0])
 
     def clear(self) -> None:
+        """Forget every row."""
         with self._lock:
             self.models.clear()
 

@@ -129,6 +129,7 @@ class LogUnusable(NbchatError):
 
 
 def now_iso() -> str:
+    """The current time in UTC as ISO 8601 with microseconds (how `created` is stored)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
@@ -138,6 +139,7 @@ def new_id() -> str:
 
 
 def sha256(data: bytes) -> str:
+    """The SHA-256 of `data` as 64 hex digits (the key of an image in `blobs`)."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -186,10 +188,14 @@ def message_json(m: Message, *, canonical: bool = False) -> dict[str, Any]:
 
 
 def tool_call_json(t: ToolCall) -> dict[str, Any]:
+    """A tool call as stored: `{"id", "name", "arguments"}` (arguments parsed)."""
     return {"id": t.id, "name": t.name, "arguments": t.arguments}
 
 
 def dumps(value: Any) -> str:
+    """Compact JSON (no ASCII escaping) as the log stores it: bytes become `{"sha256": ...}`, sets
+    and tuples lists, dataclasses dicts, anything else its repr.
+    """
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
@@ -293,6 +299,9 @@ class Log:
 
     @property
     def usable(self) -> bool:
+        """Whether the database can be used: opened now if it was not (a failure to open is warned
+        about once, and the log stays unusable from then on).
+        """
         return self.problem is None and self._connect() is not None
 
     def _connect(self) -> sqlite3.Connection | None:
@@ -354,6 +363,9 @@ class Log:
         self._queue.put(record)
 
     def save_listing(self, provider: str, endpoint: str | None, models: list[ModelInfo]) -> None:
+        """Queue a model listing for the writer thread: the newest listing per provider and endpoint
+        (never a key) is kept in `listings`. Nothing is done once the log is unusable.
+        """
         if self.problem is not None:
             return
         self._ensure_writer()
@@ -504,12 +516,16 @@ class Log:
         ]
 
     def blob(self, digest: str) -> ImagePart:
+        """The image stored under a SHA-256 `digest`; raises LogUnusable when the log lacks it."""
         rows = self._read("SELECT mime, data FROM blobs WHERE sha256 = ?", (digest,))
         if not rows:
             raise LogUnusable(f"the log at {self.path} lacks the image {digest[:12]}")
         return ImagePart(bytes(rows[0][1]), rows[0][0])
 
     def listing(self, provider: str, endpoint: str | None) -> list[ModelInfo] | None:
+        """The last listing saved for a provider and endpoint as `ModelInfo`s, or None when there is
+        none; raises LogUnusable when the log cannot be read.
+        """
         rows = self._read("SELECT models FROM listings WHERE provider = ? AND endpoint = ?",
                           (provider, endpoint or ""))
         if not rows:
@@ -518,6 +534,10 @@ class Log:
 
     def entries(self, n: int = 20, *, models: Iterable[str] = (), provider: str | None = None,
                 text: str | None = None, since: str | None = None) -> list[LogEntry]:
+        """The newest `n` logged replies as `LogEntry`s, newest first, filtered by model ids,
+        provider, a substring of the messages or the reply (`text`, matched literally) and `since`
+        (an ISO 8601 UTC time, see `since_iso`). Raises LogUnusable when the log cannot be read.
+        """
         from .costs import cost_of
         from .types import Usage
 
@@ -729,6 +749,10 @@ def model_ids(model: str | None) -> list[str]:
 
 
 def since_iso(since: Any) -> str | None:
+    """`since` as the UTC ISO 8601 text the log compares with: a datetime (naive means local
+    time), a date (its midnight, local), a timedelta (that long ago) or an ISO 8601 string;
+    None stays None. Raises BadOption("since") for anything else.
+    """
     if since is None:
         return None
     if isinstance(since, _dt.timedelta):

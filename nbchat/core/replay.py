@@ -87,6 +87,7 @@ def mode() -> str:
 
 
 def paced() -> bool:
+    """Whether replays keep the recorded times (`set_mode(..., paced=True)`), not run at once."""
     return _paced
 
 
@@ -140,6 +141,9 @@ def request_hash(model: str, endpoint: str | None, request: Request) -> str:
 
 
 def prompt_head(request: Request, width: int = 60) -> str:
+    """The last user message's text, whitespace collapsed, cut to `width` characters (ending
+    in `…`): how a `ReplayMiss` message names the request.
+    """
     last = next((m for m in reversed(request.messages) if m.role == "user"), None)
     text = " ".join((last.text if last else "").split())
     return text if len(text) <= width else text[: width - 1] + "…"

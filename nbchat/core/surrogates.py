@@ -33,6 +33,9 @@ class SurrogateJoiner:
         self.held = ""
 
     def feed(self, text: str) -> str:
+        """The next chunk's text with surrogate pairs joined (lone halves as U+FFFD); a high half at
+        its end is held back for the next chunk.
+        """
         if self.held:
             text, self.held = self.held + text, ""
         elif text.isascii() or not _SURROGATE.search(text):  # the usual case, kept cheap

@@ -72,6 +72,7 @@ class Timeouts:
                           for n in LIMITS))
 
     def set_fields(self) -> dict[str, float]:
+        """Name -> seconds of each limit that is set (None ones left out)."""
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name) is not None}
 
@@ -85,6 +86,10 @@ _ENV = {"connect": ("NBCHAT_CONNECT_TIMEOUT",),
 
 
 def from_environment() -> Timeouts:
+    """The limits the environment sets: `NBCHAT_CONNECT_TIMEOUT`, `NBCHAT_FIRST_BYTE_TIMEOUT`,
+    `NBCHAT_IDLE_TIMEOUT`, `NBCHAT_TOTAL_TIMEOUT` (seconds; `NBCHAT_READ_TIMEOUT` for first_byte and
+    idle when those are unset). A value that is not a positive number is ignored.
+    """
     values: dict[str, float] = {}
     for name, variables in _ENV.items():
         for var in variables:
@@ -184,6 +189,9 @@ class Waits:
     # ---- reported by the HTTP layer and providers -----------------------------------------
 
     def set_phase(self, phase: str, what: str = "", until: float | None = None) -> None:
+        """Say what the provider does now (`start`, `wait`, `retry`, `poll`, `load` or `stream`),
+        what it waits for, and for a retry until when (clock time); a retry is shown at once.
+        """
         self.phase, self.what, self.until = phase, what, until
         self.since = self.clock()
         if phase == RETRY and self.on_change is not None:
@@ -276,6 +284,9 @@ def current() -> Waits | None:
 
 
 def activate(waits: Waits) -> contextvars.Token[Waits | None]:
+    """Make `waits` the current turn's tracker in this context (the provider's task); the module
+    functions report to it. Returns the `contextvars` token.
+    """
     return _current.set(waits)
 
 
@@ -294,6 +305,9 @@ def receiving() -> None:
 
 
 def loading(what: str = "loading the model") -> None:
+    """The provider is loading something (a local model): no idle limit applies meanwhile, the
+    total one still does.
+    """
     w = _current.get()
     if w is not None:
         w.set_phase(LOAD, what)
@@ -307,6 +321,9 @@ def polling(what: str) -> None:
 
 
 def retrying(reason: str, delay: float) -> None:
+    """The HTTP layer waits `delay` seconds before a retry, for `reason` ("rate limited (HTTP
+    429)"); the status line counts down to it.
+    """
     w = _current.get()
     if w is not None:
         w.set_phase(RETRY, reason, until=w.clock() + delay)

@@ -23,6 +23,10 @@ def _remember(info: Any) -> None:
 
 
 def where() -> tuple[str | None, str | None]:
+    """(notebook path, cell id) of the request being made, each None when unknown: the
+    notebook from `__session__`, the cell from the execute request's `cellId` or else the
+    `cell_id` IPython last ran (see the module docstring).
+    """
     from IPython import get_ipython
 
     ip = get_ipython()

@@ -57,6 +57,9 @@ class LogTable:
     HEAD = ("when", "model", "prompt", "reply", "tokens in/out", "seconds", "cost", "id")
 
     def rows(self) -> list[tuple[str, ...]]:
+        """One row of text per entry, in `HEAD`'s order: local time, model, prompt (60 characters)
+        and reply or error (80), `in / out` tokens, seconds, cost in USD ("?" when unknown), log id.
+        """
         out: list[tuple[str, ...]] = []
         for e in self.entries:
             reply = f"error: {e.error}" if e.error else e.text
@@ -86,6 +89,10 @@ class LogTable:
 
 @dataclass
 class UsageRow:
+    """One model's use: `requests`, `input_tokens`, `output_tokens` (unknown counts as 0) and,
+    for this session only, `replayed` answers (free).
+    """
+
     model: str
     requests: int
     input_tokens: int
@@ -94,6 +101,7 @@ class UsageRow:
 
     @property
     def cost(self) -> float | None:
+        """Estimated USD for the row's tokens (`nbchat.core.costs`); None for an unknown price."""
         return cost_of(self.model, Usage(self.input_tokens, self.output_tokens))
 
 

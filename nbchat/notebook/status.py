@@ -21,6 +21,9 @@ from .display import Publisher, StreamingMarkdown
 
 
 def status_bundle(message: str) -> dict[str, Any]:
+    """The status line's bundle: `message…` as escaped, sanitized HTML and as text; an empty
+    message gives an empty `text/plain` only (the line is cleared).
+    """
     if not message:
         return {"text/plain": ""}
     text = html.escape(message)
@@ -37,6 +40,9 @@ class StatusLine:
         self.shown = ""
 
     def show(self, message: str) -> None:
+        """Show `message` (no-op when it is already shown): the first non-empty one creates the
+        output, later ones update it in place.
+        """
         if message == self.shown:
             return
         if self._id is None:
@@ -49,6 +55,7 @@ class StatusLine:
         self.shown = message
 
     def clear(self) -> None:
+        """Empty the line (the reply arrived or the turn ended); nothing if it was never shown."""
         self.show("")
 
 
@@ -59,4 +66,5 @@ def reasoning_bundle(reasoning: str) -> dict[str, Any]:
 
 
 def note_bundle(note: str) -> dict[str, Any]:
+    """The note saying why a reply has no answer, as escaped, sanitized HTML and as text."""
     return {"text/html": text_html(note, "nbchat-note"), "text/plain": note}
