@@ -19,12 +19,15 @@ ALLOWED_TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "li",
     "pre", "code", "em", "strong", "s", "del", "a", "table", "thead", "tbody", "tr", "th",
     "td", "input", "span", "div", "sub", "img",
+    # the collapsed "Reasoning" block nbchat wraps around a reasoning model's thinking: safe
+    # while no attribute but a class survives the sanitizer (an ontoggle is flagged below)
+    "details", "summary",
 }
 #: elements that can run script, load a document or resource, or submit: never allowed
 SCRIPT_CAPABLE = {
     "script", "style", "iframe", "frame", "frameset", "object", "embed", "applet", "svg",
     "math", "base", "meta", "link", "form", "button", "input-image", "video", "audio",
-    "source", "picture", "template", "noscript", "textarea", "select", "details", "body",
+    "source", "picture", "template", "noscript", "textarea", "select", "body",
     "html", "head", "title", "marquee", "isindex", "portal", "track",
 }
 _CONTROL = re.compile(r"[\x00-\x20\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]+")

@@ -178,7 +178,10 @@ def test_a_401_traceback_with_locals_never_holds_the_key(call):
                                            capture_locals=True)
     ours = [f for f in stack if f.filename.startswith(str(PACKAGE))]
     assert {"open_stream", "run_sync"} <= {f.name for f in ours}  # down to the wire
-    assert "Secret('***')" in "".join(stack.format())  # the key is a local, shown redacted
+    # the key is a local shown redacted, or the provider's frames that held it lost their
+    # locals before its error reached the caller (nbchat.core.turn clears them)
+    wire = [f for f in ours if f.name == "open_stream"]
+    assert "Secret('***')" in "".join(stack.format()) or not any(f.locals for f in wire)
     for frame in ours:
         for name, value in (frame.locals or {}).items():
             assert key[4:] not in value, (frame.name, name)

@@ -107,9 +107,9 @@ def test_a_reply_of_reasoning_only_keeps_it_and_says_why_the_answer_is_empty(ser
     assert reply.finish_reason == "length"
     assert "no answer" in reply.empty_reason and "finish_reason: length" in reply.empty_reason
     assert "max_tokens" in reply.empty_reason
-    md = reply._repr_markdown_()
-    assert "<details><summary>Reasoning</summary>" in md and "Let me think about it." in md
-    assert "finish_reason: length" in md
+    shown = reply._repr_mimebundle_()[0]["text/html"]
+    assert '<details class="nbchat-reasoning"><summary>Reasoning</summary>' in shown
+    assert "Let me think about it." in shown and "finish_reason: length" in shown
 
 
 def test_reasoning_then_answer_are_kept_apart(server):

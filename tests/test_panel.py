@@ -378,4 +378,5 @@ def test_reasoning_and_the_empty_answer_note_reach_the_transcript(fault_server):
     assert entry["reasoning"] == reply.reasoning == "Thinking <b>hard</b>."
     assert "finish_reason: length" in entry["note"] and entry["badge"]
     md = panel.to_markdown()
-    assert "*Reasoning:*" in md and "&lt;b&gt;hard&lt;/b&gt;" in md and "<b>" not in md
+    assert "<summary>Reasoning</summary>" in md and "&lt;b&gt;hard&lt;/b&gt;" in md
+    assert "<b>" not in md and "finish_reason: length" in md
