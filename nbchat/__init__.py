@@ -28,8 +28,8 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time these load 
     from .core.conversation import Conversation as Conversation
     from .core.credentials import Endpoint as Endpoint
     from .core.credentials import Secret as Secret
-    from .core.provider import Provider as Provider
     from .core.log import log as log
+    from .core.provider import Provider as Provider
     from .core.registry import register as register
     from .core.registry import unregister as unregister
     from .core.types import Done as Done
