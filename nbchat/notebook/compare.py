@@ -25,7 +25,7 @@ from ..core.markdown import clean, render_html, text_html
 from ..core.options import parse_settings
 from ..core.types import ModelInfo, Reply, Status, TextDelta
 from . import last_result
-from .widgets import STATIC, Batcher, esm, image_data_url, short_error
+from .widgets import STATIC, Batcher, image_data_url, short_error
 
 
 def stats_of(reply: Reply) -> dict[str, Any]:
@@ -187,7 +187,7 @@ async def expand_models(models: Any) -> list[str]:
 class CompareView(anywidget.AnyWidget):
     """One column per model; `await view.arun(prompt)` streams all of them concurrently."""
 
-    _esm = esm("compare.js")
+    _esm = STATIC / "compare.js"
     _css = STATIC / "nbchat.css"
 
     prompt = traitlets.Unicode("").tag(sync=True)

@@ -25,7 +25,7 @@ from ..core.options import OPTIONS, control_spec, parse_settings
 from ..core.render import footer, footer_html, reasoning_html
 from ..core.types import ImageEvent, Message, Reply, Status, TextDelta
 from . import last_result
-from .widgets import STATIC, Batcher, esm, image_data_url, short_error
+from .widgets import STATIC, Batcher, image_data_url, short_error
 
 THUMBNAIL_SIZE = 256
 #: the options the panel has a control for; each is a synced trait of the same name, and the
@@ -53,7 +53,7 @@ def model_choices(current: str) -> list[str]:
 class ChatPanel(anywidget.AnyWidget):
     """A chat panel: message list, model picker, system prompt, options, Stop and New chat."""
 
-    _esm = esm("panel.js")
+    _esm = STATIC / "panel.js"
     _css = STATIC / "nbchat.css"
 
     model = traitlets.Unicode("").tag(sync=True)

@@ -1,4 +1,4 @@
-"""What the anywidget widgets (`ChatPanel`, `CompareView`) share: their front-end modules,
+"""What the anywidget widgets (`ChatPanel`, `CompareView`) share: where their built front end is,
 batched text messages to the browser, error lines and image data URLs.
 """
 
@@ -15,14 +15,10 @@ from ..core.errors import NbchatError
 from ..core.images import png_bytes
 from ..core.types import ImagePart
 
+#: the built front end (esbuild bundles of js/, see js/build.mjs): panel.js, compare.js, nbchat.css
 STATIC = Path(__file__).parent.parent / "static"
 #: how long text waits before it is sent to the front end (one message per interval at most)
 BATCH_INTERVAL = 0.05
-
-
-def esm(name: str) -> str:
-    """A widget's ES module with the shared Markdown renderer in front of it (no bundler)."""
-    return (STATIC / "markdown.js").read_text() + "\n" + (STATIC / name).read_text()
 
 
 class Batcher:

@@ -1,0 +1,313 @@
+// Markdown for untrusted model output, shared by ChatPanel and CompareView.
+//
+// markdown-it (CommonMark + GFM tables and strikethrough, raw HTML off) renders to HTML, KaTeX
+// renders math, highlight.js colours code; DOMPurify then sanitizes that HTML with an allow-list
+// and hands back a DOM fragment (what is checked is what is inserted: no second parse). Links go
+// only to http(s), mailto and #; a remote image becomes a button that loads it on a click.
+//
+// Streaming (`MarkdownStream`) re-renders only the unfinished tail: top-level blocks that more
+// text cannot change are rendered once and kept. The work spent on the tail is held to a fixed
+// multiple of the text's length; past that budget new text shows as plain text until the next
+// render, so a long reply costs linear time however it is chunked.
+
+import { tex } from "@mdit/plugin-tex";
+import DOMPurify from "dompurify";
+import hljs from "highlight.js/lib/common";
+import katex from "katex";
+import MarkdownIt from "markdown-it";
+import { h, isImageDataUrl } from "./dom.js";
+
+/** @typedef {import("markdown-it/lib/renderer.mjs").RenderRule} RenderRule */
+
+const SAFE_LINK = /^(https?:|mailto:|#)/i;
+const REMOTE_IMAGE = /^https?:\/\//i;
+// CSS that could fetch or run something; KaTeX's own inline styles never hold these
+const RISKY_STYLE = /url\s*\(|image-set|image\s*\(|@import|expression\s*\(|\\/i;
+
+/**
+ * @param {string} code
+ * @param {string} lang
+ */
+function highlight(code, lang) {
+  if (lang && hljs.getLanguage(lang)) {
+    try {
+      return hljs.highlight(code, { language: lang, ignoreIllegals: true }).value;
+    } catch {
+      // an odd grammar edge case: fall back to plain, escaped code
+    }
+  }
+  return "";
+}
+
+/**
+ * @param {string} tex
+ * @param {boolean} displayMode
+ */
+function math(tex, displayMode) {
+  return katex.renderToString(tex, {
+    displayMode,
+    throwOnError: false, // a formula that does not parse shows its source, in red
+    trust: false, // no \href, \url, \includegraphics, \htmlStyle and friends
+    strict: "ignore",
+    maxExpand: 1000,
+    maxSize: 20,
+    output: "htmlAndMathml",
+  });
+}
+
+export const md = new MarkdownIt("commonmark", { html: false, highlight }).enable(["table", "strikethrough"]);
+md.use(tex, { delimiters: "all", render: math });
+// only these targets become links or images; anything else stays literal text
+md.validateLink = (/** @type {string} */ url) => SAFE_LINK.test(url.trim()) || isImageDataUrl(url.trim());
+
+const escape = md.utils.escapeHtml;
+const renderFence = /** @type {RenderRule} */ (md.renderer.rules.fence);
+const renderCodeBlock = /** @type {RenderRule} */ (md.renderer.rules.code_block);
+const COPY = '<button type="button" class="nbchat-copy" aria-label="Copy code">Copy</button>';
+md.renderer.rules.fence = /** @type {RenderRule} */ (tokens, idx, options, env, self) =>
+  `<div class="nbchat-codeblock">${COPY}${renderFence(tokens, idx, options, env, self)}</div>\n`;
+md.renderer.rules.code_block = /** @type {RenderRule} */ (tokens, idx, options, env, self) =>
+  `<div class="nbchat-codeblock">${COPY}${renderCodeBlock(tokens, idx, options, env, self)}</div>\n`;
+md.renderer.rules.image = /** @type {RenderRule} */ (tokens, idx, options, env, self) => {
+  const token = tokens[idx];
+  const src = token.attrGet("src") || "";
+  const alt = self.renderInlineAsText(token.children || [], options, env);
+  if (isImageDataUrl(src)) return `<img src="${escape(src)}" alt="${escape(alt)}" class="nbchat-md-img">`;
+  const label = alt ? `: ${escape(alt)}` : "";
+  if (REMOTE_IMAGE.test(src)) {
+    return (
+      `<button type="button" class="nbchat-load-image" data-src="${escape(src)}" title="${escape(src)}">` +
+      `Load image${label}</button>`
+    );
+  }
+  return `<span class="nbchat-img-blocked">[image${label}]</span>`;
+};
+
+const purify = DOMPurify(window);
+const SANITIZE = {
+  USE_PROFILES: { html: true, svg: true, mathml: true },
+  FORBID_TAGS: [
+    "style", "form", "input", "select", "textarea", "option", "iframe", "frame", "object", "embed",
+    "link", "meta", "base", "image", "use", "video", "audio", "source", "track", "picture",
+    "foreignobject", "animate", "set", "template", "dialog",
+  ],
+  FORBID_ATTR: ["srcset", "action", "formaction", "xlink:href", "background", "poster", "ping", "id", "name"],
+  ALLOW_UNKNOWN_PROTOCOLS: false,
+  RETURN_DOM_FRAGMENT: /** @type {const} */ (true),
+};
+purify.addHook("uponSanitizeAttribute", (_node, data) => {
+  if (data.attrName === "style" && RISKY_STYLE.test(data.attrValue)) data.keepAttr = false;
+});
+purify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.hasAttribute("href")) {
+    const href = (node.getAttribute("href") || "").trim();
+    if (node.tagName === "A" && SAFE_LINK.test(href)) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer nofollow");
+    } else {
+      node.removeAttribute("href");
+    }
+  }
+  if (node.hasAttribute("src") && !(node.tagName === "IMG" && isImageDataUrl(node.getAttribute("src") || ""))) {
+    node.removeAttribute("src");
+  }
+});
+
+/**
+ * Sanitized DOM for rendered HTML.
+ * @param {string} html
+ * @returns {DocumentFragment}
+ */
+function sanitize(html) {
+  return purify.sanitize(html, SANITIZE);
+}
+
+/**
+ * Markdown as a sanitized DOM fragment.
+ * @param {string} text
+ */
+export function markdownFragment(text) {
+  return sanitize(md.render(text, {}));
+}
+
+/**
+ * Render Markdown into `el`, replacing its children.
+ * @param {string} text
+ * @param {HTMLElement} el
+ */
+export function renderMarkdown(text, el) {
+  el.classList.add("nbchat-md");
+  el.replaceChildren(markdownFragment(text));
+}
+
+/**
+ * The clicks rendered Markdown needs (copy a code block, load a remote image), delegated
+ * from `root` so re-rendered content needs no listeners of its own. Returns the cleanup.
+ * @param {HTMLElement} root
+ */
+export function handleMarkdownClicks(root) {
+  /** @param {MouseEvent} e */
+  const onClick = (e) => {
+    const target = e.target instanceof Element ? e.target : null;
+    const copy = target?.closest(".nbchat-md .nbchat-copy");
+    if (copy instanceof HTMLElement) {
+      const code = copy.parentElement?.querySelector("code")?.textContent ?? "";
+      navigator.clipboard.writeText(code).then(
+        () => (copy.textContent = "Copied"),
+        () => (copy.textContent = "Copy failed"),
+      );
+      setTimeout(() => (copy.textContent = "Copy"), 1500);
+      return;
+    }
+    const load = target?.closest(".nbchat-md .nbchat-load-image");
+    if (load instanceof HTMLElement) {
+      const url = load.getAttribute("data-src") || "";
+      if (!REMOTE_IMAGE.test(url)) return;
+      const alt = (load.textContent || "").replace(/^Load image:? ?/, "");
+      const img = h("img", { alt, referrerpolicy: "no-referrer", class: "nbchat-md-img" });
+      img.setAttribute("src", url); // the user asked for this image
+      load.replaceWith(img);
+    }
+  };
+  root.addEventListener("click", onClick);
+  return () => root.removeEventListener("click", onClick);
+}
+
+// ---- streaming ----------------------------------------------------------------------------------
+
+// a block after one of these may still join it (a list item after a blank line, indented code)
+const JOINABLE = new Set(["bullet_list_open", "ordered_list_open", "code_block"]);
+// the tail may be re-rendered while the work spent on it stays under this many characters per
+// character of text, plus a start allowance so short replies re-render on every update
+const WORK_PER_CHAR = 2;
+const WORK_ALLOWANCE = 8192;
+const WORK_PER_RENDER = 256; // a render's fixed cost (sanitizer set-up, DOM swap), in characters
+// raw text appended between renders goes into the last of these (not into <strong>, <a>, ...)
+const CONTAINERS = new Set(["P", "LI", "UL", "OL", "BLOCKQUOTE", "DIV", "PRE", "CODE", "TABLE", "TBODY", "THEAD", "TR", "TD", "TH", "H1", "H2", "H3", "H4", "H5", "H6"]);
+
+/**
+ * Where the n-th line of `src` starts (markdown-it counts `\r\n`, `\r` and `\n` as line ends).
+ * @param {string} src
+ * @param {number} line
+ */
+function lineOffset(src, line) {
+  const re = /\r\n?|\n/g;
+  let offset = 0;
+  for (let i = 0; i < line; i++) {
+    const m = re.exec(src);
+    if (!m) return src.length;
+    offset = m.index + m[0].length;
+  }
+  return offset;
+}
+
+/** Markdown that arrives in pieces, rendered into one element as it grows. */
+export class MarkdownStream {
+  /**
+   * @param {HTMLElement} el emptied, then filled with the rendered text
+   * @param {() => void} [onRender] called after each update of the DOM (e.g. to scroll)
+   */
+  constructor(el, onRender) {
+    this.el = el;
+    this.onRender = onRender;
+    this.text = "";
+    /** where the unfinished tail starts in `text` (everything before is rendered for good) */
+    this.committed = 0;
+    /** how much of `text` the DOM shows (rendered, or appended as plain text) */
+    this.shown = 0;
+    /** characters handed to markdown-it so far (the tail's re-renders and the commits) */
+    this.work = 0;
+    /** @type {{ references?: Record<string, unknown> }} reference definitions of committed blocks */
+    this.env = {};
+    this.frame = 0;
+    this.done = h("div", { class: "nbchat-md-done" });
+    this.tail = h("div", { class: "nbchat-md-tail" });
+    el.classList.add("nbchat-md");
+    el.replaceChildren(this.done, this.tail);
+  }
+
+  /**
+   * Add text; the DOM follows on the next animation frame.
+   * @param {string} text
+   */
+  append(text) {
+    this.text += text;
+    if (!this.frame) {
+      this.frame = requestAnimationFrame(() => {
+        this.frame = 0;
+        this.update();
+      });
+    }
+  }
+
+  /** Bring the DOM up to date now: re-render the tail if the budget allows, else append text. */
+  update() {
+    if (this.shown === this.text.length) return;
+    const tail = this.text.length - this.committed;
+    const budget = WORK_PER_CHAR * this.text.length + WORK_ALLOWANCE;
+    if (this.work + tail + WORK_PER_RENDER <= budget) this.renderTail(false);
+    else this.appendPlain();
+    this.onRender?.();
+  }
+
+  /** The text is complete: render the tail once more, exactly. */
+  finish() {
+    this.cancel();
+    this.renderTail(true);
+    this.onRender?.();
+  }
+
+  /** Stop pending updates (the element is being replaced). */
+  cancel() {
+    if (this.frame) cancelAnimationFrame(this.frame);
+    this.frame = 0;
+  }
+
+  /** @param {boolean} final */
+  renderTail(final) {
+    const src = this.text.slice(this.committed);
+    const env = { references: { ...this.env.references } };
+    const tokens = md.parse(src, env);
+    this.work += src.length + WORK_PER_RENDER;
+    let cut = 0;
+    if (!final) {
+      /** @type {number[]} */
+      const starts = [];
+      tokens.forEach((t, i) => {
+        if (t.level === 0 && t.nesting >= 0 && t.map) starts.push(i);
+      });
+      let k = starts.length - 1;
+      if (k >= 1 && JOINABLE.has(tokens[starts[k - 1]].type)) k -= 1;
+      if (k >= 1) cut = starts[k];
+    }
+    if (cut) {
+      const line = /** @type {[number, number]} */ (tokens[cut].map)[0];
+      const end = lineOffset(src, line);
+      const before = Object.keys(this.env.references || {}).length;
+      if (Object.keys(env.references).length > before) {
+        md.parse(src.slice(0, end), this.env); // keep the committed blocks' reference definitions
+        this.work += end;
+      }
+      this.done.append(sanitize(md.renderer.render(tokens.slice(0, cut), md.options, env)));
+      this.committed += end;
+    }
+    this.tail.replaceChildren(sanitize(md.renderer.render(cut ? tokens.slice(cut) : tokens, md.options, env)));
+    this.shown = this.text.length;
+  }
+
+  /** Show the text that came since the last render as plain text, inside the last block. */
+  appendPlain() {
+    /** @type {Element} */
+    let target = this.tail;
+    while (target.lastElementChild && CONTAINERS.has(target.lastElementChild.tagName)) {
+      const last = target.lastElementChild;
+      if (last.classList.contains("nbchat-codeblock")) {
+        target = last.querySelector("pre > code") || last;
+        break;
+      }
+      target = last;
+    }
+    target.append(this.text.slice(this.shown));
+    this.shown = this.text.length;
+  }
+}
