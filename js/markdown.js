@@ -85,7 +85,9 @@ md.renderer.rules.image = /** @type {RenderRule} */ (tokens, idx, options, env, 
 
 const purify = DOMPurify(window);
 const SANITIZE = {
-  USE_PROFILES: { html: true, svg: true, mathml: true },
+  // DOMPurify's default allow-list (HTML, SVG, MathML) plus the MathML wrapper KaTeX puts around
+  // its TeX source (text only; annotation-xml, which can hold HTML, stays out)
+  ADD_TAGS: ["semantics", "annotation"],
   FORBID_TAGS: [
     "style", "form", "input", "select", "textarea", "option", "iframe", "frame", "object", "embed",
     "link", "meta", "base", "image", "use", "video", "audio", "source", "track", "picture",
@@ -151,7 +153,8 @@ export function handleMarkdownClicks(root) {
     const target = e.target instanceof Element ? e.target : null;
     const copy = target?.closest(".nbchat-md .nbchat-copy");
     if (copy instanceof HTMLElement) {
-      const code = copy.parentElement?.querySelector("code")?.textContent ?? "";
+      // the code as written: markdown-it keeps the newline before the closing fence
+      const code = (copy.parentElement?.querySelector("code")?.textContent ?? "").replace(/\n$/, "");
       navigator.clipboard.writeText(code).then(
         () => (copy.textContent = "Copied"),
         () => (copy.textContent = "Copy failed"),

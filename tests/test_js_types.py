@@ -1,4 +1,5 @@
-"""tsc checks the front end's JSDoc types (pinned in package.json; scripts/test.sh installs it)."""
+"""tsc checks the JSDoc types of the front end's sources in js/ (pinned in package.json;
+scripts/test.sh installs it)."""
 
 import pathlib
 import shutil
@@ -15,12 +16,12 @@ def tsc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
 
 
-def test_static_js_type_checks():
+def test_front_end_type_checks():
     done = tsc()
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_type_check_covers_every_front_end_module():
     checked = {pathlib.Path(line).resolve() for line in tsc("--listFilesOnly").stdout.splitlines()}
-    modules = set((ROOT / "nbchat/static").glob("*.js"))
+    modules = set((ROOT / "js").glob("*.js")) | set((ROOT / "js").glob("*.mjs"))
     assert modules and modules <= checked
