@@ -185,6 +185,8 @@ const JOINABLE = new Set(["bullet_list_open", "ordered_list_open", "code_block"]
 const WORK_PER_CHAR = 2;
 const WORK_ALLOWANCE = 8192;
 const WORK_PER_RENDER = 256; // a render's fixed cost (sanitizer set-up, DOM swap), in characters
+// committed blocks go into chunks of this many commits: layout then revisits a few boxes, not all
+const COMMITS_PER_CHUNK = 16;
 // raw text appended between renders goes into the last of these (not into <strong>, <a>, ...)
 const CONTAINERS = new Set(["P", "LI", "UL", "OL", "BLOCKQUOTE", "DIV", "PRE", "CODE", "TABLE", "TBODY", "THEAD", "TR", "TD", "TH", "H1", "H2", "H3", "H4", "H5", "H6"]);
 
@@ -223,6 +225,7 @@ export class MarkdownStream {
     /** @type {{ references?: Record<string, unknown> }} reference definitions of committed blocks */
     this.env = {};
     this.frame = 0;
+    this.commits = 0;
     this.done = h("div", { class: "nbchat-md-done" });
     this.tail = h("div", { class: "nbchat-md-tail" });
     el.classList.add("nbchat-md");
@@ -291,7 +294,9 @@ export class MarkdownStream {
         md.parse(src.slice(0, end), this.env); // keep the committed blocks' reference definitions
         this.work += end;
       }
-      this.done.append(sanitize(md.renderer.render(tokens.slice(0, cut), md.options, env)));
+      if (this.commits++ % COMMITS_PER_CHUNK === 0) this.done.append(h("div", { class: "nbchat-md-chunk" }));
+      const chunk = /** @type {Element} */ (this.done.lastElementChild);
+      chunk.append(sanitize(md.renderer.render(tokens.slice(0, cut), md.options, env)));
       this.committed += end;
     }
     this.tail.replaceChildren(sanitize(md.renderer.render(cut ? tokens.slice(cut) : tokens, md.options, env)));

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from servers import stop_server
+from xss_corpus import CORPUS
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -61,25 +62,37 @@ class _EvilHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        prompt = request["messages"][-1]["content"]
+        prompt = prompt if isinstance(prompt, str) else ""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
-        words = EVIL_REPLY.split(" ")
         head = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "evil"}
+        # a corpus marker asks for that payload and "corpus" for all of them, one character a
+        # chunk, at once; anything else gets reasoning, then EVIL_REPLY a word at a time, slowly
+        payloads = dict(CORPUS)
+        corpus = prompt in payloads or prompt == "corpus"
+        if corpus:
+            every = "\n\n".join(p for _, p in CORPUS)
+            chunks, pause = list(payloads.get(prompt, every)), 0.0
+        else:
+            chunks = [w if i == 0 else " " + w for i, w in enumerate(EVIL_REPLY.split(" "))]
+            pause = 0.12
         try:
-            time.sleep(EVIL_PAUSE)
-            thought = {**head, "choices": [{"index": 0, "delta": {
-                "reasoning_content": EVIL_REASONING}, "finish_reason": None}]}
-            self.wfile.write(f"data: {json.dumps(thought)}\n\n".encode())
-            for i, w in enumerate(words):
-                text = w if i == 0 else " " + w
+            if not corpus:
+                time.sleep(EVIL_PAUSE)
+                thought = {**head, "choices": [{"index": 0, "delta": {
+                    "reasoning_content": EVIL_REASONING}, "finish_reason": None}]}
+                self.wfile.write(f"data: {json.dumps(thought)}\n\n".encode())
+            for text in chunks:
                 chunk = {**head, "choices": [{"index": 0, "delta": {"content": text},
                                               "finish_reason": None}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
-                time.sleep(0.12)
+                if pause:
+                    time.sleep(pause)
             end = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
             self.wfile.flush()

@@ -25,7 +25,7 @@ CANONICAL = """el => {
     if (n.nodeType === 3) return n.data;
     if (n.nodeType !== 1) return "";
     const inner = [...n.childNodes].map(walk).join("");
-    if (n.matches(".nbchat-md-done, .nbchat-md-tail")) return inner;
+    if (n.matches(".nbchat-md-done, .nbchat-md-tail, .nbchat-md-chunk")) return inner;
     const attrs = [...n.attributes].map((a) => `${a.name}=${a.value}`).sort().join(" ");
     return `<${n.tagName.toLowerCase()} ${attrs}>${inner}</>`;
   };

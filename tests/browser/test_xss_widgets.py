@@ -1,0 +1,207 @@
+"""The XSS corpus (tests/xss_corpus.py) through the widgets in Chromium: nothing runs, nothing is
+fetched from a remote host without a click, no `javascript:` link survives.
+
+On the bare page (the shipped bundles, fast): every payload streamed one character a frame into
+its own ChatPanel, then finished; restored from a transcript; and streamed and finished in a
+CompareView. In real JupyterLab and Notebook 7: a ChatPanel on a loopback model that answers
+each payload, a CompareView streaming all of them joined, the panel's Markdown export shown with
+IPython's Markdown, and the saved notebook reopened without a kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from widget_page import mount, mount_panel, open_bare, reply
+from xss_corpus import CORPUS, EVIL_HOST, JOINED
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TESTS = Path(__file__).resolve().parents[1]
+
+# what must not be in the page after the corpus went through it
+INERT = """(root) => {
+  const bad = [];
+  const scope = root || document;
+  for (const el of scope.querySelectorAll('*')) {
+    for (const a of el.attributes) {
+      const v = a.value.replace(/[\\s\\u0000-\\u001f]/g, '').toLowerCase();
+      const what = `${el.tagName} ${a.name}=${a.value}`;
+      const button = el.tagName === 'BUTTON' && a.name === 'data-src';  // a click-to-load image
+      if (a.name.startsWith('on') && /XSS\\d\\d/.test(a.value)) bad.push(what);
+      if (/^(javascript|vbscript|data:text)/.test(v) && !button) bad.push(what);
+      const urlish = /(src|href|action|srcset|background|poster|style)$/.test(a.name);
+      if (urlish && /198\\.51\\.100\\.7/.test(a.value) && !button) bad.push(what);
+    }
+    const active = ['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED', 'STYLE', 'BASE', 'META', 'FORM', 'LINK'];
+    if (/XSS\\d\\d/.test(el.textContent || '') && active.includes(el.tagName)) bad.push(el.tagName);
+  }
+  return bad;
+}"""
+
+
+def assert_inert(page, dialogs: list[str], requests: list[str], root=None) -> None:
+    page.wait_for_timeout(300)  # a handler or a load that was going to fire has fired
+    assert page.evaluate("() => window.__xss") is None
+    assert dialogs == []
+    assert page.evaluate(INERT, root) == []
+    leaked = [u for u in requests if EVIL_HOST in u or "XSS" in u]
+    assert leaked == []
+
+
+@pytest.fixture
+def bare(page):
+    open_bare(page)
+    page.dialogs = []
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    return page
+
+
+def test_corpus_is_inert_in_the_widgets(bare):
+    payloads = [p for _, p in CORPUS]
+    panels = [mount_panel(bare) for _ in payloads]
+    longest = max(map(len, payloads))
+    # every panel streams its payload one character a frame: each prefix is rendered once
+    bare.evaluate(
+        """async ([ids, texts, n]) => {
+          ids.forEach((i) => nb.widgets[i].emit({ type: "start", model: "evil" }));
+          for (let p = 0; p < n; p++) {
+            ids.forEach((i, k) => {
+              if (p < texts[k].length) nb.widgets[i].emit({ type: "delta", text: texts[k][p] });
+            });
+            await nb.frame();
+          }
+        }""",
+        [panels, payloads, longest],
+    )
+    assert_inert(bare, bare.dialogs, bare.remote)
+    for i, text in zip(panels, payloads, strict=True):
+        bare.evaluate("([i, t]) => nb.widgets[i].change('transcript', t)",
+                      [i, [{"role": "user", "text": text, "images": []}, reply(text)]])
+    restored = mount_panel(bare, [reply(p) for p in payloads])
+    cols = [{"model": "evil", "state": "streaming", "text": ""}]
+    view = mount(bare, "compare", {"prompt": JOINED, "columns": cols})
+    bare.evaluate(
+        "async ([i, t]) => { for (let p = 0; p < t.length; p += 7) {"
+        " nb.widgets[i].emit({type: 'delta', cols: {0: t.slice(p, p + 7)}}); await nb.frame(); } }",
+        [view, JOINED])
+    assert_inert(bare, bare.dialogs, bare.remote)
+    bare.evaluate("([i, c]) => nb.widgets[i].change('columns', c)",
+                  [view, [{"model": "evil", "state": "done", "text": JOINED, "stats": {}}]])
+    assert_inert(bare, bare.dialogs, bare.remote)
+    # what the reader sees: the payloads as text, images behind buttons
+    shown = bare.locator(f".widget-{restored}").inner_text()
+    assert "<script>window.__xss='XSS01'</script>" in shown
+    buttons = bare.locator(f".widget-{restored} .nbchat-load-image")
+    assert buttons.count() >= 4  # the remote and reference images of the corpus
+    # links that survived go only where they say, and open away from the notebook
+    for a in bare.locator(".nbchat-md a[href]").all():
+        assert re.match(r"^(https?:|mailto:|#)", a.get_attribute("href")), a.get_attribute("href")
+    # clicking everything clickable runs nothing; only the asked-for image is fetched
+    with bare.expect_request(re.compile(EVIL_HOST)):
+        buttons.first.click()
+    bare.remote.clear()
+    bare.locator(f"img[src^='http://{EVIL_HOST}/']").evaluate("el => el.remove()")  # asked for
+    clicked = bare.evaluate(
+        "() => { const els = document.querySelectorAll('.nbchat-md a:not([href]),"
+        " .nbchat-md .katex *, .nbchat-md code, .nbchat-md td');"
+        " els.forEach((el) => el.dispatchEvent(new MouseEvent('click', {bubbles: true})));"
+        " return els.length; }")
+    assert clicked > 50
+    assert_inert(bare, bare.dialogs, bare.remote)
+
+
+# ---- real JupyterLab and Notebook 7 ------------------------------------------------------------
+
+XSS_CELLS = [
+    f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nfrom xss_corpus import CORPUS\n"
+    "from IPython.display import Markdown\n"
+    "from nbchat import ChatPanel\nfrom nbchat.notebook.compare import CompareView",
+    "panel = ChatPanel('openai:evil')\npanel",
+    "for marker, _ in CORPUS:\n    await panel.submit(marker)",
+    "view = CompareView(['openai:evil'])\nview",
+    "result = await view.arun('corpus')",
+    "Markdown(panel.to_markdown())",
+    "print('corpus' + ' finished')",
+]
+
+
+def write_xss_notebook(path: Path) -> None:
+    nb = {
+        "cells": [{"cell_type": "code", "execution_count": None, "id": uuid.uuid4().hex[:8],
+                   "metadata": {}, "outputs": [], "source": src} for src in XSS_CELLS],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                    "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb))
+
+
+def test_corpus_is_inert_in_jupyter(jupyter, page):
+    try:
+        check_corpus_in_jupyter(jupyter, page)
+    except BaseException:
+        if not page.is_closed():
+            page.screenshot(path=str(ARTIFACTS / f"{jupyter.kind}-xss-failure.png"))
+        raise
+
+
+def check_corpus_in_jupyter(app, page):
+    write_xss_notebook(app.root / "xss.ipynb")
+    requests: list[str] = []
+    dialogs: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    with page.expect_websocket(lambda ws: "/channels" in ws.url):
+        page.goto(app.url("xss.ipynb"))
+    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for()
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
+    page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+    page.get_by_text("corpus finished").wait_for(timeout=120_000)
+    panel = page.locator(".nbchat-panel")
+    assert panel.locator("[role=article]").count() == len(CORPUS)
+    assert "<script>window.__xss='XSS01'</script>" in panel.inner_text()
+    assert page.locator(".nbchat-col[data-state=done]").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{app.kind}-xss.png"))
+    assert_inert(page, dialogs, requests)
+    hosts = {urlparse(u).hostname for u in requests if u.startswith("http")}
+    assert hosts == {"127.0.0.1"}, hosts
+
+    # saved, the kernel gone, reopened: the restored widgets are just as inert
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^File$")).first.click()
+    page.locator('.lm-Menu-item[data-command="docmanager:save"]').click()
+    path = app.root / "xss.ipynb"
+    deadline = time.monotonic() + 60
+    while True:
+        state = json.dumps(json.loads(path.read_text()).get("metadata", {}).get("widgets", {}))
+        if CORPUS[-1][0] in state and "XSS00" in state:
+            break
+        assert time.monotonic() < deadline, "the saved notebook holds no widget state"
+        time.sleep(0.2)
+    page.close()
+    api = f"{app.base}/api/sessions"
+    for session in httpx.get(api, params={"token": app.token}).json():
+        httpx.delete(f"{api}/{session['id']}", params={"token": app.token}).raise_for_status()
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
+    fresh = context.new_page()
+    fresh.set_default_timeout(60_000)
+    requests.clear()
+    fresh.on("request", lambda r: requests.append(r.url))
+    fresh.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        fresh.goto(app.url("xss.ipynb"))
+        articles = fresh.locator(".nbchat-panel [role=article]")
+        articles.nth(len(CORPUS) - 1).wait_for()
+        fresh.locator(".nbchat-col[data-state=done]").wait_for()
+        assert_inert(fresh, dialogs, requests)
+        fresh.screenshot(path=str(ARTIFACTS / f"{app.kind}-xss-reopened.png"))
+    finally:
+        context.close()
