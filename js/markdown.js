@@ -185,6 +185,9 @@ const JOINABLE = new Set(["bullet_list_open", "ordered_list_open", "code_block"]
 const WORK_PER_CHAR = 2;
 const WORK_ALLOWANCE = 8192;
 const WORK_PER_RENDER = 256; // a render's fixed cost (sanitizer set-up, DOM swap), in characters
+// the DOM follows the text at most this often (the kernel batches text every 50 ms): each update
+// costs the browser a layout and a paint whatever its size
+const UPDATE_INTERVAL_MS = 100;
 // committed blocks go into chunks of this many commits: layout then revisits a few boxes, not all
 const COMMITS_PER_CHUNK = 16;
 // raw text appended between renders goes into the last of these (not into <strong>, <a>, ...)
@@ -225,6 +228,8 @@ export class MarkdownStream {
     /** @type {{ references?: Record<string, unknown> }} reference definitions of committed blocks */
     this.env = {};
     this.frame = 0;
+    this.timer = 0;
+    this.lastUpdate = -Infinity;
     this.commits = 0;
     this.done = h("div", { class: "nbchat-md-done" });
     this.tail = h("div", { class: "nbchat-md-tail" });
@@ -238,12 +243,18 @@ export class MarkdownStream {
    */
   append(text) {
     this.text += text;
-    if (!this.frame) {
+    if (this.frame || this.timer) return;
+    const wait = this.lastUpdate + UPDATE_INTERVAL_MS - performance.now();
+    const next = () => {
+      this.timer = 0;
       this.frame = requestAnimationFrame(() => {
         this.frame = 0;
+        this.lastUpdate = performance.now();
         this.update();
       });
-    }
+    };
+    if (wait > 0) this.timer = window.setTimeout(next, wait);
+    else next();
   }
 
   /** Bring the DOM up to date now: re-render the tail if the budget allows, else append text. */
@@ -266,7 +277,8 @@ export class MarkdownStream {
   /** Stop pending updates (the element is being replaced). */
   cancel() {
     if (this.frame) cancelAnimationFrame(this.frame);
-    this.frame = 0;
+    if (this.timer) clearTimeout(this.timer);
+    this.frame = this.timer = 0;
   }
 
   /** @param {boolean} final */

@@ -193,6 +193,7 @@ def test_streaming_keeps_finished_blocks(bare):
         bare.evaluate("([i, t]) => nb.widgets[i].emit({type: 'delta', text: t})",
                       [i, f"Paragraph {k} goes on. "])
         bare.evaluate("() => nb.frame()")
+    bare.evaluate("() => nb.settle()")
     assert bare.evaluate("() => window.__first.isConnected")
     assert bare.evaluate("() => window.__first.textContent") == "First paragraph with bold."
     assert "Paragraph 29 goes on." in body(bare, i).inner_text()
@@ -207,7 +208,7 @@ def test_huge_unfinished_block_streams_in_full(bare):
         "async ([i, t]) => { for (let p = 0; p < t.length; p += 4096) {"
         " nb.widgets[i].emit({type: 'delta', text: t.slice(p, p + 4096)}); await nb.frame(); } }",
         [i, text])
-    bare.evaluate("() => nb.frame()")
+    bare.evaluate("() => nb.settle()")
     shown = body(bare, i).evaluate("el => el.textContent")
     assert shown.replace(" ", "").strip() == text.replace(" ", "")
     finish(bare, i, [reply(text)])
@@ -224,7 +225,7 @@ def test_compare_view_renders_markdown_while_streaming_and_after(bare):
     bare.evaluate(
         "async ([i, a, b]) => { for (let p = 0; p < 60; p += 4) {"
         " nb.widgets[i].emit({type: 'delta', cols: {0: a.slice(p, p + 4), 1: b.slice(p, p + 4)}});"
-        " await nb.frame(); } await nb.frame(); }",
+        " await nb.tick(); } await nb.settle(); }",
         [i, *texts])
     col = bare.locator(f".widget-{i} .nbchat-col-body")
     assert col.nth(0).locator("table td").all_inner_texts() == ["1", "2"]

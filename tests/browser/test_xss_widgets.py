@@ -1,7 +1,7 @@
 """The XSS corpus (tests/xss_corpus.py) through the widgets in Chromium: nothing runs, nothing is
 fetched from a remote host without a click, no `javascript:` link survives.
 
-On the bare page (the shipped bundles, fast): every payload streamed one character a frame into
+On the bare page (the shipped bundles, fast): every payload streamed a character per update into
 its own ChatPanel, then finished; restored from a transcript; and streamed and finished in a
 CompareView. In real JupyterLab and Notebook 7: a ChatPanel on a loopback model that answers
 each payload, a CompareView streaming all of them joined, the panel's Markdown export shown with
@@ -68,7 +68,7 @@ def test_corpus_is_inert_in_the_widgets(bare):
     payloads = [p for _, p in CORPUS]
     panels = [mount_panel(bare) for _ in payloads]
     longest = max(map(len, payloads))
-    # every panel streams its payload one character a frame: each prefix is rendered once
+    # every panel streams its payload a character an update interval: each prefix is rendered
     bare.evaluate(
         """async ([ids, texts, n]) => {
           ids.forEach((i) => nb.widgets[i].emit({ type: "start", model: "evil" }));
@@ -76,8 +76,9 @@ def test_corpus_is_inert_in_the_widgets(bare):
             ids.forEach((i, k) => {
               if (p < texts[k].length) nb.widgets[i].emit({ type: "delta", text: texts[k][p] });
             });
-            await nb.frame();
+            await nb.tick();
           }
+          await nb.settle();
         }""",
         [panels, payloads, longest],
     )
@@ -90,7 +91,8 @@ def test_corpus_is_inert_in_the_widgets(bare):
     view = mount(bare, "compare", {"prompt": JOINED, "columns": cols})
     bare.evaluate(
         "async ([i, t]) => { for (let p = 0; p < t.length; p += 7) {"
-        " nb.widgets[i].emit({type: 'delta', cols: {0: t.slice(p, p + 7)}}); await nb.frame(); } }",
+        " nb.widgets[i].emit({type: 'delta', cols: {0: t.slice(p, p + 7)}}); await nb.frame(); }"
+        " await nb.settle(); }",
         [view, JOINED])
     assert_inert(bare, bare.dialogs, bare.remote)
     bare.evaluate("([i, c]) => nb.widgets[i].change('columns', c)",
@@ -128,15 +130,23 @@ XSS_CELLS = [
     "for marker, _ in CORPUS:\n    await panel.submit(marker)",
     "view = CompareView(['openai:evil'])\nview",
     "result = await view.arun('corpus')",
+    "print('corpus' + ' finished')",
+]
+
+# the panel's Markdown export, shown by the front end's own Markdown renderer (Python side)
+EXPORT_CELLS = [
+    XSS_CELLS[0],
+    "panel = ChatPanel('openai:evil')\npanel.transcript = [{'role': 'assistant', 'model': 'evil',"
+    " 'text': p, 'badge': m, 'images': []} for m, p in CORPUS]",
     "Markdown(panel.to_markdown())",
     "print('corpus' + ' finished')",
 ]
 
 
-def write_xss_notebook(path: Path) -> None:
+def write_xss_notebook(path: Path, cells: list[str] = XSS_CELLS) -> None:
     nb = {
         "cells": [{"cell_type": "code", "execution_count": None, "id": uuid.uuid4().hex[:8],
-                   "metadata": {}, "outputs": [], "source": src} for src in XSS_CELLS],
+                   "metadata": {}, "outputs": [], "source": src} for src in cells],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                     "name": "python3"}},
         "nbformat": 4, "nbformat_minor": 5,
@@ -153,18 +163,31 @@ def test_corpus_is_inert_in_jupyter(jupyter, page):
         raise
 
 
-def check_corpus_in_jupyter(app, page):
-    write_xss_notebook(app.root / "xss.ipynb")
+def run_all(app, page, name: str) -> tuple[list[str], list[str]]:
+    """Open notebook `name`, run all its cells; (requests, dialogs) seen meanwhile."""
     requests: list[str] = []
     dialogs: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     with page.expect_websocket(lambda ws: "/channels" in ws.url):
-        page.goto(app.url("xss.ipynb"))
+        page.goto(app.url(name))
     page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for()
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
     page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
     page.get_by_text("corpus finished").wait_for(timeout=120_000)
+    return requests, dialogs
+
+
+def test_panel_markdown_export_is_inert_in_jupyter(jupyter, page):
+    write_xss_notebook(jupyter.root / "export.ipynb", EXPORT_CELLS)
+    requests, dialogs = run_all(jupyter, page, "export.ipynb")
+    assert "XSS01" in page.locator(".jp-RenderedMarkdown").last.inner_text()
+    assert_inert(page, dialogs, requests)
+
+
+def check_corpus_in_jupyter(app, page):
+    write_xss_notebook(app.root / "xss.ipynb")
+    requests, dialogs = run_all(app, page, "xss.ipynb")
     panel = page.locator(".nbchat-panel")
     assert panel.locator("[role=article]").count() == len(CORPUS)
     assert "<script>window.__xss='XSS01'</script>" in panel.inner_text()

@@ -40,6 +40,10 @@ window.nb = {
     return this.widgets.length - 1;
   },
   frame() { return new Promise((r) => requestAnimationFrame(() => r())); },
+  // past the renderer's update interval (100 ms) and one more frame: the DOM shows all text
+  settle() { return new Promise((r) => setTimeout(r, 150)).then(() => this.frame()); },
+  // one update interval: each delta sent after this gets its own update
+  tick() { return new Promise((r) => setTimeout(r, 105)); },
   // a panel's reply as the kernel sends it: start, deltas of `size` characters (one per frame)
   async stream(i, text, size, model = "m") {
     const w = this.widgets[i];
@@ -48,7 +52,7 @@ window.nb = {
       w.emit({ type: "delta", text: text.slice(p, p + size) });
       await this.frame();
     }
-    await this.frame();
+    await this.settle();
   },
 };
 """
