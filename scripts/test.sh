@@ -6,7 +6,7 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)                 # the browser tests
 python3 -c "import ensurepip" 2>/dev/null || need+=(python3-venv)
 command -v g++ >/dev/null || need+=(build-essential)          # llama-cpp-python builds from source
-command -v npm >/dev/null || need+=(npm)                      # tsc checks the front end's JSDoc types
+command -v npm >/dev/null || need+=(npm)                      # tsc and esbuild check the front end (js/)
 if [ "${#need[@]}" -gt 0 ]; then
   SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
@@ -18,5 +18,5 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[dev]"
-npm ci --no-audit --no-fund --loglevel=error          # TypeScript, pinned in package-lock.json
+npm ci --no-audit --no-fund --loglevel=error          # tsc, esbuild and the front end's libraries, pinned in package-lock.json
 exec .venv/bin/python -m pytest "$@"

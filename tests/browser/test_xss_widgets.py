@@ -1,5 +1,6 @@
-"""The XSS corpus (tests/xss_corpus.py) through the widgets in Chromium: nothing runs, nothing is
-fetched from a remote host without a click, no `javascript:` link survives.
+"""The XSS corpus (tests/xss_corpus.py) through the widgets in Chromium: no dialog opens (each
+payload's script calls `alert('<marker>')`), nothing is fetched from the remote host without a
+click, no `javascript:` link or event-handler attribute survives.
 
 On the bare page (the shipped bundles, fast): every payload streamed a character per update into
 its own ChatPanel, then finished; restored from a transcript; and streamed and finished in a
@@ -19,29 +20,36 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from saved_notebook import saved_widget_state
 from widget_page import mount, mount_panel, open_bare, reply
-from xss_corpus import CORPUS, EVIL_HOST, JOINED
+from xss_corpus import CORPUS, JOINED, REMOTE_HOST
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TESTS = Path(__file__).resolve().parents[1]
 
-# what must not be in the page after the corpus went through it
+# what must not be in the outputs (widgets, rendered Markdown) after the corpus went through them
 INERT = """(root) => {
   const bad = [];
-  const scope = root || document;
-  for (const el of scope.querySelectorAll('*')) {
-    for (const a of el.attributes) {
-      const v = a.value.replace(/[\\s\\u0000-\\u001f]/g, '').toLowerCase();
-      const what = `${el.tagName} ${a.name}=${a.value}`;
-      const button = el.tagName === 'BUTTON' && a.name === 'data-src';  // a click-to-load image
-      if (a.name.startsWith('on') && /XSS\\d\\d/.test(a.value)) bad.push(what);
-      if (/^(javascript|vbscript|data:text)/.test(v) && !button) bad.push(what);
-      const urlish = /(src|href|action|srcset|background|poster|style)$/.test(a.name);
-      if (urlish && /198\\.51\\.100\\.7/.test(a.value) && !button) bad.push(what);
+  const scopes = root ? [root] : document.querySelectorAll(
+    '.jp-OutputArea-output, .nbchat-panel, .nbchat-compare, [class^=widget-]');
+  const active = ['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED', 'STYLE', 'BASE', 'META', 'FORM', 'LINK',
+                  'FRAME', 'VIDEO', 'AUDIO', 'SOURCE', 'PICTURE'];
+  for (const scope of scopes) {
+    for (const el of scope.querySelectorAll('*')) {
+      if (active.includes(el.tagName)) bad.push(el.tagName);
+      for (const a of el.attributes) {
+        const v = a.value.replace(/[\\s\\u0000-\\u001f]/g, '').toLowerCase();
+        const what = `${el.tagName} ${a.name}=${a.value}`;
+        // a click-to-load image, and a link (a click away, like any http link) are allowed
+        const button = (el.tagName === 'BUTTON' && a.name === 'data-src')
+          || (el.tagName === 'A' && a.name === 'href' && /^https?:/.test(v));
+        if (a.name.startsWith('on')) bad.push(what);
+        if (/^(javascript|vbscript|data:text)/.test(v) && !button) bad.push(what);
+        const urlish = /(src|href|action|srcset|background|poster|style|data)$/.test(a.name);
+        if (urlish && /198\\.51\\.100\\.7/.test(a.value) && !button) bad.push(what);
+      }
     }
-    const active = ['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED', 'STYLE', 'BASE', 'META', 'FORM', 'LINK'];
-    if (/XSS\\d\\d/.test(el.textContent || '') && active.includes(el.tagName)) bad.push(el.tagName);
   }
   return bad;
 }"""
@@ -49,10 +57,9 @@ INERT = """(root) => {
 
 def assert_inert(page, dialogs: list[str], requests: list[str], root=None) -> None:
     page.wait_for_timeout(300)  # a handler or a load that was going to fire has fired
-    assert page.evaluate("() => window.__xss") is None
     assert dialogs == []
     assert page.evaluate(INERT, root) == []
-    leaked = [u for u in requests if EVIL_HOST in u or "XSS" in u]
+    leaked = [u for u in requests if REMOTE_HOST in u]
     assert leaked == []
 
 
@@ -87,30 +94,33 @@ def test_corpus_is_inert_in_the_widgets(bare):
         bare.evaluate("([i, t]) => nb.widgets[i].change('transcript', t)",
                       [i, [{"role": "user", "text": text, "images": []}, reply(text)]])
     restored = mount_panel(bare, [reply(p) for p in payloads])
+    # replies harmless alone and hostile when joined: consecutive entries of one transcript
+    mount_panel(bare, [reply(r) for _, pair in JOINED for r in pair])
+    everything = "\n\n".join(payloads + [r for _, pair in JOINED for r in pair])
     cols = [{"model": "evil", "state": "streaming", "text": ""}]
-    view = mount(bare, "compare", {"prompt": JOINED, "columns": cols})
+    view = mount(bare, "compare", {"prompt": everything, "columns": cols})
     bare.evaluate(
-        "async ([i, t]) => { for (let p = 0; p < t.length; p += 7) {"
-        " nb.widgets[i].emit({type: 'delta', cols: {0: t.slice(p, p + 7)}}); await nb.frame(); }"
+        "async ([i, t]) => { for (let p = 0; p < t.length; p += 29) {"
+        " nb.widgets[i].emit({type: 'delta', cols: {0: t.slice(p, p + 29)}}); await nb.frame(); }"
         " await nb.settle(); }",
-        [view, JOINED])
+        [view, everything])
     assert_inert(bare, bare.dialogs, bare.remote)
     bare.evaluate("([i, c]) => nb.widgets[i].change('columns', c)",
-                  [view, [{"model": "evil", "state": "done", "text": JOINED, "stats": {}}]])
+                  [view, [{"model": "evil", "state": "done", "text": everything, "stats": {}}]])
     assert_inert(bare, bare.dialogs, bare.remote)
     # what the reader sees: the payloads as text, images behind buttons
     shown = bare.locator(f".widget-{restored}").inner_text()
-    assert "<script>window.__xss='XSS01'</script>" in shown
+    assert "<script>alert('h02')</script>" in shown
     buttons = bare.locator(f".widget-{restored} .nbchat-load-image")
     assert buttons.count() >= 4  # the remote and reference images of the corpus
     # links that survived go only where they say, and open away from the notebook
     for a in bare.locator(".nbchat-md a[href]").all():
         assert re.match(r"^(https?:|mailto:|#)", a.get_attribute("href")), a.get_attribute("href")
     # clicking everything clickable runs nothing; only the asked-for image is fetched
-    with bare.expect_request(re.compile(EVIL_HOST)):
+    with bare.expect_request(re.compile(REMOTE_HOST)):
         buttons.first.click()
     bare.remote.clear()
-    bare.locator(f"img[src^='http://{EVIL_HOST}/']").evaluate("el => el.remove()")  # asked for
+    bare.locator(f"img[src^='http://{REMOTE_HOST}/']").evaluate("el => el.remove()")  # asked for
     clicked = bare.evaluate(
         "() => { const els = document.querySelectorAll('.nbchat-md a:not([href]),"
         " .nbchat-md .katex *, .nbchat-md code, .nbchat-md td');"
@@ -181,7 +191,7 @@ def run_all(app, page, name: str) -> tuple[list[str], list[str]]:
 def test_panel_markdown_export_is_inert_in_jupyter(jupyter, page):
     write_xss_notebook(jupyter.root / "export.ipynb", EXPORT_CELLS)
     requests, dialogs = run_all(jupyter, page, "export.ipynb")
-    assert "XSS01" in page.locator(".jp-RenderedMarkdown").last.inner_text()
+    assert page.locator(".jp-OutputArea-output", has_text="alert('h02')").count() == 1
     assert_inert(page, dialogs, requests)
 
 
@@ -190,7 +200,7 @@ def check_corpus_in_jupyter(app, page):
     requests, dialogs = run_all(app, page, "xss.ipynb")
     panel = page.locator(".nbchat-panel")
     assert panel.locator("[role=article]").count() == len(CORPUS)
-    assert "<script>window.__xss='XSS01'</script>" in panel.inner_text()
+    assert "<script>alert('h02')</script>" in panel.inner_text()
     assert page.locator(".nbchat-col[data-state=done]").count() == 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{app.kind}-xss.png"))
@@ -204,8 +214,8 @@ def check_corpus_in_jupyter(app, page):
     path = app.root / "xss.ipynb"
     deadline = time.monotonic() + 60
     while True:
-        state = json.dumps(json.loads(path.read_text()).get("metadata", {}).get("widgets", {}))
-        if CORPUS[-1][0] in state and "XSS00" in state:
+        state = saved_widget_state(path)
+        if f"alert('{CORPUS[-1][0]}')" in state and f"alert('{CORPUS[0][0]}')" in state:
             break
         assert time.monotonic() < deadline, "the saved notebook holds no widget state"
         time.sleep(0.2)
