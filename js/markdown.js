@@ -180,33 +180,59 @@ export function handleMarkdownClicks(root) {
 
 // a block after one of these may still join it (a list item after a blank line, indented code)
 const JOINABLE = new Set(["bullet_list_open", "ordered_list_open", "code_block"]);
-// the tail may be re-rendered while the work spent on it stays under this many characters per
-// character of text, plus a start allowance so short replies re-render on every update
+// Work is counted in characters handed to markdown-it. Finished blocks are rendered once each;
+// the unfinished tail is re-rendered only while all work stays under WORK_PER_CHAR per character
+// of text (plus an allowance, so short replies re-render on every update); past that, new text
+// is shown as plain text until the budget allows again. Finding where the finished blocks end
+// needs only markdown-it's block pass, SCAN_COST of a full render per character.
 const WORK_PER_CHAR = 2;
 const WORK_ALLOWANCE = 8192;
 const WORK_PER_RENDER = 256; // a render's fixed cost (sanitizer set-up, DOM swap), in characters
-// the DOM follows the text at most this often (the kernel batches text every 50 ms): each update
-// costs the browser a layout and a paint whatever its size
+const SCAN_COST = 0.125;
+// The DOM follows the text at most every UPDATE_INTERVAL_MS (the kernel batches text every 50 ms),
+// and less often as a reply grows past CHARS_PER_MS * UPDATE_INTERVAL_MS (up to MAX_INTERVAL_MS):
+// each update costs the browser a layout and a paint of the visible part whatever it adds, so a
+// long reply's updates would otherwise cost more than rendering it once.
 const UPDATE_INTERVAL_MS = 100;
+const MAX_INTERVAL_MS = 500;
+const CHARS_PER_MS = 250;
 // committed blocks go into chunks of this many commits: layout then revisits a few boxes, not all
 const COMMITS_PER_CHUNK = 16;
-// raw text appended between renders goes into the last of these (not into <strong>, <a>, ...)
+// plain text appended between renders goes into the last of these (not into <strong>, <a>, ...)
 const CONTAINERS = new Set(["P", "LI", "UL", "OL", "BLOCKQUOTE", "DIV", "PRE", "CODE", "TABLE", "TBODY", "THEAD", "TR", "TD", "TH", "H1", "H2", "H3", "H4", "H5", "H6"]);
 
 /**
- * Where the n-th line of `src` starts (markdown-it counts `\r\n`, `\r` and `\n` as line ends).
+ * Where the n-th line of `src` starts.
  * @param {string} src
  * @param {number} line
  */
 function lineOffset(src, line) {
-  const re = /\r\n?|\n/g;
   let offset = 0;
   for (let i = 0; i < line; i++) {
-    const m = re.exec(src);
-    if (!m) return src.length;
-    offset = m.index + m[0].length;
+    const next = src.indexOf("\n", offset);
+    if (next < 0) return src.length;
+    offset = next + 1;
   }
   return offset;
+}
+
+/**
+ * Where the blocks of `src` that more text cannot change end (0: none yet). Only the block pass
+ * runs: it sees the structure without parsing any inline content.
+ * @param {string} src
+ */
+function finishedEnd(src) {
+  /** @type {import("markdown-it/lib/token.mjs").default[]} */
+  const tokens = [];
+  md.block.parse(src, md, {}, tokens);
+  /** @type {number[]} */
+  const starts = [];
+  tokens.forEach((t, i) => {
+    if (t.level === 0 && t.nesting >= 0 && t.map) starts.push(i);
+  });
+  let k = starts.length - 1;
+  if (k >= 1 && JOINABLE.has(tokens[starts[k - 1]].type)) k -= 1;
+  return k >= 1 ? lineOffset(src, /** @type {[number, number]} */ (tokens[starts[k]].map)[0]) : 0;
 }
 
 /** Markdown that arrives in pieces, rendered into one element as it grows. */
@@ -218,12 +244,14 @@ export class MarkdownStream {
   constructor(el, onRender) {
     this.el = el;
     this.onRender = onRender;
+    /** the text so far, line ends normalized to \n as markdown-it does */
     this.text = "";
+    this.pendingCR = false;
     /** where the unfinished tail starts in `text` (everything before is rendered for good) */
     this.committed = 0;
     /** how much of `text` the DOM shows (rendered, or appended as plain text) */
     this.shown = 0;
-    /** characters handed to markdown-it so far (the tail's re-renders and the commits) */
+    /** characters' worth of markdown-it work so far */
     this.work = 0;
     /** @type {{ references?: Record<string, unknown> }} reference definitions of committed blocks */
     this.env = {};
@@ -238,13 +266,17 @@ export class MarkdownStream {
   }
 
   /**
-   * Add text; the DOM follows on the next animation frame.
+   * Add text; the DOM follows on an animation frame, at most every 100 ms (see above).
    * @param {string} text
    */
   append(text) {
-    this.text += text;
+    let add = text;
+    if (this.pendingCR && add.startsWith("\n")) add = add.slice(1); // a \r\n split across deltas
+    this.pendingCR = add.endsWith("\r");
+    this.text += add.replace(/\r\n?/g, "\n");
     if (this.frame || this.timer) return;
-    const wait = this.lastUpdate + UPDATE_INTERVAL_MS - performance.now();
+    const interval = Math.min(MAX_INTERVAL_MS, Math.max(UPDATE_INTERVAL_MS, this.text.length / CHARS_PER_MS));
+    const wait = this.lastUpdate + interval - performance.now();
     const next = () => {
       this.timer = 0;
       this.frame = requestAnimationFrame(() => {
@@ -257,20 +289,36 @@ export class MarkdownStream {
     else next();
   }
 
-  /** Bring the DOM up to date now: re-render the tail if the budget allows, else append text. */
+  /** Bring the DOM up to date now: commit finished blocks, then re-render or extend the tail. */
   update() {
     if (this.shown === this.text.length) return;
-    const tail = this.text.length - this.committed;
     const budget = WORK_PER_CHAR * this.text.length + WORK_ALLOWANCE;
-    if (this.work + tail + WORK_PER_RENDER <= budget) this.renderTail(false);
-    else this.appendPlain();
+    let tail = this.text.slice(this.committed);
+    let committedNow = false;
+    if (this.work + tail.length * SCAN_COST <= budget) {
+      this.work += tail.length * SCAN_COST;
+      const end = finishedEnd(tail);
+      if (end) {
+        this.commit(tail.slice(0, end));
+        tail = tail.slice(end);
+        committedNow = true;
+      }
+    }
+    if (this.work + tail.length + WORK_PER_RENDER <= budget) {
+      this.renderTail(tail);
+    } else if (committedNow) {
+      this.tail.replaceChildren(h("p", {}, tail)); // the unfinished block, as plain text for now
+      this.shown = this.text.length;
+    } else {
+      this.appendPlain();
+    }
     this.onRender?.();
   }
 
   /** The text is complete: render the tail once more, exactly. */
   finish() {
     this.cancel();
-    this.renderTail(true);
+    this.renderTail(this.text.slice(this.committed));
     this.onRender?.();
   }
 
@@ -281,37 +329,23 @@ export class MarkdownStream {
     this.frame = this.timer = 0;
   }
 
-  /** @param {boolean} final */
-  renderTail(final) {
-    const src = this.text.slice(this.committed);
-    const env = { references: { ...this.env.references } };
-    const tokens = md.parse(src, env);
+  /**
+   * Render finished blocks once, for good (their reference definitions stay known).
+   * @param {string} src
+   */
+  commit(src) {
     this.work += src.length + WORK_PER_RENDER;
-    let cut = 0;
-    if (!final) {
-      /** @type {number[]} */
-      const starts = [];
-      tokens.forEach((t, i) => {
-        if (t.level === 0 && t.nesting >= 0 && t.map) starts.push(i);
-      });
-      let k = starts.length - 1;
-      if (k >= 1 && JOINABLE.has(tokens[starts[k - 1]].type)) k -= 1;
-      if (k >= 1) cut = starts[k];
-    }
-    if (cut) {
-      const line = /** @type {[number, number]} */ (tokens[cut].map)[0];
-      const end = lineOffset(src, line);
-      const before = Object.keys(this.env.references || {}).length;
-      if (Object.keys(env.references).length > before) {
-        md.parse(src.slice(0, end), this.env); // keep the committed blocks' reference definitions
-        this.work += end;
-      }
-      if (this.commits++ % COMMITS_PER_CHUNK === 0) this.done.append(h("div", { class: "nbchat-md-chunk" }));
-      const chunk = /** @type {Element} */ (this.done.lastElementChild);
-      chunk.append(sanitize(md.renderer.render(tokens.slice(0, cut), md.options, env)));
-      this.committed += end;
-    }
-    this.tail.replaceChildren(sanitize(md.renderer.render(cut ? tokens.slice(cut) : tokens, md.options, env)));
+    if (this.commits++ % COMMITS_PER_CHUNK === 0) this.done.append(h("div", { class: "nbchat-md-chunk" }));
+    const chunk = /** @type {Element} */ (this.done.lastElementChild);
+    chunk.append(sanitize(md.renderer.render(md.parse(src, this.env), md.options, this.env)));
+    this.committed += src.length;
+  }
+
+  /** @param {string} src the unfinished tail */
+  renderTail(src) {
+    this.work += src.length + WORK_PER_RENDER;
+    const env = { references: { ...this.env.references } };
+    this.tail.replaceChildren(sanitize(md.renderer.render(md.parse(src, env), md.options, env)));
     this.shown = this.text.length;
   }
 

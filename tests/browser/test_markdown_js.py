@@ -208,7 +208,9 @@ def test_huge_unfinished_block_streams_in_full(bare):
         "async ([i, t]) => { for (let p = 0; p < t.length; p += 4096) {"
         " nb.widgets[i].emit({type: 'delta', text: t.slice(p, p + 4096)}); await nb.frame(); } }",
         [i, text])
-    bare.evaluate("() => nb.settle()")
+    # a long reply is redrawn less often (up to every 500 ms): wait for the last redraw
+    bare.wait_for_function("([el, n]) => el.textContent.replace(/ /g, '').trim().length === n",
+                           arg=[body(bare, i).element_handle(), len(text.replace(" ", ""))])
     shown = body(bare, i).evaluate("el => el.textContent")
     assert shown.replace(" ", "").strip() == text.replace(" ", "")
     finish(bare, i, [reply(text)])

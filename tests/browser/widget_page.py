@@ -40,7 +40,7 @@ window.nb = {
     return this.widgets.length - 1;
   },
   frame() { return new Promise((r) => requestAnimationFrame(() => r())); },
-  // past the renderer's update interval (100 ms) and one more frame: the DOM shows all text
+  // past the renderer's update interval (100 ms for replies under 25 KB) and one more frame
   settle() { return new Promise((r) => setTimeout(r, 150)).then(() => this.frame()); },
   // one update interval: each delta sent after this gets its own update
   tick() { return new Promise((r) => setTimeout(r, 105)); },
