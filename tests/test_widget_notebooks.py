@@ -13,6 +13,8 @@ import pytest
 from nbcompare import execute as run_notebook
 from nbcompare import outputs
 
+from nbchat.notebook.widgets import STATIC
+
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
@@ -58,4 +60,5 @@ def test_panel_transcript_is_saved_in_the_widget_state(panel_nb):
     assert [e["role"] for e in transcript] == ["user", "assistant"]
     assert transcript[0]["text"] == "What is the capital of France?"
     assert transcript[1]["text"] and "out tokens" in transcript[1]["badge"]
-    assert "renderMarkdown" in panels[0]["_esm"]  # the front end travels with the state
+    # the front end travels with the state: the shipped bundle, Markdown renderer included
+    assert panels[0]["_esm"] == (STATIC / "panel.js").read_text()

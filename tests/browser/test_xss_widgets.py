@@ -169,7 +169,7 @@ def test_corpus_is_inert_in_jupyter(jupyter, page):
         check_corpus_in_jupyter(jupyter, page)
     except BaseException:
         if not page.is_closed():
-            page.screenshot(path=str(ARTIFACTS / f"{jupyter.kind}-xss-failure.png"))
+            page.screenshot(path=str(ARTIFACTS / f"{jupyter.kind}-corpus-failure.png"))
         raise
 
 
@@ -203,7 +203,7 @@ def check_corpus_in_jupyter(app, page):
     assert "<script>alert('h02')</script>" in panel.inner_text()
     assert page.locator(".nbchat-col[data-state=done]").count() == 1
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{app.kind}-xss.png"))
+    page.screenshot(path=str(ARTIFACTS / f"{app.kind}-corpus.png"))
     assert_inert(page, dialogs, requests)
     hosts = {urlparse(u).hostname for u in requests if u.startswith("http")}
     assert hosts == {"127.0.0.1"}, hosts
@@ -235,6 +235,6 @@ def check_corpus_in_jupyter(app, page):
         articles.nth(len(CORPUS) - 1).wait_for()
         fresh.locator(".nbchat-col[data-state=done]").wait_for()
         assert_inert(fresh, dialogs, requests)
-        fresh.screenshot(path=str(ARTIFACTS / f"{app.kind}-xss-reopened.png"))
+        fresh.screenshot(path=str(ARTIFACTS / f"{app.kind}-corpus-reopened.png"))
     finally:
         context.close()
