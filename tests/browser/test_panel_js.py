@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nbchat.core.options import control_spec
-from nbchat.notebook.widgets import esm
+from nbchat.notebook.widgets import STATIC
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def panel_page(page):
              "transcript": [], "controls": controls, "temperature": 0.3, "top_p": None,
              "max_tokens": 64}
     page.set_content("<body></body>")
-    page.evaluate(FAKE_MODEL, [esm("panel.js"), state])
+    page.evaluate(FAKE_MODEL, [(STATIC / "panel.js").read_text(), state])
     page.controls = controls
     return page
 

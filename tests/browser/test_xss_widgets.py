@@ -1,12 +1,12 @@
-"""The XSS corpus (tests/xss_corpus.py) through the widgets in Chromium: no dialog opens (each
-payload's script calls `alert('<marker>')`), nothing is fetched from the remote host without a
-click, no `javascript:` link or event-handler attribute survives.
+"""The XSS corpus (tests/xss_corpus.py) through the widgets (ChatPanel, CompareView) in Chromium:
+no dialog opens (each payload's script calls `alert('<marker>')`), nothing is fetched from the
+remote host without a click, no `javascript:` link or event-handler attribute survives.
 
 On the bare page (the shipped bundles, fast): every payload streamed a character per update into
 its own ChatPanel, then finished; restored from a transcript; and streamed and finished in a
 CompareView. In real JupyterLab and Notebook 7: a ChatPanel on a loopback model that answers
-each payload, a CompareView streaming all of them joined, the panel's Markdown export shown with
-IPython's Markdown, and the saved notebook reopened without a kernel.
+each payload, a CompareView streaming all of them joined, and the saved notebook reopened without
+a kernel. (The Python surfaces, exports included, are test_xss_browser.py's.)
 """
 
 from __future__ import annotations
@@ -134,7 +134,6 @@ def test_corpus_is_inert_in_the_widgets(bare):
 
 XSS_CELLS = [
     f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nfrom xss_corpus import CORPUS\n"
-    "from IPython.display import Markdown\n"
     "from nbchat import ChatPanel\nfrom nbchat.notebook.compare import CompareView",
     "panel = ChatPanel('openai:evil')\npanel",
     "for marker, _ in CORPUS:\n    await panel.submit(marker)",
@@ -142,16 +141,6 @@ XSS_CELLS = [
     "result = await view.arun('corpus')",
     "print('corpus' + ' finished')",
 ]
-
-# the panel's Markdown export, shown by the front end's own Markdown renderer (Python side)
-EXPORT_CELLS = [
-    XSS_CELLS[0],
-    "panel = ChatPanel('openai:evil')\npanel.transcript = [{'role': 'assistant', 'model': 'evil',"
-    " 'text': p, 'badge': m, 'images': []} for m, p in CORPUS]",
-    "Markdown(panel.to_markdown())",
-    "print('corpus' + ' finished')",
-]
-
 
 def write_xss_notebook(path: Path, cells: list[str] = XSS_CELLS) -> None:
     nb = {
@@ -186,13 +175,6 @@ def run_all(app, page, name: str) -> tuple[list[str], list[str]]:
     page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
     page.get_by_text("corpus finished").wait_for(timeout=120_000)
     return requests, dialogs
-
-
-def test_panel_markdown_export_is_inert_in_jupyter(jupyter, page):
-    write_xss_notebook(jupyter.root / "export.ipynb", EXPORT_CELLS)
-    requests, dialogs = run_all(jupyter, page, "export.ipynb")
-    assert page.locator(".jp-OutputArea-output", has_text="alert('h02')").count() == 1
-    assert_inert(page, dialogs, requests)
 
 
 def check_corpus_in_jupyter(app, page):

@@ -58,7 +58,7 @@ window.nb = {
 """
 
 PANEL_STATE = {"model": "m", "models": ["m"], "system": "", "temperature": None,
-               "max_tokens": None, "busy": False, "transcript": []}
+               "max_tokens": None, "controls": [], "busy": False, "status": "", "transcript": []}
 
 
 def open_bare(page) -> None:
