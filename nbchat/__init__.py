@@ -71,6 +71,7 @@ _LAZY = {
     "Message": "nbchat.core.types",
     "ModelInfo": "nbchat.core.types",
     "errors": "nbchat.core.errors",
+    "local": "nbchat.local",
     "register": "nbchat.core.registry",
     "unregister": "nbchat.core.registry",
     # the provider interface, for third-party providers (entry-point group "nbchat.providers")
@@ -100,7 +101,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         _notebook_context()
         module = importlib.import_module(_LAZY[name])
-        value = module if name == "errors" else getattr(module, name)
+        value = module if name in ("errors", "local") else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'nbchat' has no attribute {name!r}")
@@ -120,7 +121,9 @@ def _notebook_context() -> None:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext nbchat`: register `%%chat`, `%models`, `%chat_log`, `%chat_replay` and
-    `%chat_usage` on the IPython shell."""
+    `%chat_usage` on the IPython shell, and `%config LlamaCpp.options` (the local model)."""
+    from .local import register
     from .notebook.magics import ChatMagics
 
     ipython.register_magics(ChatMagics(shell=ipython))
+    register(ipython)  # %config LlamaCpp.options

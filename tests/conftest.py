@@ -42,7 +42,7 @@ def _no_cloud_keys(monkeypatch):
     for var in ("CEREBRAS_API_KEY", "NVIDIA_API_KEY", "REPLICATE_API_TOKEN", "ANYSCALE_API_KEY",
                 "OPENAI_API_KEY", "CEREBRAS_BASE_URL", "NVIDIA_BASE_URL", "REPLICATE_BASE_URL",
                 "ANYSCALE_BASE_URL", "OPENAI_BASE_URL", "COG_BASE_URL", "NBCHAT_LOCAL_MODEL",
-                "NBCHAT_DEFAULT_MODEL"):
+                "NBCHAT_DEFAULT_MODEL", "NBCHAT_LLAMACPP_OPTIONS"):
         monkeypatch.delenv(var, raising=False)
     credentials.configure(api_keys={}, base_urls={})  # nor keys configured by another test
     yield

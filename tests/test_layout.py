@@ -64,6 +64,18 @@ def test_providers_import_only_core_and_protocols():
             assert mod.startswith(("nbchat.core", "nbchat.providers.protocols")), (path, mod)
 
 
+def test_a_provider_package_imports_only_core_protocols_and_itself():
+    packages = [p for p in (PKG / "providers").iterdir()
+                if p.is_dir() and p.name not in ("protocols", "__pycache__")]
+    assert packages  # llamacpp: provider, options, cache
+    for folder in packages:
+        own = f"nbchat.providers.{folder.name}"
+        for path in sorted(folder.glob("*.py")):
+            for mod in nbchat_imports(path):
+                ok = mod.startswith(("nbchat.core", "nbchat.providers.protocols", own))
+                assert ok, f"{folder.name}/{path.name} imports {mod} sideways"
+
+
 def test_notebook_layer_talks_only_to_the_core():
     for path in modules("notebook"):
         for mod in nbchat_imports(path):

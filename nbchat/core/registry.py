@@ -167,7 +167,8 @@ def known_ids() -> list[str]:
 def resolve(model: str | None) -> tuple[Provider, str]:
     """(provider, provider-local model id) for a full id, an alias, or None (the default)."""
     model = (model or default_model()).strip()
-    model = ALIASES.get(model, model)
+    base, q, query = model.partition("?")  # "local?n_ctx=8192": options ride on the alias
+    model = ALIASES.get(base, base) + q + query
     if ":" not in model:
         raise UnknownModel(model, known_ids())
     prefix, _, local = model.partition(":")

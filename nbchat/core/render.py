@@ -41,6 +41,7 @@ def footer(reply: Reply) -> str:
         bits.append("interrupted")
     if reply.replayed:
         bits.append("replayed")
+    bits += reply.notes
     return " · ".join(bits)
 
 

@@ -295,6 +295,7 @@ class Turn:
                     elif isinstance(ev, Done):
                         reply.finish_reason = ev.finish_reason
                         reply.usage = ev.usage
+                        reply.notes.extend(ev.notes)
                 tracker.event()
                 if shown:
                     shown = ""

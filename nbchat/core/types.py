@@ -226,6 +226,8 @@ class Done:
 
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
+    #: what the footer should say about this turn, e.g. "dropped the 2 oldest turns"
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,7 @@ class Reply:
     request_hash: str | None = None  # sha256 of the canonical request (nbchat.core.replay)
     log_id: str | None = None  # its entry in the local log (nbchat.core.log), if logged
     replayed: bool = False  # answered from the log instead of the provider
+    notes: list[str] = field(default_factory=list)  # said in the footer (e.g. dropped turns)
 
     @property
     def provenance(self) -> dict[str, Any]:
