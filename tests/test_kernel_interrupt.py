@@ -41,8 +41,9 @@ def _run(kc, code: str, timeout: float = 120, on_output=None) -> tuple[list[dict
         OTHER_REPLIES.append(reply)
 
 
-def _markdown(outputs: list[dict]) -> str:
-    return "".join(m["content"].get("data", {}).get("text/markdown", "") for m in outputs)
+def _shown(outputs: list[dict]) -> str:
+    """The HTML of every display message (the reply and its footer)."""
+    return "".join(m["content"].get("data", {}).get("text/html", "") for m in outputs)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_interrupt_stops_generation_keeps_partial_reply_and_next_cell_works(kern
     )
     assert interrupted_at, "no streamed output arrived before the interrupt"
     assert status["status"] == "error"  # the cell stops (Run All does not go on)
-    shown = _markdown(outputs)
+    shown = _shown(outputs)
     assert "interrupted" in shown  # the footer says so, under the partial text
 
     # the history kept the partial reply, marked interrupted, and generation stopped early
@@ -95,7 +96,7 @@ def test_interrupt_stops_generation_keeps_partial_reply_and_next_cell_works(kern
 
     outputs, status = _run(kc, "%%chat --max-tokens 5\nSay hi.")
     assert status["status"] == "ok"
-    assert "llamacpp:smollm2" in _markdown(outputs)
+    assert "llamacpp:smollm2" in _shown(outputs)
 
 
 def test_a_message_arriving_during_a_sync_call_does_not_break_the_kernel(kernel):
