@@ -236,3 +236,15 @@ def test_rendering_rules_hold_in_nbconvert_html(exported_html):
     assert '<td style="text-align:right">36</td>' in out
     assert re.search(r"<ol>\s*<li>\s*<p>first</p>\s*</li>\s*<li>\s*<p>second</p>\s*<ul>", out)
     assert out.count("<ol") == 1 and '<code class="language-python">' in out
+
+
+@pytest.mark.parametrize("marker, payload", CORPUS[:40], ids=IDS[:40])
+def test_models_table_with_ids_and_reasons_from_a_server(marker, payload):
+    """Model ids and error reasons come from servers' listings: shown as text, inert."""
+    from nbchat.core.types import ModelInfo
+    from nbchat.notebook.table import ModelTable
+
+    table = ModelTable([ModelInfo(id=f"openai:{payload}", provider="openai")],
+                       problems={"plugin": payload})
+    page = table._repr_html_()
+    assert problems(page) == [] and marker in visible_text(page)

@@ -1,4 +1,4 @@
-"""The `%models` table: HTML built only from escaped strings, never a key.
+"""The `%models` table: HTML built only from escaped strings, never a key, and sanitized.
 
 A provider that fails to import or to list its models does not hide the others: its row
 says briefly what went wrong.
@@ -58,7 +58,9 @@ class ModelTable:
         out = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         if notes:
             out += f"<p>Not listed:</p><ul>{notes}</ul>"
-        return out
+        from ..core.markdown import clean
+
+        return clean(out)  # ids and reasons come from servers: the one sanitizer checks them
 
     def __repr__(self) -> str:
         rows = [("model", "provider", "capabilities", "key"), *self.rows()]
