@@ -67,7 +67,8 @@ def test_interrupt_stops_generation_keeps_partial_reply_and_next_cell_works(kern
     interrupted_at: list[float] = []
 
     def interrupt_once(msg):
-        text = msg["content"].get("data", {}).get("text/markdown")  # reply text, not a status
+        html = msg["content"].get("data", {}).get("text/html", "")
+        text = "nbchat-md" in html  # the reply's rendered text, not a status line
         if not interrupted_at and text and msg["msg_type"] in ("display_data",
                                                                 "update_display_data"):
             interrupted_at.append(time.monotonic())
