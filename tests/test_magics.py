@@ -570,7 +570,7 @@ def test_reply_repr_uses_the_same_escaping(sh, fake):
     sh.ok("%%chat -m fake:echo\nGo")
     shown = sh.final_outputs()[0]
     assert shown == render_html("<script>x</script>") and "&lt;script&gt;" in shown
-    bundle = nbchat.last._repr_mimebundle_()
+    bundle, _ = nbchat.last._repr_mimebundle_()
     assert set(bundle) == {"text/html", "text/plain"}  # no text/markdown for a second parser
     assert shown in bundle["text/html"] and problems(bundle["text/html"]) == []
 
@@ -629,7 +629,16 @@ def test_a_wait_shows_a_status_line_that_is_emptied_when_the_reply_ends(sh, faul
     did = status[0]["transient"]["display_id"]
     last = [m for m in sh.messages if m["transient"].get("display_id") == did][-1]
     assert last["update"] and last["data"] == {"text/plain": ""}  # nothing stale is saved
-    assert any("Hello" in out for out in sh.final_outputs())
+    body, foot = sh.final_outputs()  # and the emptied line went: one output plus the footer
+    assert body == render_html("Hello") and "openai:m" in visible_text(foot)
+
+
+def test_a_wait_before_a_reply_shown_at_the_end_leaves_one_output(sh, fault_server):
+    fault_server.script(1.3, sse_head(), text_chunk("Hello"), text_chunk(finish="stop"), DONE)
+    sh.ok(f"%%chat -m openai:m --no-stream --base-url {fault_server.base}\nHi")
+    assert any("nbchat-status" in m["data"].get("text/html", "") for m in sh.messages)
+    body, foot = sh.final_outputs()
+    assert body == render_html("Hello") and "openai:m" in visible_text(foot)
 
 
 def test_timeouts_from_config_and_the_command_line(sh, fault_server):

@@ -15,8 +15,9 @@ from nbchat.core.types import ImagePart, Reply, ToolCall, Usage
 
 
 def shown(reply: Reply) -> str:
-    bundle = reply._repr_mimebundle_()
+    bundle, metadata = reply._repr_mimebundle_()
     assert set(bundle) == {"text/html", "text/plain"}  # nothing for a second Markdown parser
+    assert set(metadata) == {"nbchat"}  # provenance, not content
     assert problems(bundle["text/html"]) == [], bundle["text/html"]
     return bundle["text/html"]
 
@@ -63,7 +64,7 @@ def test_footer_figures():
     out = shown(r)
     assert out.startswith('<div class="nbchat-reply">' + render_html("x"))
     assert "<sub>" + footer(r) + "</sub>" in out
-    assert r._repr_mimebundle_()["text/plain"] == "x"
+    assert r._repr_mimebundle_()[0]["text/plain"] == "x"
 
 
 @pytest.mark.parametrize("text", [

@@ -65,7 +65,7 @@ def test_chat_streamed_one_character_per_chunk(shell, marker, payload):
 @pytest.mark.parametrize("marker, payload", CORPUS, ids=IDS)
 def test_displayed_reply(marker, payload):
     reply = Reply(payload, "m", error=ValueError(payload))
-    bundle = reply._repr_mimebundle_()
+    bundle, _ = reply._repr_mimebundle_()
     assert set(bundle) == {"text/html", "text/plain"}
     assert problems(bundle["text/html"]) == []
     assert bundle["text/plain"] == payload

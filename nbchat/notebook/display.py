@@ -352,15 +352,19 @@ class StreamingMarkdown:
         self._outputs.append(bundle)
         self._send(bundle, None, False)
 
-    def close(self) -> None:
-        """Freeze the tail; then, if the reply took several text outputs and the cell is ours,
-        replace them all by the whole reply as one output (its images after it)."""
+    def close(self, others: bool = False) -> None:
+        """Freeze the tail; then, if the cell is ours and holds more than the reply's one text
+        output (several blocks, or `others`: outputs shown before it, such as an emptied
+        status line), replace them all by the whole reply as one output (its images after it).
+        """
         self._flush(self._clock(), final=True)
         texts = sum(1 for b in self._outputs if "text/html" in b)
-        if self._clear is None or texts < 2:
+        if self._clear is None or (texts < 2 and not others):
             return
         self._clear()
-        self._send({"text/html": render_html("".join(self._text))}, None, False)
+        text = "".join(self._text)
+        if text.strip():
+            self._send({"text/html": render_html(text)}, None, False)
         for bundle in self._outputs:
             if "image/png" in bundle:
                 self._send(bundle, None, False)

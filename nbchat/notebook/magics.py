@@ -327,9 +327,10 @@ class ChatMagics(Magics, Configurable):
         turn = conv.turn(prompt, **options)
         publish = ipython_publisher(lambda: {"nbchat": turn.reply.provenance})
         status = StatusLine(publish)
+        clear = ipython_clear if _cell_is_ours(self.shell) else None
         out = StreamingMarkdown(
             publish,
-            clear=ipython_clear if _cell_is_ours(self.shell) else None,
+            clear=clear,
             update_interval=self.update_interval,
             max_block_chars=self.max_block_chars,
         )
@@ -355,12 +356,15 @@ class ChatMagics(Magics, Configurable):
             status.clear()
         reply = turn.reply
         if not live:
+            if clear is not None and status.created:
+                clear()  # the emptied status line goes: the reply is the cell's first output
             if reply.text:
                 publish(reply_output(reply.text), None, False)
             for part in reply.image_parts:
                 publish(image_bundle(png_bytes(part)), None, False)
         else:
-            out.close()  # may clear the cell to leave the reply as one output
+            # may clear the cell (blocks, an emptied status line) to leave the reply as one output
+            out.close(others=status.created)
         if reply.reasoning:  # after the reply (collapsed), so that clearing cannot drop it
             publish(reasoning_bundle(reply.reasoning), None, False)
         if reply.tool_calls:

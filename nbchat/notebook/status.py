@@ -58,6 +58,11 @@ class StatusLine:
         """Empty the line (the reply arrived or the turn ended); nothing if it was never shown."""
         self.show("")
 
+    @property
+    def created(self) -> bool:
+        """Whether the line was ever shown (its output, emptied or not, is in the cell)."""
+        return self._id is not None
+
 
 def reasoning_bundle(reasoning: str) -> dict[str, Any]:
     """The reasoning, collapsed under a "Reasoning" label."""
