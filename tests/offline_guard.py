@@ -66,7 +66,7 @@ def _guarded_provider(name):
     provider = _get_provider(name)
     if not getattr(provider, "_offline_guard", False):
 
-        def stream(request):
+        def stream(request, *args, **kwargs):
             _used(f"{name}.stream {request.model}")
             raise RuntimeError(f"offline guard: the {name} provider was asked for a reply")
 

@@ -110,8 +110,6 @@ def test_newest_finished_reply_answers(fake):
 def test_the_canonical_form_holds_what_changes_the_answer():
     base = Request("m", (Message.of("user", "hi"),))
     key = replay.request_hash("p:m", "http://h/v1", base)
-    same_but_key = Request("m", (Message.of("user", "hi"),), api_key="sk-secret123456")
-    assert replay.request_hash("p:m", "http://h/v1", same_but_key) == key
     from dataclasses import replace
 
     from nbchat.core.options import parse_settings
@@ -136,8 +134,21 @@ def test_the_canonical_form_holds_what_changes_the_answer():
         )),
     ]
     assert key not in changed and len(set(changed)) == len(changed)
-    canon = replay.canonical("p:m", "http://h/v1", same_but_key)
-    assert "secret" not in str(canon) and "api_key" not in str(canon)
+
+
+def test_the_key_is_not_part_of_the_request(fake, monkeypatch):
+    """Replay works after the key changed or is gone: a notebook re-runs without it."""
+    monkeypatch.setattr(type(fake), "key_env", "FAKE_API_KEY")
+    first = nbchat.chat("hi", model="fake:echo", api_key="sk-first0123456789")
+    replay.set_mode("strict")
+    again = nbchat.chat("hi", model="fake:echo", api_key="sk-other0123456789")
+    assert again.replayed and again.request_hash == first.request_hash
+    monkeypatch.delenv("FAKE_API_KEY", raising=False)
+    assert nbchat.chat("hi", model="fake:echo").replayed  # no key at all: no MissingKey
+    replay.set_mode("off")
+    with pytest.raises(nbchat.errors.MissingKey):
+        nbchat.chat("hi", model="fake:echo")
+    assert len(fake.requests) == 1
 
 
 def test_a_failed_request_fails_again_in_strict_mode_and_is_retried_in_on_mode(fake):
@@ -411,7 +422,7 @@ def test_compare_replays_every_column(fake):
     assert {k: r.text for k, r in again.items()} == {k: r.text for k, r in first.items()}
     assert all(r.replayed for r in again.values())
     assert len(fake.requests) == len(other.requests) == 1
-    assert "replayed" in again._repr_markdown_()
+    assert "replayed" in again._repr_html_()
     meta = again.metadata()["nbchat"]
     assert set(meta) == {"fake:echo", "second:echo"} and meta["fake:echo"]["replayed"]
 
@@ -429,8 +440,8 @@ def test_done_usage_is_replayed_as_sent(fake):
     """A server that sends no usage: the turn counts deltas; the replay does the same."""
 
     class NoUsage(FakeProvider):
-        async def stream(self, request):
-            async for ev in super().stream(request):
+        async def stream(self, request, endpoint):
+            async for ev in super().stream(request, endpoint):
                 yield Done(ev.finish_reason, Usage()) if isinstance(ev, Done) else ev
 
     quiet = NoUsage("quiet")
