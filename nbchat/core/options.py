@@ -269,8 +269,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            providers=("openai", "cerebras", "nvidia", "anyscale", "replicate"),
            parse=_api_key, unset="`%config ChatMagics.api_keys`, else the provider's key variable"),
     Option("max_cost", "number",
-           "refuse a request, before sending it, whose estimated cost in US dollars plus what "
-           "its thread already spent would exceed this (prices: %chat_usage)",
+           "refuse a request, before sending it, whose estimated cost in US dollars "
+           "(prices in nbchat.core.costs) plus what its thread already spent would exceed this",
            minimum=0, input=True, unset="no limit"),
     Option("timeout", "seconds or dict",
            "limits on waiting, in seconds: a number bounds the whole reply; a dict sets any of "
