@@ -428,7 +428,7 @@ class Log:
         err = reply.error
         conn.execute("BEGIN")
         try:
-            conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)",
+            conn.executemany("INSERT OR IGNORE INTO blobs (sha256, mime, data) VALUES (?, ?, ?)",
                              [(h, mime, data) for h, (mime, data) in blobs.items()])
             conn.execute(
                 f"INSERT INTO replies ({', '.join(_COLUMNS)})"
