@@ -16,6 +16,7 @@ from nbchat.core.types import (
     ImageEvent,
     ImagePart,
     ModelInfo,
+    ReasoningDelta,
     Request,
     TextDelta,
     ToolCall,
@@ -36,6 +37,7 @@ class Scripted:
     images: list[ImagePart] = field(default_factory=list)
     finish_reason: str = "stop"
     logprobs: list[tuple[dict, ...]] = field(default_factory=list)  # per chunk, when given
+    reasoning: list[str] = field(default_factory=list)  # reasoning deltas before the chunks
 
 
 class FakeProvider(Provider):
@@ -76,6 +78,8 @@ class FakeProvider(Provider):
         try:
             if script.first_delay:
                 await asyncio.sleep(script.first_delay)
+            for r in script.reasoning:
+                yield ReasoningDelta(r)
             for i, c in enumerate(script.chunks):
                 if i and script.delay:
                     await asyncio.sleep(script.delay)

@@ -29,6 +29,9 @@ def png(color: str = "red") -> bytes:
     return buf.getvalue()
 
 
+_real_insert = nblog.Log._insert
+
+
 def db_path() -> str:
     return os.environ["NBCHAT_LOG"]
 
@@ -174,21 +177,45 @@ def test_locked_database_loses_one_entry_with_a_warning_then_recovers(fake, monk
 
 
 def test_migrations_are_versioned_and_run_once(fake, monkeypatch):
+    path = db_path()
+    # a database of schema version 1 (before reasoning was kept), with one reply in it
+    monkeypatch.setattr(nblog, "MIGRATIONS", nblog.MIGRATIONS[:1])
+    monkeypatch.setattr(nblog, "_COLUMNS", nblog._COLUMNS[:-1])
+    monkeypatch.setattr(nblog.Log, "_insert", _insert_without_reasoning)
     nbchat.chat("before", model="fake:echo")
     nblog.current().close()
     conn = sqlite3.connect(db_path())
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(nblog.MIGRATIONS) == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     conn.close()
-    # a later nbchat adds a column: the old database is upgraded in place, rows kept
-    monkeypatch.setattr(nblog, "MIGRATIONS", (*nblog.MIGRATIONS,
-                                              "ALTER TABLE replies ADD COLUMN reasoning TEXT;"))
+    monkeypatch.undo()  # this nbchat again (and the environment before the test)
+    monkeypatch.setenv("NBCHAT_LOG", path)
+    # this nbchat upgrades it in place, rows kept, and writes the new column
     nblog._current = None
+    fake.enqueue("answer", reasoning=["thought"])
     nbchat.chat("after", model="fake:echo")
     assert list(nbchat.log()["prompt"]) == ["after", "before"]
     conn = sqlite3.connect(db_path())
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
-    assert "reasoning" in [c[1] for c in conn.execute("PRAGMA table_info(replies)")]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(nblog.MIGRATIONS) == 2
+    assert [r[0] for r in conn.execute("SELECT reasoning FROM replies ORDER BY rowid")] == [
+        None, "thought"]
     conn.close()
+
+
+def _insert_without_reasoning(self, conn, record):
+    """What nbchat wrote at schema version 1."""
+    record.reply.reasoning = ""
+    real = conn.execute
+
+    class NoReasoning:
+        def execute(self, sql, params=()):
+            if sql.startswith("INSERT INTO replies"):
+                params = params[:-1]
+            return real(sql, params)
+
+        def executemany(self, *args):
+            return conn.executemany(*args)
+
+    _real_insert(self, NoReasoning(), record)
 
 
 def test_a_database_from_a_newer_nbchat_is_left_alone(fake):

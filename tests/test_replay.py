@@ -19,7 +19,7 @@ from nbchat.core import log as nblog
 from nbchat.core import registry, replay
 from nbchat.core.conversation import Conversation
 from nbchat.core.errors import ProviderError, ReplayMiss
-from nbchat.core.types import Done, ImagePart, Message, Request, ToolCall, Usage
+from nbchat.core.types import Done, ImagePart, Message, Request, Status, ToolCall, Usage
 from nbchat.notebook.magics import ChatMagics
 
 
@@ -35,8 +35,8 @@ def events_of(prompt, model="fake:echo", **options) -> tuple[list, object]:
     """Run one turn and return (its events, its reply)."""
     turn = Conversation(model=model, **options).turn(prompt)
 
-    async def collect():
-        return [ev async for ev in turn.events()]
+    async def collect():  # Status lines are about waiting, not part of the reply
+        return [ev async for ev in turn.events() if not isinstance(ev, Status)]
 
     return asyncio.run(collect()), turn.reply
 
@@ -44,15 +44,18 @@ def events_of(prompt, model="fake:echo", **options) -> tuple[list, object]:
 def test_same_request_same_events_without_the_provider(fake):
     logprobs = [({"token": "Hel", "logprob": -0.1},), (), ({"token": "!", "logprob": -2.0},)]
     fake.enqueue("Hel", "lo", "!", logprobs=logprobs, images=[ImagePart(png("blue"))],
-                 tool_calls=[ToolCall("lookup", {"q": "x"}, "call_1")], finish_reason="tool_calls")
+                 tool_calls=[ToolCall("lookup", {"q": "x"}, "call_1")], finish_reason="tool_calls",
+                 reasoning=["Let me ", "think."])
     live, first = events_of("hi", temperature=0)
     assert len(fake.requests) == 1
     replay.set_mode("strict")
     again, second = events_of("hi", temperature=0)
     assert len(fake.requests) == 1  # nothing sent
-    assert again == live  # text cut the same, logprobs, image bytes, tool call, Done
+    assert again == live  # reasoning, text cut the same, logprobs, image bytes, tool call, Done
     assert [type(e).__name__ for e in again] == [
-        "TextDelta", "TextDelta", "TextDelta", "ImageEvent", "ToolCallEvent", "Done"]
+        "ReasoningDelta", "ReasoningDelta", "TextDelta", "TextDelta", "TextDelta", "ImageEvent",
+        "ToolCallEvent", "Done"]
+    assert second.reasoning == first.reasoning == "Let me think."
     assert second.text == first.text and second.tool_calls == first.tool_calls
     assert second.image_parts == first.image_parts and second.logprobs == first.logprobs
     assert second.usage == first.usage and second.finish_reason == "tool_calls"
@@ -203,7 +206,9 @@ def test_paced_replay_keeps_the_recorded_gaps_and_instant_replay_none(fake, monk
     replay.set_mode("strict", paced=True)
     assert nbchat.chat("slow", model="fake:echo").text == "abcd"
     # the sleeps here return at once, so each wait is its event's recorded time
-    assert waits == sorted(waits) and waits[-1] == pytest.approx(first.duration, abs=0.02)
+    assert all(later >= earlier - 0.005 for earlier, later in zip(waits, waits[1:],
+                                                                   strict=False))
+    assert waits[-1] == pytest.approx(first.duration, abs=0.02)
     gaps = [later - earlier for earlier, later in zip(waits[:3], waits[1:4], strict=True)]
     assert all(gap >= 0.045 for gap in gaps)
 

@@ -9,8 +9,8 @@ cannot be used (corrupt, locked past the busy timeout, written by a newer nbchat
 cannot be created) warns once with `LogWarning` and the chat goes on unlogged.
 
 What is stored per reply (table `replies`): provider, model, endpoint (never a key), the
-messages and options sent, the reply (text, tool calls, images as bytes in `blobs`, usage,
-finish reason, error), time to first token, total time, notebook and cell when known, and the
+messages and options sent, the reply (text, reasoning, tool calls, images as bytes in `blobs`,
+usage, finish reason, error), time to first token, total time, notebook and cell when known, and the
 event sequence with each event's time, so that `nbchat.core.replay` can answer the same
 request again with the same events. Model listings go to `listings` (newest per endpoint).
 
@@ -43,6 +43,7 @@ from .types import (
     ImagePart,
     Message,
     ModelInfo,
+    ReasoningDelta,
     Request,
     TextPart,
     ToolCall,
@@ -106,6 +107,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (provider, endpoint)
     );
     """,
+    # 2: a reasoning model's thinking, apart from the answer (its deltas are in `events`)
+    """
+    ALTER TABLE replies ADD COLUMN reasoning TEXT;
+    """,
 )
 
 #: the columns a reply is written to (named: later migrations may add others)
@@ -113,7 +118,7 @@ _COLUMNS = (
     "id", "created", "session", "provider", "model", "endpoint", "request_hash", "messages",
     "options", "text", "tool_calls", "finish_reason", "input_tokens", "output_tokens",
     "time_to_first_token", "duration", "interrupted", "error_type", "error", "error_attrs",
-    "events", "chunks", "stamps", "logprobs", "notebook", "cell",
+    "events", "chunks", "stamps", "logprobs", "notebook", "cell", "reasoning",
 )
 
 #: one id per process: the "this kernel session" of the usage ledger
@@ -445,7 +450,7 @@ class Log:
                     dumps(error_attrs(err)) if err is not None else None,
                     dumps(events), _le(chunks), _le(stamps),
                     dumps(logprobs) if logprobs is not None else None,
-                    r.notebook, r.cell,
+                    r.notebook, r.cell, reply.reasoning or None,
                 ),
             )
             conn.execute("COMMIT")
@@ -612,16 +617,18 @@ def error_attrs(err: BaseException) -> dict[str, Any]:
 def encode_events(n_chunks: int, marks: list[tuple[int, Event]],
                   keep: Callable[[ImagePart], str]) -> list[Any]:
     """The event sequence as JSON: a count n for n consecutive text deltas (their text is the
-    reply's, cut by the stored lengths), and `["tool", name, arguments, id]`,
-    `["image", sha256, mime, url]` or `["done", finish_reason, input_tokens, output_tokens]`
-    for the others (`marks`: each with the number of text deltas before it)."""
+    reply's, cut by the stored lengths), and `["reasoning", text]`, `["tool", name,
+    arguments, id]`, `["image", sha256, mime, url]` or `["done", finish_reason, input_tokens,
+    output_tokens]` for the others (`marks`: each with the number of text deltas before it)."""
     seq: list[Any] = []
     pos = 0
     for at, ev in marks:
         if at > pos:
             seq.append(at - pos)
             pos = at
-        if isinstance(ev, ToolCallEvent):
+        if isinstance(ev, ReasoningDelta):
+            seq.append(["reasoning", ev.text])
+        elif isinstance(ev, ToolCallEvent):
             t = ev.tool_call
             seq.append(["tool", t.name, t.arguments, t.id])
         elif isinstance(ev, ImageEvent):

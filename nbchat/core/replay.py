@@ -15,9 +15,9 @@ that differs from its default; tools by their schema). Never the key. Its sha256
 request hash. Of several logged replies the newest finished one answers.
 
 A replayed turn yields the same events as the logged one (text deltas cut as they arrived,
-tool calls, images, then `Done`), at once or, with `paced`, at the recorded times. Its `Reply`
-carries the recorded time to first token and duration, `replayed=True` (the footer says
-"replayed") and the log id it came from. Model listings (`nbchat.models`, `%models`) are
+reasoning, tool calls, images, then `Done`), at once or, with `paced`, at the recorded times.
+Its `Reply` carries the recorded time to first token and duration, `replayed=True` (the footer
+says "replayed") and the log id it came from. Model listings (`nbchat.models`, `%models`) are
 replayed the same way, from the newest listing logged for the provider and endpoint.
 """
 
@@ -41,6 +41,7 @@ from .types import (
     ImagePart,
     ModelInfo,
     Options,
+    ReasoningDelta,
     Request,
     TextDelta,
     ToolCall,
@@ -243,7 +244,9 @@ async def events(entry: _log.Logged, *, paced: bool = False) -> AsyncIterator[Ev
         await wait(k)
         k += 1
         kind = item[0]
-        if kind == "tool":
+        if kind == "reasoning":
+            yield ReasoningDelta(item[1])
+        elif kind == "tool":
             yield ToolCallEvent(ToolCall(item[1], item[2], item[3]))
         elif kind == "image":
             if lg is None:

@@ -265,6 +265,9 @@ class Turn:
                     text = reasoning_joiner.feed(ev.text)
                     if not text:
                         continue
+                    if stamps is not None:
+                        stamps.append(clock())
+                        marks.append((len(chunks), ReasoningDelta(text)))
                     if reply.time_to_first_token is None:
                         reply.time_to_first_token = clock() - self.started
                     reasoning.append(text)
