@@ -63,6 +63,7 @@ class State:
 
 
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading tokens two token arrays share."""
     n = min(len(a), len(b))
     if n == 0:
         return 0
@@ -114,9 +115,11 @@ class PromptCache:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by the saved states (llama.cpp state sizes)."""
         return sum(s.size for s in self.saved.values())
 
     def clear(self, llm: Any) -> None:
+        """Drop every saved state and reset the model's live context."""
         self.saved.clear()
         self.live = None
         llm.reset()
@@ -124,6 +127,8 @@ class PromptCache:
     # ---- the hook -------------------------------------------------------------------------
 
     def prepare(self, llm: Any, prompt: list[int]) -> None:
+        """Before a generation: restore or keep the state sharing the longest usable prefix with
+        `prompt` (token ids), so llama.cpp evaluates only the rest; the live one is saved first."""
         tokens = np.asarray(prompt, dtype=np.intc)
         limit = len(tokens) - 1  # at least one token is evaluated: its logits pick the next
         live = self._live(llm)
@@ -248,6 +253,8 @@ _CLASS: type | None = None
 
 
 class PromptTooLong(Exception):
+    """A prompt of `n_tokens` tokens that does not fit the context (`limit` tokens)."""
+
     def __init__(self, n_tokens: int, limit: int) -> None:
         super().__init__(f"{n_tokens} prompt tokens, more than {limit}")
         self.n_tokens = n_tokens

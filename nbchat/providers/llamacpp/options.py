@@ -141,6 +141,7 @@ def completion_option_names() -> tuple[str, ...]:
 
 
 def llama_cpp_module() -> Any:
+    """The `llama_cpp` module; raises `NbchatError` saying how to install it when missing."""
     try:
         import llama_cpp
     except ImportError:
@@ -199,6 +200,8 @@ def check_options(options: Mapping[str, Any], *, allow_none: bool = False) -> No
 
 
 def check_setting(name: str, value: Any) -> None:
+    """Validate one nbchat-side setting (`history_window`, or a whole number >= 0); raises
+    `BadOption`."""
     if name == "history_window":
         parse_window(value)
     elif isinstance(value, bool) or not isinstance(value, int) or value < 0:

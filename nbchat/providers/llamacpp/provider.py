@@ -144,6 +144,7 @@ def drop_turns(messages: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 
 def human_size(n: int) -> str:
+    """`n` bytes as a short size for status lines ("98 MB", "1.2 GB")."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:.0f} {unit}"
@@ -206,9 +207,11 @@ class Loaded:
 
     @property
     def cache(self) -> Any:
+        """This model's prompt cache (saved KV states per conversation)."""
         return self.llm.prompt_cache
 
     def close(self) -> None:
+        """Free the weights once, after any running generation (takes the lock)."""
         with self.lock:
             if not self.closed:
                 self.closed = True
@@ -216,6 +219,8 @@ class Loaded:
 
 
 class LlamaCppProvider(Provider):
+    """`llamacpp:` — GGUF models run in process by llama-cpp-python (see the package docstring)."""
+
     name = "llamacpp"
 
     def __init__(self) -> None:
@@ -337,6 +342,7 @@ class LlamaCppProvider(Provider):
             return loaded
 
     def loaded(self) -> list[Loaded]:
+        """The models whose weights are in memory now."""
         return [m for m in self._models.values() if not m.closed]
 
     def unload(self, model: str | None = None) -> None:
