@@ -43,7 +43,8 @@ class Shell:
         self.ip.display_pub.clear_output = self._record_clear
 
     def _record(self, data, metadata=None, *, transient=None, update=False, **kw):
-        self.messages.append({"data": data, "transient": transient or {}, "update": update})
+        self.messages.append({"data": data, "transient": transient or {}, "update": update,
+                              "metadata": metadata or {}})
 
     def _record_clear(self, wait=False):
         self.messages.append({"data": {}, "transient": {}, "update": False, "clear": True})
@@ -219,6 +220,22 @@ def test_a_long_reply_ends_as_one_output_and_its_footer(sh, fake):
     body, foot = sh.final_outputs()
     assert body == render_html(text)
     assert visible_text(foot).startswith("fake:echo")
+
+
+def test_only_the_outputs_that_stay_carry_the_provenance(sh, fake):
+    """Streamed pieces are replaced at the end: provenance on each would cost bytes on every
+    update; the final reply output and its footer carry it, and are saved with it."""
+    sh.magics.update_interval = 0.01
+    text = "".join(f"Paragraph {i} with a few words in it.\n\n" for i in range(60))
+    fake.enqueue(*[text[i:i + 8] for i in range(0, len(text), 8)], delay=0.0005)
+    sh.ok("%%chat -m fake:echo\nGo")
+    cut = next(i for i, m in enumerate(sh.messages) if m.get("clear"))
+    assert cut > 3 and not any(m["metadata"] for m in sh.messages[:cut])
+    final = sh.messages[cut + 1:]
+    assert [m["data"].get("text/html") for m in final][0] == render_html(text)
+    assert all(m["metadata"]["nbchat"]["model"] == "fake:echo" for m in final)
+    usage = final[-1]["metadata"]["nbchat"]["usage"]
+    assert usage["output_tokens"] == nbchat.last.usage.output_tokens
 
 
 def test_chat_in_a_cell_with_other_outputs_clears_nothing(sh, fake):

@@ -195,13 +195,19 @@ def cost(bundle: dict[str, Any]) -> int:
 
 
 class StreamingMarkdown:
-    """One reply's text output: `feed()` chunks as they come, `image()` images, then `close()`."""
+    """One reply's text output: `feed()` chunks as they come, `image()` images, then `close()`.
+
+    `publish` sends the streamed pieces (they give way to the final output, so they carry no
+    output metadata); `final_publish` (default: `publish`) sends the reply's final output,
+    e.g. with its provenance as metadata.
+    """
 
     def __init__(
         self,
         publish: Publisher | None = None,
         *,
         clear: Clear | None = None,
+        final_publish: Publisher | None = None,
         update_interval: float = 0.1,
         byte_budget: float = 2.6,
         allowance: int = 1000,
@@ -215,6 +221,7 @@ class StreamingMarkdown:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._publish = publish or ipython_publisher()
+        self._final_publish = final_publish or self._publish
         self._clear = clear
         self.update_interval = update_interval
         self.byte_budget = byte_budget
@@ -267,10 +274,11 @@ class StreamingMarkdown:
         cls._ids += 1
         return f"{cls._id_prefix}{cls._ids}"
 
-    def _send(self, bundle: dict[str, Any], display_id: str | None, update: bool) -> None:
+    def _send(self, bundle: dict[str, Any], display_id: str | None, update: bool,
+              final: bool = False) -> None:
         self.updates += 1
         self.sent_bytes += cost(bundle)
-        self._publish(bundle, display_id, update)
+        (self._final_publish if final else self._publish)(bundle, display_id, update)
 
     def _freeze(self, block: str) -> None:
         bundle = {"text/html": render_html(block)}
@@ -364,10 +372,10 @@ class StreamingMarkdown:
         self._clear()
         text = "".join(self._text)
         if text.strip():
-            self._send({"text/html": render_html(text)}, None, False)
+            self._send({"text/html": render_html(text)}, None, False, final=True)
         for bundle in self._outputs:
             if "image/png" in bundle:
-                self._send(bundle, None, False)
+                self._send(bundle, None, False, final=True)
         self._outputs = []
 
 

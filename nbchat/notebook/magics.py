@@ -325,11 +325,15 @@ class ChatMagics(Magics, Configurable):
         thread = args.thread or "default"
         conv = self._conversation(thread, model, args.new, options.pop("system", None))
         turn = conv.turn(prompt, **options)
+        # the outputs that stay carry the reply's provenance as metadata; the streamed pieces
+        # and the status line, replaced or emptied by the end, do not (bytes on every update)
         publish = ipython_publisher(lambda: {"nbchat": turn.reply.provenance})
-        status = StatusLine(publish)
+        transient = ipython_publisher()
+        status = StatusLine(transient)
         clear = ipython_clear if _cell_is_ours(self.shell) else None
         out = StreamingMarkdown(
-            publish,
+            transient,
+            final_publish=publish,
             clear=clear,
             update_interval=self.update_interval,
             max_block_chars=self.max_block_chars,
