@@ -236,6 +236,12 @@ def test_only_the_outputs_that_stay_carry_the_provenance(sh, fake):
     assert all(m["metadata"]["nbchat"]["model"] == "fake:echo" for m in final)
     usage = final[-1]["metadata"]["nbchat"]["usage"]
     assert usage["output_tokens"] == nbchat.last.usage.output_tokens
+    # a short reply needs no clearing: its one output, sent last, carries the provenance
+    fake.enqueue("Short", " answer.")
+    sh.ok("%%chat -m fake:echo\nGo")
+    assert not any(m.get("clear") for m in sh.messages)
+    kept = [m for m in sh.messages if m["metadata"]]
+    assert [m["data"].get("text/html") for m in kept][0] == render_html("Short answer.")
 
 
 def test_chat_in_a_cell_with_other_outputs_clears_nothing(sh, fake):

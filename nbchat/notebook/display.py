@@ -280,14 +280,15 @@ class StreamingMarkdown:
         self.sent_bytes += cost(bundle)
         (self._final_publish if final else self._publish)(bundle, display_id, update)
 
-    def _freeze(self, block: str) -> None:
+    def _freeze(self, block: str, last: bool = False) -> None:
+        """Freeze `block` as an output; `last`: it is the reply's only output, kept as is."""
         bundle = {"text/html": render_html(block)}
         if self._live_id is not None:
-            self._send(bundle, self._live_id, True)
+            self._send(bundle, self._live_id, True, final=last)
             self._live_id = None
             self._live_chars = 0
         elif block.strip():
-            self._send(bundle, None, False)
+            self._send(bundle, None, False, final=last)
         else:
             return
         self._frozen_bytes += cost(bundle)
@@ -295,7 +296,7 @@ class StreamingMarkdown:
         self._outputs.append(bundle)
         self.blocks += 1
 
-    def _flush(self, now: float, *, final: bool) -> None:
+    def _flush(self, now: float, *, final: bool, last: bool = False) -> None:
         self._checked = now
         if self._chunks:
             joined = "".join(self._chunks)
@@ -314,7 +315,8 @@ class StreamingMarkdown:
         live = (self._opener or "") + self._pending
         if final:
             if live.strip() or self._live_id is not None:
-                self._freeze(live)
+                # the reply's only text output stays: it is sent as a final one
+                self._freeze(live, last=last and self.blocks == 0)
             self._pending, self._opener = "", None
             return
         if not live.strip():
@@ -365,7 +367,8 @@ class StreamingMarkdown:
         output (several blocks, or `others`: outputs shown before it, such as an emptied
         status line), replace them all by the whole reply as one output (its images after it).
         """
-        self._flush(self._clock(), final=True)
+        ours = self._clear is not None
+        self._flush(self._clock(), final=True, last=not (others and ours) and not self._outputs)
         texts = sum(1 for b in self._outputs if "text/html" in b)
         if self._clear is None or (texts < 2 and not others):
             return
