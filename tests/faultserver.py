@@ -98,7 +98,9 @@ class FaultServer:
         self.closing = threading.Event()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
-        threading.Thread(target=self._serve, name="fault-server", daemon=True).start()
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._serve, name="fault-server", daemon=True)
+        self._acceptor.start()
 
     @property
     def port(self) -> int:
@@ -129,7 +131,10 @@ class FaultServer:
                 self._conns.append(conn)
                 steps = self.scripts.pop(0) if len(self.scripts) > 1 else \
                     (self.scripts[0] if self.scripts else (json_answer(404, {}),))
-            threading.Thread(target=self._handle, args=(conn, steps), daemon=True).start()
+            handler = threading.Thread(target=self._handle, args=(conn, steps),
+                                       name="fault-server-conn", daemon=True)
+            self._threads.append(handler)
+            handler.start()
 
     def _read_request(self, conn: socket.socket) -> Seen | None:
         buf = b""
@@ -180,7 +185,12 @@ class FaultServer:
             conn.close()
 
     def close(self) -> None:
+        """Stop accepting, drop every connection, and wait for the server's threads to end."""
         self.closing.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        except OSError:
+            pass
         self.sock.close()
         with self._lock:
             for conn in self._conns:
@@ -188,6 +198,9 @@ class FaultServer:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+        self._acceptor.join(5)
+        for thread in self._threads:
+            thread.join(5)
 
 
 @pytest.fixture
