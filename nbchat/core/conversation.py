@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -18,7 +19,12 @@ _ROLES = {"human": "user", "user": "user", "system": "system", "ai": "assistant"
 
 
 def to_messages(prompt: Any) -> list[Message]:
-    """A string, a Message, a (role, text) tuple, a dict, or a list of those -> messages."""
+    """A string, a Message, a (role, text) tuple, a dict, or a list of those -> messages.
+
+    Content may be OpenAI-style parts: `{"type": "text", "text": ...}` and `{"type":
+    "image_url", "image_url": {"url": ...}}` (or the URL as a plain string), where the URL is a
+    `data:` URI, a file path or an http(s) URL; a remote one becomes an `ImagePart` holding only
+    its `url`, which the `Turn` fetches before sending (as it does `images=[url]`)."""
     if isinstance(prompt, str):
         return [Message.of("user", prompt)]
     if isinstance(prompt, Message):
@@ -56,9 +62,8 @@ def _message(role: str, content: Any) -> Message:
 
             url = p["image_url"]["url"] if isinstance(p["image_url"], dict) else p["image_url"]
             part = to_image_part(url)
-            if isinstance(part, str):
-                raise BadOption("prompt", "remote image URLs go in images=[...]")
-            parts.append(part)
+            # a remote URL is fetched by the turn before sending, as images=[url] is
+            parts.append(ImagePart(b"", "", url=part) if isinstance(part, str) else part)
     return Message(r, tuple(parts))  # type: ignore[arg-type]
 
 
@@ -68,7 +73,14 @@ class Conversation:
     An interrupted turn keeps its partial text in the history, marked `interrupted`.
     A turn that failed before any text arrived is not added, so a retry does not repeat it.
     With `max_cost` (USD), a turn is refused before it is sent when its estimated cost plus
-    what this conversation's live replies cost would exceed it (`nbchat.core.costs`).
+    what this conversation's live replies cost would exceed it (`nbchat.core.costs`); replies
+    dropped by a keyed turn (below) still count.
+
+    A turn started with a `key` (`%%chat` uses the notebook cell's id) replaces the earlier turn
+    that had the same key: it is sent with the history before that turn, and once it is
+    recorded that turn and every turn after it are gone from the history (as an edit in a chat
+    app forks the conversation there), and a note in the reply's footer says how many later
+    turns went. A keyed turn that fails before any text arrived leaves the history as it was.
     """
 
     def __init__(
@@ -89,6 +101,9 @@ class Conversation:
         registry.resolve(model)  # fail early on an unknown model
         self.history: list[Message] = []
         self.replies: list[Reply] = []
+        #: where each recorded turn starts: (key, index in history, index in replies)
+        self._spans: list[tuple[Any, int, int]] = []
+        self._dropped: list[Reply] = []  # replies of replaced turns (their cost still counts)
 
     @property
     def system(self) -> str | None:
@@ -111,19 +126,45 @@ class Conversation:
         """Forget the history and the replies; the model, system prompt and options stay."""
         self.history.clear()
         self.replies.clear()
+        self._spans.clear()
 
-    def turn(self, prompt: Any, model: str | None = None, **options: Any) -> Turn:
-        """Start a turn (not yet running): iterate `turn.events()` to run it."""
+    def _span_of(self, key: Any) -> int | None:
+        """The index in `_spans` of the turn recorded under `key`, or None."""
+        if key is None:
+            return None
+        return next((i for i, span in enumerate(self._spans) if span[0] == key), None)
+
+    def turn(self, prompt: Any, model: str | None = None, *, key: Any = None,
+             **options: Any) -> Turn:
+        """Start a turn (not yet running): iterate `turn.events()` to run it.
+
+        `key` (any hashable, e.g. a notebook cell's id): this turn replaces the earlier turn
+        recorded under the same key, and the turns after it (see the class docstring)."""
         hide_key(options)
         settings = parse_settings(options, self.settings) if options else self.settings
         provider, local = registry.resolve(model or self.model)
+        unlisted = registry.unlisted_warning(provider, local, settings.base_url)
+        if unlisted is not None:
+            warnings.warn(unlisted, UserWarning, stacklevel=2)
         new = to_messages(prompt)
-        request = build_request(local, self.history, new, settings, settings.system)
+        at = self._span_of(key)
+        before = self.history if at is None else self.history[:self._spans[at][1]]
+        request = build_request(local, before, new, settings, settings.system)
 
         def record(turn: Turn) -> None:
             reply = turn.reply
             if reply.error is not None and not reply.text and not reply.interrupted:
                 return
+            here = self._span_of(key)  # looked up again: the history may have moved since
+            if here is not None:
+                _, start, first = self._spans[here]
+                later = len(self._spans) - here - 1
+                self._dropped += self.replies[first:]
+                del self.history[start:], self.replies[first:], self._spans[here:]
+                reply.notes.append("replaced its earlier run" + (
+                    f"; dropped the {later} later turn{'s' if later > 1 else ''}"
+                    if later else ""))
+            self._spans.append((key, len(self.history), len(self.replies)))
             # the user message as actually sent (with resolved images)
             sent = list(turn.request.messages[-len(new):]) if new else []
             self.history += sent
@@ -139,7 +180,8 @@ class Conversation:
             base_url=settings.base_url,
             api_key=settings.api_key,
             max_cost=settings.max_cost,
-            spent=costs.spent(self.replies) if settings.max_cost is not None else 0.0,
+            spent=(costs.spent(self.replies + self._dropped)
+                   if settings.max_cost is not None else 0.0),
             timeouts=settings.timeout,
         )
 

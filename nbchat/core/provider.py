@@ -95,7 +95,8 @@ class Provider:
     def check_request(self, request: Request) -> None:
         """Refuse what the model cannot take (images to a text-only model), before any I/O."""
         info = self.model_info(request.model)
-        if info is not None and not info.vision and any(m.images for m in request.messages):
+        # vision None (unknown): sent, and the server decides
+        if info is not None and info.vision is False and any(m.images for m in request.messages):
             raise UnsupportedInput(
                 f"{info.id} cannot see images; pick a vision model (see %models) "
                 "or leave out images=..."

@@ -179,6 +179,29 @@ def resolve(model: str | None) -> tuple[Provider, str]:
     return provider, provider.normalize_model(local)
 
 
+def unlisted_warning(provider: Provider, local: str, base_url: str | None) -> str | None:
+    """A "did you mean" for a model id that the provider's capability table does not know but
+    that is close to ids it does (a typo such as `cerebras:llama3.1-7b`), when the request goes
+    to the provider's own hosted endpoint; else None. The id is still sent: new models appear
+    every week, and a self-hosted endpoint serves whatever it loaded."""
+    if provider.default_base_url is None:
+        return None
+    try:
+        if provider.endpoint(base_url).base_url != provider.default_base_url:
+            return None
+        names = [m.name for m in provider.known_models()]
+    except Exception:  # a bad key or table is reported by the turn itself
+        return None
+    if not names or local in names:
+        return None
+    near = difflib.get_close_matches(local, names, n=3, cutoff=0.75)
+    if not near:
+        return None
+    name = provider.name
+    return (f"nbchat: {name}:{local} is not in nbchat's table of {name} models; did you mean "
+            f"{' or '.join(f'{name}:{n}' for n in near)}? Sending it as written.")
+
+
 def full_id(provider: Provider, local: str) -> str:
     """The full id `provider:model` of a provider-local id."""
     return f"{provider.name}:{local}"

@@ -24,11 +24,12 @@ def _fmt_tokens(n: int | None) -> str:
 
 
 def footer(reply: Reply) -> str:
-    """The one-line summary of a reply, parts joined by ` · `: model id, `N in / M out tokens`
-    (`?` for an unknown count), `first token X.XX s`, `X.X tok/s`, `interrupted`, `replayed`;
-    each part only when known or true.
+    """The one-line summary of a reply, parts joined by ` · `: model id (with `at host:port`
+    when the reply came from an endpoint other than the provider's default), `N in / M out
+    tokens` (`?` for an unknown count), `first token X.XX s`, `X.X tok/s`, `interrupted`,
+    `replayed`; each part only when known or true.
     """
-    bits = [reply.model]
+    bits = [f"{reply.model} at {reply.host}" if reply.host else reply.model]
     u = reply.usage
     if u.input_tokens is not None or u.output_tokens is not None:
         bits.append(f"{_fmt_tokens(u.input_tokens)} in / {_fmt_tokens(u.output_tokens)} out tokens")

@@ -120,7 +120,7 @@ class Turn:
         return "".join(self._chunks)
 
     async def _prepared(self) -> Request:
-        request = self.request
+        request = self.request = await _fetched(self.request)
         if self._images:
             if replay.mode() != "off":  # a URL names its image until the provider needs it
                 parts = tuple(replay.unfetched(to_image_part(v)) for v in self._images)
@@ -147,6 +147,8 @@ class Turn:
         model = self.reply.model
         assert self.endpoint is not None  # resolved by _prepared
         endpoint = self.reply.endpoint = replay.public_url(self.endpoint.base_url)
+        if endpoint is not None and self.endpoint.base_url != self.provider.default_base_url:
+            self.reply.host = _host(endpoint)
         key = self.reply.request_hash = replay.request_hash(model, endpoint, request)
         self.reply.options = request.options
         found = replay.find(model, endpoint, request, key)
@@ -393,6 +395,31 @@ class Turn:
             async for ev in events:
                 if isinstance(ev, TextDelta):
                     yield ev.text
+
+
+async def _fetched(request: Request) -> Request:
+    """The request with every image that is only a URL (an `image_url` part of a message)
+    downloaded, as `images=[url]` is; the same request when there is none."""
+    if not any(not p.data and p.url for m in request.messages for p in m.images):
+        return request
+    msgs = []
+    for m in request.messages:
+        parts = [await fetch_image(p.url) if isinstance(p, ImagePart) and p.url and not p.data
+                 else p for p in m.parts]
+        msgs.append(replace(m, parts=tuple(parts)))
+    return replace(request, messages=tuple(msgs))
+
+
+def _host(url: str) -> str:
+    """`host[:port]` of a URL (never its user, password, path or query), for the footer."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or url, parts.port
+    except ValueError:
+        return url
+    return f"{host}:{port}" if port else host
 
 
 def _timeout(tracker: waits.Waits) -> float:

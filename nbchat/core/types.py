@@ -248,16 +248,18 @@ class ModelInfo:
     """One model in a listing: its full id `provider:model` and what it takes.
 
     `stream`, `tools`, `json`, `vision` and `image_generation` are capabilities (from the
-    provider's table or its listing, not probed); `key_set` says whether the variable `key_env`
-    is set (the key itself is never held here).
+    provider's table or its listing, not probed); `tools` and `vision` are None when unknown (a
+    model a self-hosted or OpenAI-compatible server lists and no table describes: calls with
+    tools or images are sent, and the server decides). `key_set` says whether the variable
+    `key_env` is set (the key itself is never held here).
     """
 
     id: str  # full id: "provider:model"
     provider: str
     stream: bool = True
-    tools: bool = False
+    tools: bool | None = False
     json: bool = False
-    vision: bool = False
+    vision: bool | None = False
     image_generation: bool = False
     key_set: bool = False
     key_env: str | None = None
@@ -294,6 +296,7 @@ class Reply:
     duration: float | None = None  # seconds, request start to end
     # where the reply came from (see `provenance`)
     endpoint: str | None = None  # the base URL asked, without credentials; None in process
+    host: str | None = None  # the endpoint's host[:port] when not the provider's default one
     options: Options | None = None  # the request's options
     request_hash: str | None = None  # sha256 of the canonical request (nbchat.core.replay)
     log_id: str | None = None  # its entry in the local log (nbchat.core.log), if logged

@@ -4,7 +4,8 @@ The notebook is `__session__`, which ipykernel sets from the `JPY_SESSION_NAME` 
 Server gives a kernel (the notebook's path). The cell is the `cellId` that JupyterLab and
 Notebook 7 send with each execute request, or else the `cell_id` of the cell IPython runs (what
 `InteractiveShell.run_cell(..., cell_id=...)` was given). Other clients (nbclient) send none:
-the log then has no cell.
+the log then has no cell, and `cell_key` (what `%%chat` keys a thread's turn by) falls back to
+the cell's source.
 """
 
 from __future__ import annotations
@@ -14,12 +15,27 @@ from typing import Any
 from ..core import log
 
 _last_cell: str | None = None
+_runs = 0  # cells run so far (IPython's pre_run_cell events)
 _installed: set[int] = set()
 
 
 def _remember(info: Any) -> None:
-    global _last_cell
+    global _last_cell, _runs
     _last_cell = getattr(info, "cell_id", None)
+    _runs += 1
+
+
+def run_number() -> int:
+    """How many cells the shell has started running (this one included): two calls in the same
+    run of a cell see the same number."""
+    return _runs
+
+
+def cell_key(source: str) -> tuple[str, str]:
+    """What identifies the running cell: `("cell", id)` from `where()`, else `("source",
+    source)` (the cell's text, for clients that send no id: nbclient, the terminal)."""
+    cell = where()[1]
+    return ("cell", cell) if cell else ("source", source)
 
 
 def where() -> tuple[str | None, str | None]:

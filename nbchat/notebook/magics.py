@@ -80,8 +80,13 @@ def fill_template(text: str, namespace: dict[str, Any]) -> str:
 
 
 #: option keywords with no %%chat flag: a key typed in a cell would be saved with the notebook
-#: (use `%config ChatMagics.api_keys` or the provider's variable), and raw model inputs are a dict
-NO_FLAG = ("api_key", "input")
+#: (use `%config ChatMagics.api_keys` or the provider's variable)
+NO_FLAG = ("api_key",)
+
+#: options a thread keeps until a later cell changes them; the others (what this cell's message
+#: holds and how this one answer is shaped) apply to their cell only
+THREAD_KEEPS = ("temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "input",
+                "base_url", "max_cost", "timeout")
 
 
 def option_argument(name: str, *flags: str, note: str = "", **kwargs: Any) -> Any:
@@ -151,6 +156,8 @@ class ChatMagics(Magics, Configurable):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.threads: dict[str, Conversation] = {}
+        #: (thread, cell key) -> (run number, %%chat calls in that run so far - 1)
+        self._calls: dict[tuple[str, Any], tuple[int | None, int]] = {}
         if shell is not None:
             from .context import install
 
@@ -218,6 +225,9 @@ class ChatMagics(Magics, Configurable):
                      note="a number here: the whole reply (%config ChatMagics.*_timeout)")
     @option_argument("images", "--image", action="append", metavar="PATH_OR_VAR",
                      note="a file path, a URL or a variable; repeatable")
+    @option_argument("input", "--input", action="append", metavar="KEY=VALUE",
+                     note="one input; VALUE is read as JSON when it parses (512, true, "
+                     '[1, 2]), else as text; repeatable')
     @argument(
         "--save", metavar="PATH",
         help="save reply images: PATH for one; PATH with {i}, or stem_1.png, stem_2.png...",
@@ -230,6 +240,11 @@ class ChatMagics(Magics, Configurable):
         as typed (see `fill_template`), and `--no-fill` sends the whole cell as typed.
         """
         args = _unquoted(parse_argstring(self.chat, line))
+        if args.model is not None and not args.model.strip():
+            raise UsageError(
+                '-m "": give a model id such as local or cerebras:llama3.1-8b (see %models), or '
+                "leave out -m to keep the thread's model"
+            )
         ns = self.shell.user_ns if self.shell is not None else {}
         prompt = (cell if args.no_fill else fill_template(cell, ns)).strip()
         if not prompt:
@@ -237,12 +252,12 @@ class ChatMagics(Magics, Configurable):
         if args.as_var is not None and not args.as_var.isidentifier():
             raise UsageError(f"--as {args.as_var!r}: give a valid variable name")
         options = self._options(args, ns)
-        model = args.model or self.default_model or None
-        if model and ("," in model or model.endswith(":*")):
-            self._compare(model, prompt, options, args.as_var, ns)
+        if args.model and ("," in args.model or args.model.endswith(":*")):
+            self._compare(args.model, prompt, _layered(self._defaults(), options), args.as_var,
+                          ns)
             return
         with usage_errors():
-            reply = self._chat(args, model, prompt, options)
+            reply = self._chat(args, args.model, prompt, options, self._turn_key(args, line, cell))
         self._store(reply, args.as_var, ns)
         if args.save:
             self._save(reply, args.save)
@@ -254,16 +269,17 @@ class ChatMagics(Magics, Configurable):
             )
 
     def _options(self, args: Any, ns: dict[str, Any]) -> dict[str, Any]:
+        """The option keywords this cell's flags give (not the `%config` defaults)."""
         opts: dict[str, Any] = {
-            "temperature": _first(args.temperature, self.temperature),
-            "max_tokens": _first(args.max_tokens, self.max_tokens),
-            "seed": _first(args.seed, self.seed),
+            "temperature": args.temperature,
+            "max_tokens": args.max_tokens,
+            "seed": args.seed,
             "top_p": args.top_p,
             "stop": args.stop,
             "base_url": args.base_url,
             "tool_choice": args.tool_choice,
             "logprobs": args.logprobs,
-            "max_cost": _first(args.max_cost, self.max_cost),
+            "max_cost": args.max_cost,
         }
         if args.tools:
             opts["tools"] = [t for name in args.tools
@@ -274,40 +290,69 @@ class ChatMagics(Magics, Configurable):
             opts["schema"] = _lookup(ns, args.schema, "--schema")
         if args.image:
             opts["images"] = [_image_arg(ns, v) for v in args.image]
+        if args.input:
+            opts["input"] = model_inputs(args.input)
         if args.system is not None:
             opts["system"] = args.system
-        limits = {name: getattr(self, f"{name}_timeout")
-                  for name in ("connect", "first_byte", "idle", "total")}
         if args.timeout is not None:
-            limits["total"] = args.timeout
-        limits = {k: v for k, v in limits.items() if v is not None}
-        if limits:
-            opts["timeout"] = limits
+            opts["timeout"] = {"total": args.timeout}
         return {k: v for k, v in opts.items() if v is not None}
 
-    def _conversation(self, thread: str, model: str | None, new: bool, system: str | None
-                      ) -> Conversation:
+    def _defaults(self) -> dict[str, Any]:
+        """The `%config ChatMagics.*` defaults of the options a cell's flags override."""
+        limits = {name: getattr(self, f"{name}_timeout")
+                  for name in ("connect", "first_byte", "idle", "total")}
+        opts = {"temperature": self.temperature, "max_tokens": self.max_tokens,
+                "seed": self.seed, "max_cost": self.max_cost,
+                "timeout": {k: v for k, v in limits.items() if v is not None} or None}
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def _turn_key(self, args: Any, line: str, cell: str) -> tuple[Any, ...]:
+        """What identifies this cell's turn in its thread, so that running the cell again
+        replaces it: the cell's id (`nbchat.notebook.context.cell_key`; its source when the
+        front end sends no id), and how many `%%chat` calls on that thread this same run of the
+        cell made before (a loop of `run_cell_magic` calls in one cell is several turns)."""
+        from .context import cell_key, run_number
+
+        where = (args.thread or "default", cell_key(f"%%chat {line}\n{cell}"))
+        run = run_number()
+        last_run, count = self._calls.get(where, (None, -1))
+        count = count + 1 if last_run == run else 0
+        self._calls[where] = (run, count)
+        return (*where[1], count)
+
+    def _conversation(self, thread: str, model: str | None, new: bool, system: str | None,
+                      base_url: str | None) -> Conversation:
+        from dataclasses import replace
+
+        from ..core import registry
         from ..core.conversation import Conversation
         from ..core.options import parse_settings
 
         conv = self.threads.get(thread)
-        if conv is None or new:
-            # --new clears the history and the system prompt; the thread keeps its model
-            if model is None and conv is not None:
-                model = conv.model
-            conv = Conversation(model=model, system=system or self.system)
+        if conv is None:
+            conv = Conversation(model=model or self.default_model or None,
+                                system=system or self.system)
             self.threads[thread] = conv
             return conv
         if model is not None and model != conv.model:
-            from ..core import registry
-
-            registry.resolve(model)  # an unknown id fails here, before the history changes
+            provider, _ = registry.resolve(model)  # an unknown id fails before anything changes
+            if provider is not registry.resolve(conv.model)[0] and base_url is None:
+                # the endpoint and key belonged to the old provider
+                conv.settings = replace(conv.settings, base_url=None, api_key=None)
             conv.model = model
-        if system is not None:
+        if new:
+            # afresh: no history, no system prompt or options; the model and its endpoint stay
+            kept = conv.settings
+            conv = Conversation(model=conv.model, system=system or self.system)
+            conv.settings = replace(conv.settings, base_url=kept.base_url, api_key=kept.api_key)
+            self.threads[thread] = conv
+        elif system is not None:
             conv.settings = parse_settings({"system": system}, conv.settings)
         return conv
 
-    def _chat(self, args: Any, model: str | None, prompt: str, options: dict[str, Any]) -> Reply:
+    def _chat(self, args: Any, model: str | None, prompt: str, options: dict[str, Any],
+              key: Any = None) -> Reply:
         from ..core.bridge import iterate_sync
         from ..core.errors import NbchatError
         from ..core.images import png_bytes
@@ -323,8 +368,9 @@ class ChatMagics(Magics, Configurable):
         from .status import StatusLine, note_bundle, reasoning_bundle
 
         thread = args.thread or "default"
-        conv = self._conversation(thread, model, args.new, options.pop("system", None))
-        turn = conv.turn(prompt, **options)
+        conv = self._conversation(thread, model, args.new, options.pop("system", None),
+                                  options.get("base_url"))
+        turn = self._turn(conv, prompt, options, key)
         # the outputs that stay carry the reply's provenance as metadata; the streamed pieces
         # and the status line, replaced or emptied by the end, do not (bytes on every update)
         publish = ipython_publisher(lambda: {"nbchat": turn.reply.provenance})
@@ -382,6 +428,32 @@ class ChatMagics(Magics, Configurable):
         if reply.error is None or reply.text or reply.image_parts or reply.interrupted:
             publish(footer_bundle(reply.footer()), None, False)
         return reply
+
+    def _turn(self, conv: Conversation, prompt: str, options: dict[str, Any], key: Any
+              ) -> Any:
+        """The thread's next turn: the options it keeps (`THREAD_KEEPS`) become the thread's
+        own from this cell on; this cell's other options and the `%config` defaults of what the
+        thread has not set apply to this turn only."""
+        from ..core.options import parse_settings
+
+        keeps = {k: v for k, v in options.items() if k in THREAD_KEEPS}
+        once = {k: v for k, v in options.items() if k not in THREAD_KEEPS}
+        before = conv.settings
+        after = parse_settings(keeps, before)
+        for name, value in self._defaults().items():
+            if name == "timeout":
+                have = after.timeout.set_fields() if after.timeout is not None else {}
+                value = {k: v for k, v in value.items() if k not in have}
+                if value:
+                    once["timeout"] = value
+            elif getattr(after.options, name, getattr(after, name, None)) is None:
+                once[name] = value
+        conv.settings = after
+        try:
+            return conv.turn(prompt, key=key, **once)
+        except BaseException:
+            conv.settings = before  # a cell that fails before sending changes nothing
+            raise
 
     def _store(self, reply: Any, as_var: str | None, ns: dict[str, Any]) -> None:
         from . import last_result
@@ -543,8 +615,31 @@ def _unquoted(args: Any) -> Any:
     return args
 
 
-def _first(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
+def _layered(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The cell's options over the `%config` defaults (timeout limits merged one by one)."""
+    out = {**defaults, **options}
+    if "timeout" in defaults and "timeout" in options:
+        out["timeout"] = {**defaults["timeout"], **options["timeout"]}
+    return out
+
+
+def model_inputs(items: list[str]) -> dict[str, Any]:
+    """`--input KEY=VALUE` flags -> the `input` option's dict. A VALUE that parses as JSON is
+    that value (`width=512` -> 512, `go_fast=true` -> True); any other VALUE is the text itself
+    (`prompt=a cat`). Raises `UsageError` for an item without `=` or with an empty KEY."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        if not eq or not name.strip():
+            raise UsageError(f"--input {item}: write KEY=VALUE, e.g. --input width=512")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out[name.strip()] = value
+    return out
 
 
 def _lookup(ns: dict[str, Any], name: str, flag: str) -> Any:

@@ -28,8 +28,10 @@ class ModelTable:
 
     @staticmethod
     def capabilities(m: ModelInfo) -> str:
-        """The model's capabilities, comma-separated (`stream, tools, JSON, vision, ...`)."""
-        return ", ".join(label for attr, label in _CAPS if getattr(m, attr))
+        """The model's capabilities, comma-separated (`stream, tools, JSON, vision, ...`); one
+        that is unknown (None: a listing that does not say) is shown as `tools?`, `vision?`."""
+        return ", ".join(label if getattr(m, attr) else f"{label}?"
+                         for attr, label in _CAPS if getattr(m, attr) is not False)
 
     @staticmethod
     def key_status(m: ModelInfo) -> str:

@@ -63,5 +63,6 @@ class AnyscaleProvider(OpenAICompatProvider):
         ]
 
     def live_entry(self, model: str, endpoint: Endpoint) -> ModelInfo:
-        return self.model_entry(model, endpoint, tools=True, json=True,
+        # a model the table does not know: whether it takes tools or images is unknown
+        return self.model_entry(model, endpoint, tools=None, json=True, vision=None,
                                 description=f"at {endpoint.base_url}")

@@ -46,7 +46,8 @@ class CerebrasProvider(OpenAICompatProvider):
         ]
 
     def live_entry(self, model: str, endpoint: Endpoint) -> ModelInfo:
-        return self.model_entry(model, endpoint, tools=True, json=True)
+        # a model the table does not know: whether it takes tools or images is unknown
+        return self.model_entry(model, endpoint, tools=None, json=True, vision=None)
 
     def check_request(self, request: Request) -> None:
         super().check_request(request)

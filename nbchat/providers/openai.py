@@ -56,6 +56,7 @@ class OpenAIProvider(OpenAICompatProvider):
         ]
 
     def live_entry(self, model: str, endpoint: Endpoint) -> ModelInfo:
-        # a self-hosted OpenAI-compatible server: assume the common features, let it decide
-        return self.model_entry(model, endpoint, tools=True, json=True,
+        # a self-hosted OpenAI-compatible server: JSON mode is common; tools and vision depend
+        # on the model it loaded, which its listing does not say (unknown, the server decides)
+        return self.model_entry(model, endpoint, tools=None, json=True, vision=None,
                                 description=f"at {endpoint.base_url}")

@@ -273,8 +273,9 @@ class OpenAICompatProvider(Provider):
                             lambda model: self.live_entry(model, endpoint))
 
     def live_entry(self, model: str, endpoint: Endpoint) -> ModelInfo:
-        """A listed model that the table does not know: streaming only, flags unknown."""
-        return self.model_entry(model, endpoint)
+        """A listed model that the table does not know: streaming; tools and vision unknown
+        (None: a listing does not say, so calls with tools or images are sent as asked)."""
+        return self.model_entry(model, endpoint, tools=None, vision=None)
 
 
 def merge_models(
