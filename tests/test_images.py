@@ -204,3 +204,43 @@ def test_reply_images_are_pil_and_png_bytes_convert():
     png = ImagePart(encoded(RED, "PNG"))
     assert png_bytes(png) is png.data
     assert "bytes" in repr(png) and "base64" not in repr(png)
+
+
+def test_image_url_parts_by_url_are_fetched_like_images_option(fake):
+    """`{"type": "image_url", "image_url": {"url": "https://..."}}` (the NVIDIA page's shape)
+    is accepted and fetched as `images=[url]` is, from a real loopback server; the history
+    keeps the fetched bytes, so later turns do not fetch again."""
+    from faultserver import FaultServer, head
+
+    import nbchat
+
+    jpeg = encoded(RED, "JPEG")
+    server = FaultServer()
+    server.script(head(200, "image/jpeg", length=len(jpeg)) + jpeg)
+    url = f"http://127.0.0.1:{server.port}/cat.jpg"
+    try:
+        conv = nbchat.Conversation(model="fake:echo")
+        conv.send([{"role": "user", "content": [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": url}}]}])
+        sent = fake.requests[-1].messages[-1]
+        assert sent.text == "What is in this image?"
+        assert [(p.data, p.mime, p.url) for p in sent.images] == [(jpeg, "image/jpeg", url)]
+        conv.send([("user", [{"type": "image_url", "image_url": url}])])  # the plain-string form
+        conv.send("And now?")
+        assert [r.path for r in server.requests] == ["/cat.jpg", "/cat.jpg"]
+        assert fake.requests[-1].messages[0].images[0].data == jpeg  # from the history
+        nbchat.chat("Same?", model="fake:echo", images=[url])
+        assert fake.requests[-1].messages[-1].images == sent.images  # the same as images=[url]
+    finally:
+        server.close()
+
+
+def test_an_image_url_part_that_cannot_be_fetched_says_which(fake):
+    import nbchat
+
+    with pytest.raises(nbchat.errors.NbchatError, match="image download: .*127.0.0.1"):
+        nbchat.chat([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/none.png"}}]}],
+            model="fake:echo")
+    assert fake.requests == []
