@@ -331,6 +331,24 @@ def test_input_flags_become_model_inputs(sh, fake):
         assert "KEY=VALUE" in sh.error(f"%%chat --input {bad}\nGo")
 
 
+def test_input_flags_reach_a_real_cog_model_and_stay_with_the_thread(sh):
+    from cogserver import CogServer
+
+    with CogServer("image") as server:
+        sh.ok(f"%%chat --thread draw -m cog:draw --base-url {server.url} --input width=40 "
+              "--input height=24\na red circle")
+        assert nbchat.last.images[0].size == (40, 24)
+        sh.ok("%%chat --thread draw --input width=32\na blue square")  # height is kept
+        assert nbchat.last.images[0].size == (32, 24)
+
+
+def test_footer_host_never_shows_a_key(sh, fake):
+    sh.ok("%%chat -m fake:echo --base-url http://user:sk-NOTSHOWN1@h1.example:8000/v1?key=q\nHi")
+    footer = nbchat.last.footer()
+    assert "at h1.example:8000 ·" in footer
+    assert "sk-NOTSHOWN1" not in footer and "user" not in footer and "key=q" not in footer
+
+
 def test_unknown_cloud_model_warns_with_close_matches_and_is_sent(sh, recorder):
     # the provider's hosted endpoint, served here by the loopback recorder
     from nbchat.providers.cerebras import CerebrasProvider

@@ -33,9 +33,13 @@ def run_number() -> int:
 
 def cell_key(source: str) -> tuple[str, str]:
     """What identifies the running cell: `("cell", id)` from `where()`, else `("source",
-    source)` (the cell's text, for clients that send no id: nbclient, the terminal)."""
+    sha256 of source)` (the cell's text, for clients that send no id: nbclient, the terminal)."""
     cell = where()[1]
-    return ("cell", cell) if cell else ("source", source)
+    if cell:
+        return ("cell", cell)
+    import hashlib
+
+    return ("source", hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest())
 
 
 def where() -> tuple[str | None, str | None]:

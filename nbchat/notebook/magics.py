@@ -23,6 +23,7 @@ from ..core.options import OPTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.conversation import Conversation
+    from ..core.turn import Turn
     from ..core.types import Reply
 
 # `{name}` with optional `.attr`, `[key]`, `!r` and `:spec` (no spaces), not inside `{{ }}`
@@ -430,7 +431,7 @@ class ChatMagics(Magics, Configurable):
         return reply
 
     def _turn(self, conv: Conversation, prompt: str, options: dict[str, Any], key: Any
-              ) -> Any:
+              ) -> Turn:
         """The thread's next turn: the options it keeps (`THREAD_KEEPS`) become the thread's
         own from this cell on; this cell's other options and the `%config` defaults of what the
         thread has not set apply to this turn only."""
