@@ -194,3 +194,19 @@ def test_batch_runs_concurrently_in_order(fake, limit, expected):
     replies = nbchat.batch([f"p{i}" for i in range(5)], model="fake:echo", concurrency=limit)
     assert [r.text for r in replies] == [f"r{i}" for i in range(5)]
     assert fake.max_active == expected
+
+
+def test_a_keyed_turn_replaces_the_turn_with_that_key_and_forks_there(fake):
+    from nbchat.core.bridge import run_sync
+
+    conv = nbchat.Conversation(model="fake:echo")
+    for key, text in (("a", "one"), ("b", "two"), ("c", "three")):
+        run_sync(conv.turn(text, key=key).collect())
+    conv.send("unkeyed")  # no key: never replaced
+    reply = run_sync(conv.turn("two, again", key="b").collect())
+    assert [m.text for m in fake.requests[-1].messages] == ["one", "one", "two, again"]
+    assert [m.text for m in conv.history] == ["one", "one", "two, again", "two, again"]
+    assert len(conv.replies) == 2
+    assert reply.notes == ["replaced its earlier run; dropped the 2 later turns"]
+    run_sync(conv.turn("one, again", key="a").collect())
+    assert [m.text for m in conv.history] == ["one, again"] * 2
