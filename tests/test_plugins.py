@@ -57,10 +57,10 @@ SHELL = textwrap.dedent("""
     lazy = registry._plugins is None and "nbchat_echo_test" not in sys.modules
     models = ip.run_cell("%models")
     table = shown[-1]["text/html"]
-    chat = ip.run_cell("%%chat -m echo:upper --max-tokens 3\\nhello plugin world")
+    chat = ip.run_cell("%%chat -m echo:upper --max-tokens 3\\nhello plugin world")  # kept
     import nbchat
     reply = nbchat.last
-    again = ip.run_cell("%%chat -m echo:plain\\nand once more")
+    again = ip.run_cell("%%chat -m echo:plain --new\\nand once more")  # the thread kept it
     typo = ip.run_cell("%%chat -m echo:loud\\nhi")
     broken = ip.run_cell("%%chat -m echobroken:x\\nhi")
     print(json.dumps({
