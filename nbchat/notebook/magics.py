@@ -214,8 +214,13 @@ class ChatMagics(Magics, Configurable):
                      "repeatable")
     @option_argument("tool_choice", "--tool-choice", metavar="C")
     @option_argument("logprobs", "--logprobs", type=int, metavar="N")
-    @argument("--new", action="store_true", help="start the thread afresh")
-    @argument("--thread", metavar="NAME", help="conversation to continue (default: 'default')")
+    @argument("--new", action="store_true",
+              help="start the thread afresh: no history, system prompt or options; its model "
+              "and endpoint stay")
+    @argument("--thread", metavar="NAME",
+              help="conversation to continue (default: 'default'); it keeps its model, endpoint "
+              "and options until a cell changes them, and running a cell again replaces that "
+              "cell's turn")
     @argument("--as", dest="as_var", metavar="VAR", help="also store the reply in VAR")
     @argument("--no-stream", action="store_true", help="show the reply only when it is complete")
     @argument("--no-fill", action="store_true",
