@@ -1,7 +1,8 @@
 """nbchat: chat with language models from Jupyter.
 
 `%load_ext nbchat` registers `%%chat` and `%models`. The same core is usable from plain Python:
-`nbchat.chat`, `nbchat.stream`, `nbchat.Conversation`, `nbchat.models`.
+`nbchat.chat`, `nbchat.stream`, `nbchat.Conversation`, `nbchat.models`, `nbchat.count`
+(tokens a request would take) and `nbchat.map` (one prompt over every row of a table).
 Third-party providers subclass `nbchat.Provider` (its `stream(request, endpoint)` yields
 `TextDelta`, `ToolCallEvent`, `ImageEvent`, then `Done`) and are found through the entry-point
 group `nbchat.providers`, or added at run time with `nbchat.register`. Every reply is logged
@@ -22,13 +23,17 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time these load 
     from .core.api import amodels as amodels
     from .core.api import astream as astream
     from .core.api import batch as batch
+    from .core.api import acount as acount
     from .core.api import chat as chat
+    from .core.api import count as count
     from .core.api import models as models
     from .core.api import stream as stream
     from .core.conversation import Conversation as Conversation
     from .core.credentials import Endpoint as Endpoint
     from .core.credentials import Secret as Secret
     from .core.log import log as log
+    from .core.mapping import amap as amap
+    from .core.mapping import map as map
     from .core.provider import Provider as Provider
     from .core.registry import register as register
     from .core.registry import unregister as unregister
@@ -62,6 +67,10 @@ _LAZY = {
     "batch": "nbchat.core.api",
     "abatch": "nbchat.core.api",
     "models": "nbchat.core.api",
+    "count": "nbchat.core.api",
+    "acount": "nbchat.core.api",
+    "map": "nbchat.core.mapping",
+    "amap": "nbchat.core.mapping",
     "amodels": "nbchat.core.api",
     "Conversation": "nbchat.core.conversation",
     "log": "nbchat.core.log",

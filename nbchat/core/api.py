@@ -1,10 +1,11 @@
-"""The public functions: chat/achat, stream/astream, batch, models. Sync and async twins."""
+"""The public functions: chat/achat, stream/astream, batch, count, models. Sync and async
+twins. `nbchat.map` (prompts over a table) lives in nbchat.core.mapping."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import registry, replay
 from .bridge import iterate_sync, run_sync
@@ -12,6 +13,9 @@ from .conversation import Conversation
 from .credentials import Secret, hide_key
 from .errors import BadOption
 from .types import ModelInfo, Reply
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .preview import TokenCount
 
 
 def _one_shot(model: str | None, options: dict[str, Any]) -> Conversation:
@@ -77,6 +81,25 @@ def batch(
     """`abatch`, from synchronous code."""
     hide_key(options)
     return run_sync(abatch(prompts, model, concurrency=concurrency, **options))
+
+
+async def acount(prompt: Any, model: str | None = None, **options: Any) -> TokenCount:
+    """Tokens of the request `achat(prompt, model, **options)` would send (system prompt and
+    `context=` summaries included), without sending it: an int (`TokenCount`) whose
+    `estimated` is False when the model's own tokenizer counted (the local llama.cpp model:
+    its chat template and tokenizer; loads the model) and True for an estimate (other
+    providers: 4 characters a token, see nbchat.core.preview). Raises what `achat` raises
+    before any I/O (`UsageError` and kin)."""
+    from .preview import apreview
+
+    hide_key(options)
+    return (await apreview(prompt, model, **options)).tokens
+
+
+def count(prompt: Any, model: str | None = None, **options: Any) -> TokenCount:
+    """`acount`, from synchronous code, e.g. `nbchat.count("Hello", model="local")`."""
+    hide_key(options)
+    return run_sync(acount(prompt, model, **options))
 
 
 async def amodels(

@@ -67,11 +67,46 @@ def _message(role: str, content: Any) -> Message:
     return Message(r, tuple(parts))  # type: ignore[arg-type]
 
 
+def with_context(messages: list[Message], pairs: tuple[tuple[str, Any], ...],
+                 budget: int | None, *, vision: bool = True
+                 ) -> tuple[list[Message], tuple[bytes, ...]]:
+    """The messages with the named objects' summaries (nbchat.core.summaries) put before the
+    last user message's text, and the images they bring (PNG bytes, e.g. figures): none for a
+    model that cannot see (`vision=False`), whose summary then says so."""
+    from dataclasses import replace as _replace
+
+    from .summaries import context_text, summarize_all
+
+    items = summarize_all(pairs, budget)
+    if not vision:
+        items = [_replace(i, images=(), kind=f"{i.kind}; its image is not sent, the model "
+                          "cannot see") if i.images else i for i in items]
+    if not items:
+        return messages, ()
+    block = context_text(items)
+    out = list(messages)
+    at = max((i for i, m in enumerate(out) if m.role == "user"), default=None)
+    if at is None:
+        out.append(Message.of("user", block.rstrip()))
+    else:
+        m = out[at]
+        parts = list(m.parts)
+        first = next((i for i, p in enumerate(parts) if isinstance(p, TextPart)), None)
+        if first is None:
+            parts.insert(0, TextPart(block.rstrip()))
+        else:
+            parts[first] = TextPart(block + parts[first].text)  # type: ignore[union-attr]
+        out[at] = Message(m.role, tuple(parts))
+    return out, tuple(img for i in items for img in i.images)
+
+
 class Conversation:
     """A chat with one model: history, system prompt and default options.
 
     An interrupted turn keeps its partial text in the history, marked `interrupted`.
     A turn that failed before any text arrived is not added, so a retry does not repeat it.
+    Objects named with `context=` are summarized (nbchat.core.summaries) before the prompt of
+    the turn that names them, or of the first turn when the Conversation is given them.
     With `max_cost` (USD), a turn is refused before it is sent when its estimated cost plus
     what this conversation's live replies cost would exceed it (`nbchat.core.costs`); replies
     dropped by a keyed turn (below) still count.
@@ -149,6 +184,14 @@ class Conversation:
         new = to_messages(prompt)
         at = self._span_of(key)
         before = self.history if at is None else self.history[:self._spans[at][1]]
+        images = settings.images
+        # context goes with the turn that names it, or with a conversation's first turn
+        pairs = settings.context if options.get("context") is not None or not before else ()
+        if pairs:
+            info = provider.model_info(local)
+            new, figures = with_context(new, pairs, settings.context_budget,
+                                        vision=info is None or info.vision)
+            images = images + figures
         request = build_request(local, before, new, settings, settings.system)
 
         def record(turn: Turn) -> None:
@@ -175,7 +218,7 @@ class Conversation:
             provider,
             request,
             registry.full_id(provider, local),
-            images=settings.images,
+            images=images,
             on_finish=record,
             base_url=settings.base_url,
             api_key=settings.api_key,

@@ -45,6 +45,9 @@ class Settings:
     api_key: Secret | None = field(default=None, repr=False)
     max_cost: float | None = None  # USD a request (plus its thread so far) may cost; costs.py
     timeout: Timeouts | None = None  # limits on waiting for this call; waits.py
+    # named objects summarized with the prompt, and their budget in tokens; summaries.py
+    context: tuple[tuple[str, Any], ...] = ()
+    context_budget: int | None = None
 
 
 #: the built-in providers (nbchat.core.registry), in the order of the README's providers table
@@ -221,6 +224,12 @@ def _timeout(value: Any, base: Settings) -> dict[str, Any]:
     return {"timeout": new.over(base.timeout) if base.timeout is not None else new}
 
 
+def _context(value: Any, base: Settings) -> dict[str, Any]:
+    from .summaries import named  # on first use: %load_ext reads this module
+
+    return {"context": named(value) if value is not None else ()}
+
+
 #: every option keyword nbchat takes, the same everywhere (functions, Conversation, %%chat,
 #: ChatPanel, compare); the README's options table is generated from it
 OPTIONS: dict[str, Option] = {o.name: o for o in (
@@ -277,6 +286,14 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "connect, first_byte (to the start of the answer), idle (the longest silence in a "
            "stream) and total", input=True, parse=_timeout,
            unset="connect 10, first_byte 60, idle 60, total 600 (`%config ChatMagics.*_timeout`)"),
+    # ---- context (nbchat.core.summaries) ----
+    Option("context", "names or {name: value}",
+           "objects summarized with the prompt (DataFrames, arrays, strings, collections, "
+           "figures; in a notebook also 'error' and 'cell:N' / 'In[N]'); only what is named is "
+           "sent", input=True, parse=_context, unset="none", none_clears=True),
+    Option("context_budget", "integer",
+           "tokens the context's summaries may take together (estimated at 4 characters a "
+           "token)", minimum=50, step=50, input=True, unset="1000"),
 )}
 
 #: every option keyword nbchat takes

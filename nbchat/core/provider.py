@@ -102,6 +102,11 @@ class Provider:
                 "or leave out images=..."
             )
 
+    async def count_tokens(self, request: Request) -> int | None:
+        """The request's prompt size in the model's own tokens, or None when this provider
+        cannot count without sending it (callers then estimate: nbchat.core.preview)."""
+        return None
+
     # ---- the one streaming method --------------------------------------------------------
 
     def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:

@@ -153,14 +153,18 @@ def prompt_head(request: Request, width: int = 60) -> str:
 # ---- finding a logged reply -------------------------------------------------------------------
 
 
-def find(model: str, endpoint: str | None, request: Request, key: str) -> _log.Logged | None:
+def find(model: str, endpoint: str | None, request: Request, key: str, *,
+         reuse: bool = False) -> _log.Logged | None:
     """The logged reply that answers this request (`key`: its hash) under the current mode, or
-    None to go to the provider.
+    None to go to the provider. `reuse`: in mode off, answer as mode on does (`nbchat.map`
+    resumes this way: a row whose request has a logged reply is not sent again).
 
     In strict mode, a request only ever logged failing gets its newest failure (its events end
     by raising the recorded error); one never logged raises ReplayMiss, as does a log that
     cannot be read."""
     current = mode()
+    if current == "off" and reuse:
+        current = "on"
     if current == "off":
         return None
     strict = current == "strict"

@@ -113,6 +113,9 @@ class Turn:
         self._replayed: _log.Logged | None = None
         self._unfetched = False  # images from URLs not fetched yet (replay may not need them)
         self._base = request
+        #: answer from the log when this request has a logged reply, even with replay off
+        #: (`nbchat.map` resumes this way)
+        self.reuse_logged = False
 
     @property
     def text(self) -> str:
@@ -151,7 +154,7 @@ class Turn:
             self.reply.host = _host(endpoint)
         key = self.reply.request_hash = replay.request_hash(model, endpoint, request)
         self.reply.options = request.options
-        found = replay.find(model, endpoint, request, key)
+        found = replay.find(model, endpoint, request, key, reuse=self.reuse_logged)
         if found is not None:
             self._replayed = found
             self._stamps = None

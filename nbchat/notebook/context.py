@@ -62,14 +62,20 @@ def where() -> tuple[str | None, str | None]:
 
 
 def install(shell: Any = None) -> None:
-    """Point the core's log at this shell's notebook and cells (once per shell)."""
+    """Point the core's log at this shell's notebook and cells, and let `context=` names
+    resolve in it (nbchat.notebook.references), once per shell."""
     if shell is None:
         from IPython import get_ipython
 
         shell = get_ipython()
     if shell is None:
         return
+    from ..core import summaries
+    from . import references
+
     log.where_hook = where
+    summaries.resolver = references.resolve  # context= names: variables, "error", "cell:N"
     if id(shell) not in _installed:
         _installed.add(id(shell))
         shell.events.register("pre_run_cell", _remember)
+        shell.events.register("post_run_cell", references.remember_error)

@@ -353,6 +353,37 @@ class LlamaCppProvider(Provider):
                     loaded.close()
                     del self._models[path]
 
+    async def count_tokens(self, request: Request) -> int | None:
+        """The prompt's tokens as the model would see them: the request goes through
+        `create_chat_completion` (the chat template, tools, the tokenizer) and is stopped at
+        `generate`, before any evaluation, by a prompt-length limit of 0 (loads the model)."""
+        from .cache import PromptTooLong
+
+        messages = to_llama_messages(request.messages)
+        _, load_options, _ = self.resolve_options(request.model)
+        kwargs = completion_kwargs(
+            request.options, auto_tools=load_options.get("chat_format") in FUNCTION_CALLING_FORMATS)
+
+        def work() -> int | None:
+            loaded = self._acquire(request.model, False, None)
+            llm = loaded.llm
+            try:
+                llm.token_limit = 0
+                llm.create_chat_completion(messages=messages, **kwargs)
+            except PromptTooLong as exc:
+                return exc.n_tokens
+            except ValueError as exc:  # longer than the context: llama.cpp says how long
+                size = _prompt_size(exc)
+                if size is None:
+                    raise NbchatError(f"llamacpp: {exc}") from None
+                return size
+            finally:
+                llm.token_limit = None
+                loaded.lock.release()
+            return None
+
+        return await asyncio.to_thread(work)
+
     # ---- streaming ------------------------------------------------------------------------
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
