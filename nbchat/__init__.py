@@ -20,10 +20,10 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time these load 
     from .core import errors as errors
     from .core.api import abatch as abatch
     from .core.api import achat as achat
+    from .core.api import acount as acount
     from .core.api import amodels as amodels
     from .core.api import astream as astream
     from .core.api import batch as batch
-    from .core.api import acount as acount
     from .core.api import chat as chat
     from .core.api import count as count
     from .core.api import models as models

@@ -14,6 +14,7 @@ from typing import Any
 from .conversation import Conversation
 from .images import to_image_part
 from .summaries import CHARS_PER_TOKEN, estimate_tokens
+from .turn import Turn
 from .types import ImagePart, Message
 
 #: tokens added per message by chat formats (role markers), in the estimate
@@ -84,6 +85,11 @@ async def apreview(prompt: Any, model: str | None = None, *,
         k: v for k, v in options.items() if k == "system"})
     options = {k: v for k, v in options.items() if conversation is not None or k != "system"}
     turn = conv.turn(prompt, model=model if conversation is not None else None, **options)
+    return await apreview_turn(turn)
+
+
+async def apreview_turn(turn: Turn) -> Preview:
+    """What a built, not yet started `Turn` would send, and its tokens (see `apreview`)."""
     request = turn.request
     if turn._images:
         parts = tuple(p if isinstance(p, ImagePart) else ImagePart(b"", "", url=p)

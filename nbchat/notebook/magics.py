@@ -1,4 +1,4 @@
-"""`%%chat` and `%models`.
+"""`%%chat`, `%chat_error` and `%models`.
 
 Loading the extension imports only IPython, traitlets (already in every kernel) and the
 options' declaration (nbchat.core.options, for the flags' help); the rest of the core, the
@@ -234,6 +234,14 @@ class ChatMagics(Magics, Configurable):
     @option_argument("input", "--input", action="append", metavar="KEY=VALUE",
                      note="one input; VALUE is read as JSON when it parses (512, true, "
                      '[1, 2]), else as text; repeatable')
+    @option_argument("context", "--context", action="append", metavar="NAMES",
+                     note="comma-separated, e.g. df,arr,error,cell:-1; repeatable; this cell only")
+    @option_argument("context_budget", "--context-budget", type=int, metavar="TOKENS")
+    @argument("--dry-run", action="store_true",
+              help="show the messages that would be sent (context included) and their tokens; "
+                   "send nothing")
+    @argument("--code", action="store_true",
+              help="put the reply's first code block into a new cell below (not run)")
     @argument(
         "--save", metavar="PATH",
         help="save reply images: PATH for one; PATH with {i}, or stem_1.png, stem_2.png...",
@@ -258,6 +266,9 @@ class ChatMagics(Magics, Configurable):
         if args.as_var is not None and not args.as_var.isidentifier():
             raise UsageError(f"--as {args.as_var!r}: give a valid variable name")
         options = self._options(args, ns)
+        if args.dry_run:
+            self._dry_run(args, line, cell, prompt, options)
+            return
         if args.model and ("," in args.model or args.model.endswith(":*")):
             self._compare(args.model, prompt, _layered(self._defaults(), options), args.as_var,
                           ns)
@@ -267,6 +278,8 @@ class ChatMagics(Magics, Configurable):
         self._store(reply, args.as_var, ns)
         if args.save:
             self._save(reply, args.save)
+        if args.code and reply.error is None:
+            self._code_below(reply.text)
         if reply.error is not None:
             raise UsageError(str(reply.error))
         if reply.interrupted:
@@ -302,6 +315,10 @@ class ChatMagics(Magics, Configurable):
             opts["system"] = args.system
         if args.timeout is not None:
             opts["timeout"] = {"total": args.timeout}
+        if args.context:
+            opts["context"] = [n.strip() for v in args.context for n in v.split(",") if n.strip()]
+        if args.context_budget is not None:
+            opts["context_budget"] = args.context_budget
         return {k: v for k, v in opts.items() if v is not None}
 
     def _defaults(self) -> dict[str, Any]:
@@ -461,6 +478,58 @@ class ChatMagics(Magics, Configurable):
             conv.settings = before  # a cell that fails before sending changes nothing
             raise
 
+    def _dry_run(self, args: Any, line: str, cell: str, prompt: str, options: dict[str, Any]
+                 ) -> None:
+        """`--dry-run`: show what this cell would send (nbchat.core.preview), built the way
+        `_chat` builds it (the thread, its kept options, the `%config` defaults, the cell's
+        turn key), on a copy: the thread is not changed."""
+        import copy
+
+        from IPython.display import display
+
+        from ..core.bridge import run_sync
+        from ..core.preview import apreview_turn
+
+        if args.model and ("," in args.model or args.model.endswith(":*")):
+            raise UsageError("--dry-run shows one model's request: give one -m")
+        thread = args.thread or "default"
+        threads, calls = dict(self.threads), dict(self._calls)
+        original = self.threads.get(thread)
+        if original is not None:  # the copy's lists are its own: nothing reaches the thread
+            twin = copy.copy(original)
+            for name in ("history", "replies", "_spans", "_dropped"):
+                setattr(twin, name, list(getattr(original, name)))
+            self.threads[thread] = twin
+        try:
+            key = self._turn_key(args, line, cell)
+            with usage_errors():
+                conv = self._conversation(thread, args.model, args.new,
+                                          options.pop("system", None), options.get("base_url"))
+                preview = run_sync(apreview_turn(self._turn(conv, prompt, options, key)))
+        finally:
+            self.threads.clear()
+            self.threads.update(threads)
+            self._calls = calls
+        display(preview)
+
+    def _code_below(self, text: str) -> None:
+        """`--code`: the first code block of the reply becomes a new cell below (not run)."""
+        code = first_code_block(text)
+        if code is None:
+            print("--code: the reply has no code block; no cell was added")
+        elif self.shell is not None:
+            self.shell.set_next_input(code, replace=False)
+
+    # ---- %chat_error -----------------------------------------------------------------------
+
+    @line_magic
+    def chat_error(self, line: str) -> None:
+        """Explain the last exception: `%chat_error [%%chat flags, e.g. -m MODEL --code]`.
+
+        Sends the error, its traceback and the cell that raised it (`--context error`) with a
+        request to explain it and fix the cell, in a thread of its own ("chat_error")."""
+        self.chat(f"--new --thread chat_error --context error {line}", ERROR_PROMPT)
+
     def _store(self, reply: Any, as_var: str | None, ns: dict[str, Any]) -> None:
         from . import last_result
 
@@ -579,6 +648,22 @@ class ChatMagics(Magics, Configurable):
             except log.LogUnusable as exc:
                 problem = exc.message
         display(UsageTable(session, whole, lg.path if lg is not None else None, problem))
+
+
+#: what %chat_error asks, with the last error as context
+ERROR_PROMPT = ("Explain the error above: what went wrong, in one or two sentences, then the "
+                "corrected cell in one Python code block.")
+
+
+def first_code_block(text: str) -> str | None:
+    """The first fenced or indented code block of a Markdown reply (CommonMark, markdown-it),
+    without its fence; None when there is none."""
+    from markdown_it import MarkdownIt
+
+    for token in MarkdownIt("commonmark").parse(text):
+        if token.type in ("fence", "code_block"):
+            return token.content.rstrip("\n")
+    return None
 
 
 def _check_providers(mapping: dict[str, Any], trait: str) -> None:

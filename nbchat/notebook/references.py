@@ -37,8 +37,11 @@ class LastError:
 
 def remember_error(result: Any) -> None:
     """`post_run_cell` hook: keep the exception of a cell that failed, and the cell."""
+    from IPython.core.error import UsageError
+
     exc = getattr(result, "error_in_exec", None)
-    if exc is None or isinstance(exc, KeyboardInterrupt):
+    # a magic's usage message (a %%chat flag, an empty cell) is not the code's error
+    if exc is None or isinstance(exc, (KeyboardInterrupt, UsageError)):
         return
     LastError.exc = exc
     LastError.count = getattr(result, "execution_count", None)
