@@ -6,8 +6,9 @@
 Rows are a pandas or polars DataFrame, a list of dicts or a list of strings. `{name}` (or
 `{name:spec}`) in the template is filled from the row's column `name`; a list of strings fills
 `{text}`, or, if the template has no field, each string follows the template after a blank
-line. Other braces (JSON in the template) and doubled braces stay as typed; a field that names
-no column raises `BadOption` before anything is sent.
+line. Other braces (JSON in the template) stay as typed; a field that names
+no column raises `BadOption` before anything is sent. `{{name}}` (a doubled opening brace) is
+sent as typed.
 
 What comes back is aligned with the rows:
 - with `column=` and a DataFrame: a new DataFrame (the input is not changed) with the replies'
@@ -67,7 +68,8 @@ RATE_LIMIT_TRIES = 8
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 
-_FIELD = re.compile(r"(?<!\{)\{(?P<name>[A-Za-z_]\w*)(?::(?P<spec>[^{}\s]*))?\}(?!\})")
+# a field not opened by a doubled brace: `{{name}}` stays as typed, `{"k": {name}}` is filled
+_FIELD = re.compile(r"(?<!\{)\{(?P<name>[A-Za-z_]\w*)(?::(?P<spec>[^{}\s]*))?\}")
 
 
 class Interrupted(NbchatError):

@@ -99,8 +99,9 @@ def last_error(shell: Any = None) -> Described:
 
 
 def running_count(shell: Any) -> int:
-    """The execution count of the cell running now (`In[N]` of the current cell)."""
-    return int(shell.execution_count)
+    """`N` of the cell running now (`In[N]`): the history stores a cell before running it (the
+    shell's `execution_count` already says N + 1 by then in IPython 9, N in IPython 8)."""
+    return len(shell.history_manager.input_hist_raw) - 1
 
 
 def cell_source(number: int, shell: Any = None) -> str:
