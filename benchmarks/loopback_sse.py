@@ -7,7 +7,8 @@
 
 The whole SSE body is built once and written in one go (HTTP/1.1 keep-alive, Content-Length),
 so the client, not the server, is what a benchmark measures. `GET /v1/models` lists "bench".
-CLI: `python benchmarks/loopback_sse.py 20000` serves until Ctrl-C.
+CLI: `python benchmarks/loopback_sse.py 20000 [DELAY_SECONDS]` serves until Ctrl-C (prints its
+base URL first).
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ def _response(status: str, ctype: str, body: bytes) -> bytes:
             "Connection: keep-alive\r\n\r\n").encode() + body
 
 
-def start_server(n_chunks: int, host: str = "127.0.0.1") -> tuple[str, Callable[[], None]]:
-    """Start the server in a daemon thread; returns (base URL ending in /v1, stop function)."""
+def start_server(n_chunks: int, host: str = "127.0.0.1", delay: float = 0.0
+                 ) -> tuple[str, Callable[[], None]]:
+    """Start the server in a daemon thread; returns (base URL ending in /v1, stop function).
+    `delay`: seconds each chat completion waits before its answer (requests wait in parallel).
+    """
     stream = _response("200 OK", "text/event-stream", sse_body(n_chunks))
     models = _response("200 OK", "application/json", json.dumps(
         {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
@@ -68,6 +72,8 @@ def start_server(n_chunks: int, host: str = "127.0.0.1") -> tuple[str, Callable[
                 if length:
                     await reader.readexactly(length)
                 if method == "POST" and path.endswith("/chat/completions"):
+                    if delay:
+                        await asyncio.sleep(delay)
                     writer.write(stream)
                 elif method == "GET" and path.endswith("/models"):
                     writer.write(models)
@@ -115,7 +121,9 @@ def start_server(n_chunks: int, host: str = "127.0.0.1") -> tuple[str, Callable[
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    url, stop_server = start_server(n)
+    wait = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    url, stop_server = start_server(n, delay=wait)
+    print(url, flush=True)
     print(f"streaming {n} chunks at {url}/chat/completions (Ctrl-C to stop)", flush=True)
     try:
         threading.Event().wait()

@@ -296,7 +296,13 @@ async def amap(
         state.errors[i] = exc
         tick()
 
-    tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+    pending = iter(range(n))
+
+    async def worker() -> None:  # `concurrency` workers take the rows in order
+        for i in pending:
+            await one(i)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, n))]
     try:
         await asyncio.gather(*tasks)
     finally:
