@@ -152,3 +152,26 @@ def test_described_text_keeps_head_and_end():
     tb = "Traceback (most recent call last):\n" + "  frame\n" * 2000 + "ZeroDivisionError: x"
     text = summarize("error", Described("last error", tb), 100).text
     assert text.startswith("Traceback") and text.endswith("ZeroDivisionError: x")
+
+
+def test_chat_panel_sends_its_context_with_the_first_message_and_after_new_chat(fake):
+    import asyncio
+
+    from nbchat.notebook.panel import ChatPanel
+
+    frame = pd.DataFrame({"station": ["north", "south"], "rain_mm": [12.5, 3.0]})
+    panel = ChatPanel("fake:echo", context={"rain": frame})
+    panel.send = lambda content, buffers=None: None  # no front end here
+
+    async def turn(text):
+        panel.submit(text)
+        return await panel.wait()
+
+    asyncio.run(turn("Which station is wetter?"))
+    asyncio.run(turn("And by how much?"))
+    panel.new_chat()
+    asyncio.run(turn("Start over"))
+    first, second, third = (r.messages[-1].text for r in fake.requests)
+    assert "### rain: pandas DataFrame" in first and "north" in first and "12.5" in first
+    assert "rain" not in second
+    assert "### rain: pandas DataFrame" in third

@@ -106,11 +106,13 @@ class AdaptiveLimiter:
                     pass
 
     async def release(self) -> None:
+        """Give the slot back (the request ended, whatever its outcome)."""
         async with self._changed:
             self.active -= 1
             self._changed.notify_all()
 
     async def succeeded(self) -> None:
+        """A request was answered: after `limit` of them in a row, allow one more at once."""
         async with self._changed:
             self._streak += 1
             self._backoff = FIRST_BACKOFF
@@ -120,6 +122,8 @@ class AdaptiveLimiter:
                 self._changed.notify_all()
 
     async def throttled(self, retry_after: float | None) -> None:
+        """A 429: halve the limit and pause every new request for `retry_after` seconds (the
+        server's Retry-After; None: the backoff, doubling from `FIRST_BACKOFF`)."""
         async with self._changed:
             self.throttles += 1
             self._streak = 0

@@ -227,7 +227,7 @@ def _timeout(value: Any, base: Settings) -> dict[str, Any]:
 def _context(value: Any, base: Settings) -> dict[str, Any]:
     from .summaries import named  # on first use: %load_ext reads this module
 
-    return {"context": named(value) if value is not None else ()}
+    return {"context": named(value)}
 
 
 #: every option keyword nbchat takes, the same everywhere (functions, Conversation, %%chat,
@@ -290,7 +290,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("context", "names or {name: value}",
            "objects summarized with the prompt (DataFrames, arrays, strings, collections, "
            "figures; in a notebook also 'error' and 'cell:N' / 'In[N]'); only what is named is "
-           "sent", input=True, parse=_context, unset="none", none_clears=True),
+           "sent", input=True, parse=_context, unset="none"),
     Option("context_budget", "integer",
            "tokens the context's summaries may take together (estimated at 4 characters a "
            "token)", minimum=50, step=50, input=True, unset="1000"),
