@@ -132,3 +132,21 @@ def test_code_without_a_code_block_says_so(kc, fault_server):
     shown, reply = run(kc, f"%%chat -m openai:m --base-url {fault_server.base} --code\nhi")
     assert "no code block" in shown
     assert not [p for p in reply.get("payload", []) if p.get("source") == "set_next_input"]
+
+
+def test_map_in_a_notebook_shows_the_widget_progress_bar(kc, fault_server):
+    fault_server.only(sse_head(), text_chunk("yes", finish="stop"), DONE)
+    msg_id = kc.execute(f"out = nbchat.map('{{text}}', ['a', 'b', 'c'], model='openai:m', "
+                        f"base_url='{fault_server.base}')")
+    kinds: list[str] = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "display_data":
+            kinds += list(msg["content"]["data"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert "application/vnd.jupyter.widget-view+json" in kinds  # tqdm's notebook bar
+    shown, _ = run(kc, "print([r.text for r in out], out.errors)")
+    assert shown.strip() == "['yes', 'yes', 'yes'] {}"
