@@ -134,7 +134,7 @@ class AdaptiveLimiter:
             self._changed.notify_all()
 
 
-class MapResult(list):  # type: ignore[type-arg]
+class MapResult(list):
     """One entry per row, in row order (see the module docstring), and how the map went:
     `replies` (a `Reply` or None per row), `errors` ({row index: exception}), `reused` (rows
     answered from the log), `interrupted` and `throttles` (429s that slowed the batch)."""
