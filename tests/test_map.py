@@ -38,6 +38,8 @@ class Picky(Provider):
         self.prompts.append(text)
         if "bad" in text:
             raise ProviderError("picky: refused", status=400)
+        if "crash" in text:
+            raise RuntimeError("picky crashed")  # not an nbchat error: still only its row
         yield TextDelta(text.upper())
         yield Done("stop", Usage(1, 1))
 
@@ -80,8 +82,10 @@ def test_a_failing_row_keeps_its_error_and_the_others_go_on(picky):
     out = nbchat.map("{w}", df, model="picky:m", column="r", concurrency=2, progress=False)
     assert [None if pd.isna(v) else v for v in out["r"]] == ["GOOD", None, "FINE", None, "OK"]
     assert "picky: refused" in out["r_error"][1] and pd.isna(out["r_error"][0])
-    res = nbchat.map("{w}", df.to_dict("records"), model="picky:m", progress=False)
-    assert set(res.errors) == {1, 3} and res[1].error is res.errors[1] and res[0].error is None
+    res = nbchat.map("{w}", df.to_dict("records") + [{"w": "crash"}, {"w": "last"}],
+                     model="picky:m", progress=False, concurrency=1)
+    assert set(res.errors) == {1, 3, 5} and res[1].error is res.errors[1] and res[0].error is None
+    assert isinstance(res.errors[5], RuntimeError) and res[6].text == "LAST"
 
 
 def test_a_field_that_names_no_column_fails_before_sending(picky):

@@ -276,7 +276,7 @@ async def amap(
                     state.throttles = limiter.throttles
                     continue
                 return _failed(i, turn.reply, exc)
-            except NbchatError as exc:
+            except Exception as exc:  # the row's failure, whatever it is: the others go on
                 await limiter.release()
                 return _failed(i, turn.reply, exc)
             except BaseException:

@@ -290,8 +290,13 @@ def _collection(c: Any) -> list[str]:
     return forms
 
 
+_ITEM = reprlib.Repr()  # an item's repr, bounded before it is built (a huge nested list)
+_ITEM.maxstring = _ITEM.maxother = 200
+_ITEM.maxlist = _ITEM.maxtuple = _ITEM.maxdict = _ITEM.maxset = 20
+
+
 def _short(value: Any, width: int = 200) -> str:
-    text = repr(value)
+    text = _ITEM.repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
