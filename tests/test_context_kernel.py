@@ -150,3 +150,20 @@ def test_map_in_a_notebook_shows_the_widget_progress_bar(kc, fault_server):
     assert "application/vnd.jupyter.widget-view+json" in kinds  # tqdm's notebook bar
     shown, _ = run(kc, "print([r.text for r in out], out.errors)")
     assert shown.strip() == "['yes', 'yes', 'yes'] {}"
+
+
+def test_dry_run_follows_the_thread_and_leaves_it_unchanged(kc, fault_server):
+    fault_server.only(sse_head(), text_chunk("first answer", finish="stop"), DONE)
+    _, reply = run(kc, f"%%chat -m openai:m --base-url {fault_server.base} --thread dr -t 0.5\n"
+                       "first question")
+    assert reply["status"] == "ok"
+    sent_before = len(fault_server.requests)
+    shown, reply = run(kc, "%%chat --dry-run --thread dr --context df\nsecond question")
+    assert reply["status"] == "ok", shown
+    assert "nothing was sent to openai:m" in shown and "prompt: ~" in shown  # an estimate
+    assert shown.index("first question") < shown.index("first answer") < shown.index(
+        "### df: pandas DataFrame") < shown.index("second question")
+    assert len(fault_server.requests) == sent_before
+    kept, _ = run(kc, "m = get_ipython().find_cell_magic('chat').__self__\n"
+                      "t = m.threads['dr']\nprint(len(t.history), t.settings.options.temperature)")
+    assert kept.split() == ["2", "0.5"]

@@ -72,7 +72,8 @@ def with_context(messages: list[Message], pairs: tuple[tuple[str, Any], ...],
                  ) -> tuple[list[Message], tuple[bytes, ...]]:
     """The messages with the named objects' summaries (nbchat.core.summaries) put before the
     last user message's text, and the images they bring (PNG bytes, e.g. figures): none for a
-    model that cannot see (`vision=False`), whose summary then says so."""
+    model known not to see (`vision=False`), whose summary then says so (a model whose vision
+    is unknown gets them, as with `images=`: the server decides)."""
     from dataclasses import replace as _replace
 
     from .summaries import context_text, summarize_all
@@ -190,7 +191,7 @@ class Conversation:
         if pairs:
             info = provider.model_info(local)
             new, figures = with_context(new, pairs, settings.context_budget,
-                                        vision=info is None or info.vision)
+                                        vision=info is None or info.vision is not False)
             images = images + figures
         request = build_request(local, before, new, settings, settings.system)
 
