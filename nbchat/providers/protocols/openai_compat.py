@@ -7,6 +7,7 @@ it and set a few class attributes and capability tables.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -171,12 +172,14 @@ class OpenAICompatProvider(Provider):
         feed = state.feed
         finished = False
         seen = False  # any byte at all
+        chunks = response.aiter_bytes()
         try:
-            async for raw in response.aiter_bytes():
+            async for raw in chunks:
                 seen = True
                 for event, data in parser.feed(raw):
                     if data == "[DONE]":
                         finished = True
+                        await _drain(chunks)
                         break
                     try:
                         obj = loads(data)
@@ -294,3 +297,23 @@ def host_of(url: str) -> str:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:  # e.g. "http://[bad": the request itself reports the bad URL
         return ""
+
+
+#: seconds to wait for the end of a body after `[DONE]` (normally already received)
+DRAIN_WAIT = 0.05
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read the rest of a finished body (its end is normally already here), so that httpx puts
+    the connection back in its pool: a response closed before its end closes its connection,
+    and the next request opens a new one (a TCP and TLS handshake). Gives up after
+    `DRAIN_WAIT`."""
+
+    async def rest() -> None:
+        async for _ in chunks:
+            pass
+
+    try:
+        await asyncio.wait_for(rest(), DRAIN_WAIT)
+    except (asyncio.TimeoutError, httpx.HTTPError):
+        pass
