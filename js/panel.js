@@ -3,6 +3,7 @@
 
 import { appendText, bytesToDataUrl, dataImage, h } from "./dom.js";
 import { handleMarkdownClicks, MarkdownStream, renderMarkdown } from "./markdown.js";
+import { approvalBlock, finishToolParts, toolStepBlock } from "./tool_steps.js";
 
 /** @typedef {import("./types").PanelState} PanelState */
 /** @typedef {import("./types").ControlSpec} ControlSpec */
@@ -152,6 +153,7 @@ function render({ model, el }) {
       body.before(h("details", { class: "nbchat-reasoning" }, h("summary", {}, "Reasoning"), thought));
     }
     if (entry.note) body.after(h("div", { class: "nbchat-note" }, String(entry.note)));
+    finishToolParts(entry, box, body);
     images.replaceChildren(...(entry.images || []).map((/** @type {any} */ src) => dataImage(String(src), "image")));
     box.classList.toggle("nbchat-interrupted", !!entry.interrupted);
     box.querySelector(".nbchat-badge")?.remove();
@@ -311,6 +313,11 @@ function render({ model, el }) {
       current.stream.append(String(msg.text));
     } else if (msg.type === "image" && current && buffers.length) {
       current.images.append(dataImage(bytesToDataUrl(buffers[0], msg.mime), "generated image"));
+    } else if (msg.type === "tool" && current) {
+      current.body.before(toolStepBlock(msg));
+    } else if (msg.type === "approve") {
+      log.append(approvalBlock(msg, (ok) => model.send({ type: "approval", id: msg.id, ok })));
+      log.scrollTop = log.scrollHeight;
     } else if (msg.type === "error") {
       if (!input.value && msg.prompt) input.value = msg.prompt;
     } else if (msg.type === "export") {

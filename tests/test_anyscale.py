@@ -10,7 +10,7 @@ import pytest
 
 import nbchat
 from nbchat.core import registry
-from nbchat.core.errors import MissingKey, ProtocolError, ServiceGone
+from nbchat.core.errors import MissingKey, ProtocolError, SchemaMismatch, ServiceGone
 from nbchat.providers.anyscale import GONE, AnyscaleProvider
 
 WIRE = pathlib.Path(__file__).parent / "wire"
@@ -67,9 +67,10 @@ def test_deployment_streams_with_json_object_schema(anyscale, monkeypatch):
     replies.append(httpx.Response(200, content=(WIRE / "openai_text_usage.sse").read_bytes(),
                                   headers={"content-type": "text/event-stream"}))
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    reply = nbchat.chat("hi", model="anyscale:mistralai/Mixtral-8x7B-Instruct-v0.1",
-                        schema=schema)
-    assert reply.text == "Hello world\ncafé ☕"
+    with pytest.raises(SchemaMismatch) as err:  # the recorded reply is text, not JSON
+        nbchat.chat("hi", model="anyscale:mistralai/Mixtral-8x7B-Instruct-v0.1",
+                    schema=schema, schema_retries=0)
+    assert err.value.raw == "Hello world\ncafé ☕"
     req = requests[0]
     assert str(req.url) == f"{DEPLOY}/chat/completions"
     assert req.headers["authorization"] == f"Bearer {KEY}"

@@ -100,6 +100,7 @@ def test_json_schema_request_has_a_name(cerebras):
 
 def test_fragmented_tool_calls(cerebras):
     cerebras.add("/v1/chat/completions", sse("openai_tool_fragments.sse"))
+    cerebras.add("/v1/chat/completions", sse("cerebras_stream.sse"))  # the answer after them
 
     def get_weather(city: str) -> str:
         """Weather for a city."""
@@ -111,11 +112,15 @@ def test_fragmented_tool_calls(cerebras):
 
     reply = nbchat.chat("weather and time?", model="cerebras:llama3.1-70b",
                         tools=[get_weather, get_time], tool_choice="auto")
-    assert [(c.name, c.arguments) for c in reply.tool_calls] == [
-        ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
-    assert cerebras.body()["tool_choice"] == "auto"
-    assert [t["function"]["name"] for t in cerebras.body()["tools"]] == ["get_weather",
-                                                                          "get_time"]
+    assert [(s.call.name, s.call.arguments, s.result) for s in reply.steps] == [
+        ("get_weather", {"city": "Paris"}, "sunny"), ("get_time", {"tz": "CET"}, "noon")]
+    assert cerebras.body(0)["tool_choice"] == "auto"
+    assert [t["function"]["name"] for t in cerebras.body(0)["tools"]] == ["get_weather",
+                                                                           "get_time"]
+    results = [m for m in cerebras.body(1)["messages"] if m["role"] == "tool"]
+    calls = cerebras.body(1)["messages"][-3]["tool_calls"]
+    assert [m["tool_call_id"] for m in results] == [c["id"] for c in calls]
+    assert [m["content"] for m in results] == ["sunny", "noon"]
 
 
 def test_image_parts_as_data_uris(cerebras):

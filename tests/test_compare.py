@@ -95,7 +95,7 @@ def test_options_are_validated_once_for_all_models(two):
 
     view = CompareView(["fa:echo", "fa:other", "fb:echo"], schema=Answer, temperature=0.5)
     view.send = lambda content, buffers=None: None  # type: ignore[method-assign]
-    result = view.run("q")
+    result = view.run('{"a": "q"}')  # echoed: a reply that fits the schema
     assert all(r.error is None for r in result.values())
     sent = two[0].requests + two[1].requests
     assert len(sent) == 3 and len(calls) == 1

@@ -16,6 +16,7 @@ import nbchat
 import nbchat.local
 from nbchat.core import waits
 from nbchat.core.errors import BadOption, ContextTooLong, UnknownModel, UnknownOption, UsageError
+from nbchat.core.options import tool_of
 from nbchat.core.registry import get_provider
 from nbchat.core.types import TextDelta
 from nbchat.notebook.panel import ChatPanel
@@ -307,8 +308,9 @@ def test_a_function_calling_chat_format_lets_the_model_choose_a_tool(local):
     with pytest.raises(UsageError, match="chat_format='chatml-function-calling'"):
         nbchat.chat("What is the weather in Paris?", tools=[get_weather, get_time])
     nbchat.local.configure("smollm2", chat_format="chatml-function-calling")
-    reply = nbchat.chat("What is the weather in Paris?", tools=[get_weather, get_time],
-                        max_tokens=60, **ZERO)
+    # as schemas, so that the reply stops at the call (functions would run in a loop)
+    schemas = [tool_of(f).to_openai() for f in (get_weather, get_time)]
+    reply = nbchat.chat("What is the weather in Paris?", tools=schemas, max_tokens=60, **ZERO)
     assert reply.finish_reason == "tool_calls"
     [call] = reply.tool_calls
     assert call.name == "get_weather" and call.arguments == {"city": "Paris"}

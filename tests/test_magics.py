@@ -346,7 +346,7 @@ def test_schema_base_url_and_images_from_variables(sh, fake, tmp_path):
     sh.ip.user_ns.update(shape={"type": "object", "properties": {"a": {"type": "string"}}},
                          pic=png.data)
     sh.ok(f"%%chat -m fake:echo --schema shape --base-url http://127.0.0.1:9/v1 "
-          f"--image pic --image {path}\nDescribe")
+          f'--image pic --image {path}\n{{"a": "echoed, so the reply fits"}}')
     req = fake.requests[-1]
     assert req.options.schema["properties"] == {"a": {"type": "string"}} and req.options.json
     assert fake.endpoints[-1].base_url == "http://127.0.0.1:9/v1"

@@ -12,7 +12,7 @@ import pytest
 
 import nbchat
 from nbchat.core import registry
-from nbchat.core.errors import MissingKey, RateLimited, UnknownModel
+from nbchat.core.errors import MissingKey, RateLimited, SchemaMismatch, UnknownModel
 from nbchat.providers import nvidia
 from nbchat.providers.nvidia import MODELS, NvidiaProvider, normalize_base_url
 from nbchat.providers.protocols import nvcf, nvidia_genai
@@ -91,9 +91,10 @@ def test_self_hosted_nim_needs_no_key_and_gets_v1(nv, monkeypatch):
     monkeypatch.delenv("NVIDIA_API_KEY")
     nv.add("http://localhost:8000/v1/chat/completions", sse("nvidia_stream.sse"))
     schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
-    reply = nbchat.chat("Hi", model="nvidia:meta/llama-3.1-8b-instruct",
-                        base_url="http://localhost:8000", schema=schema)
-    assert reply.text == "Hello from NIM"
+    with pytest.raises(SchemaMismatch) as err:  # the recorded reply is text, not JSON
+        nbchat.chat("Hi", model="nvidia:meta/llama-3.1-8b-instruct",
+                    base_url="http://localhost:8000", schema=schema, schema_retries=0)
+    assert err.value.raw == "Hello from NIM"
     req = nv.requests[0]
     assert "authorization" not in req.headers
     body = json.loads(req.content)

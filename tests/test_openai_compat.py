@@ -23,6 +23,7 @@ from nbchat.core.errors import (
     ProtocolError,
     ProviderError,
     RateLimited,
+    SchemaMismatch,
 )
 from nbchat.core.options import parse_settings
 from nbchat.core.sse import iter_sse
@@ -154,7 +155,7 @@ def test_body_image_parts_and_history_with_tool_calls():
     assert user["content"][0] == {"type": "text", "text": "what is this?"}
     assert user["content"][1]["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
     assert body["messages"][2] == {
-        "role": "assistant", "content": None,
+        "role": "assistant", "content": "",
         "tool_calls": [{"id": "call_1", "type": "function",
                         "function": {"name": "look", "arguments": '{"x": 1}'}}],
     }
@@ -349,7 +350,8 @@ def test_schema_fallback_for_servers_without_json_schema(mock):
     mock.responses.append(httpx.Response(422, json={"detail": [
         {"loc": ["body", "response_format", "type"], "msg": "Input should be 'json_object'"}]}))
     mock.sse(wire("openai_text_usage.sse"))
-    nbchat.chat("hi", model="openai:m", schema={"type": "object"})
+    with pytest.raises(SchemaMismatch):  # the recorded reply is text, not JSON
+        nbchat.chat("hi", model="openai:m", schema={"type": "object"}, schema_retries=0)
     assert mock.bodies[0]["response_format"]["type"] == "json_schema"
     assert mock.bodies[1]["response_format"] == {"type": "json_object",
                                                  "schema": {"type": "object"}}

@@ -88,8 +88,9 @@ def test_tool_from_function_uses_hints_and_docstring():
     assert tool.parameters["required"] == ["city"]
     assert tool.parameters["properties"]["city"] == {"type": "string",
                                                      "description": "the city's name"}
-    assert tool.parameters["properties"]["days"] == {"type": "array",
-                                                     "items": {"type": "integer"}}
+    days = tool.parameters["properties"]["days"]  # pydantic's schema: null allowed
+    assert days["anyOf"] == [{"type": "array", "items": {"type": "integer"}}, {"type": "null"}]
+    assert tool.parameters["properties"]["unit"] == {"type": "string", "default": "C"}
     assert tool.to_openai()["function"]["name"] == "get_weather"
 
 

@@ -71,6 +71,39 @@ def test_displayed_reply(marker, payload):
     assert bundle["text/plain"] == payload
 
 
+@pytest.mark.parametrize("marker, payload", CORPUS, ids=IDS)
+def test_tool_steps_and_refusal_in_the_cell_and_the_displayed_reply(shell, marker, payload):
+    """A tool call's name and arguments come from the model, its result may echo them, and a
+    refusal is model text too: each is shown escaped, in the cell and in a displayed Reply."""
+    from nbchat.core.types import ToolCall
+
+    ip, provider, sent = shell
+    sent.clear()
+    calls = []
+
+    def lookup(q: str) -> str:
+        """Look something up."""
+        calls.append(q)
+        return payload
+
+    ip.user_ns["lookup"] = lookup
+    provider.enqueue(tool_calls=[ToolCall("lookup", {"q": payload}, "c1")],
+                     finish_reason="tool_calls")
+    provider.enqueue(*payload)
+    result = ip.run_cell("%%chat -m xss:echo --new --tools lookup --as r\nGo")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert calls == [payload]
+    html = [m["text/html"] for m in sent if "text/html" in m]
+    assert any("nbchat-tool-step" in h for h in html)
+    for h in html:
+        assert problems(h) == [], h
+    reply = ip.user_ns["r"]
+    reply.refusal = payload
+    bundle, _ = reply._repr_mimebundle_()
+    assert problems(bundle["text/html"]) == []
+    assert "nbchat-refusal" in bundle["text/html"]
+
+
 def test_compare_result_with_every_payload_and_joined_pairs():
     for i in range(0, len(CORPUS), 4):
         chunk = CORPUS[i:i + 4]

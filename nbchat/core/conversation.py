@@ -10,9 +10,10 @@ from . import costs, registry
 from .bridge import iterate_sync, run_sync
 from .credentials import hide_key
 from .errors import BadOption
+from .loop import TurnLoop
 from .options import Settings, parse_settings
 from .turn import Turn, build_request
-from .types import ImagePart, Message, Reply, TextPart
+from .types import ImagePart, Message, Reply, Request, TextPart, ToolCall
 
 _ROLES = {"human": "user", "user": "user", "system": "system", "ai": "assistant",
           "assistant": "assistant", "tool": "tool"}
@@ -40,11 +41,88 @@ def to_messages(prompt: Any) -> list[Message]:
         role, content = prompt
         return [_message(role, content)]
     if isinstance(prompt, Mapping):
-        return [_message(prompt.get("role", "user"), prompt.get("content", ""))]
+        message = _message(prompt.get("role", "user"), prompt.get("content") or "")
+        calls = tuple(_tool_call(c) for c in prompt.get("tool_calls") or ())
+        call_id = prompt.get("tool_call_id") or None
+        if calls or call_id:
+            from dataclasses import replace
+
+            message = replace(message, tool_calls=calls, tool_call_id=call_id)
+        return [message]
     raise BadOption(
         "prompt",
         f"expected a string or a list of messages, got {type(prompt).__name__}",
     )
+
+
+def _tool_call(call: Any) -> ToolCall:
+    """An OpenAI `tool_calls[]` entry (`{"id", "type", "function": {"name", "arguments"}}`,
+    arguments as JSON text or a dict) or a `ToolCall`."""
+    if isinstance(call, ToolCall):
+        return call
+    import json
+
+    try:
+        fn = call["function"]
+        args = fn.get("arguments") or {}
+        if isinstance(args, str):
+            args = json.loads(args) if args.strip() else {}
+        return ToolCall(fn["name"], args if isinstance(args, dict) else {"value": args},
+                        call.get("id") or None)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise BadOption("prompt", f"a tool call needs {{'id', 'function': {{'name', "
+                        f"'arguments'}}}}, got {call!r:.80}") from None
+
+
+def bind_tool_results(history: list[Message], new: list[Message]) -> list[Message]:
+    """`new` with each `tool` message that has no `tool_call_id` bound to the call it
+    answers: the first call, in order, of the latest assistant tool calls that no tool message
+    answers yet. Raises BadOption for a tool message with no call left to answer."""
+    from dataclasses import replace
+
+    pending: list[str] = []
+    out: list[Message] = []
+    for i, m in enumerate([*history, *new]):
+        if m.role == "assistant" and m.tool_calls:
+            pending = [c.id or f"call_{k}" for k, c in enumerate(m.tool_calls)]
+        elif m.role == "tool":
+            if not m.tool_call_id:
+                if not pending:
+                    raise BadOption("prompt", "a tool message answers a tool call, but no "
+                                    "call is waiting for an answer: send it after a reply "
+                                    "with tool_calls, or give its tool_call_id")
+                m = replace(m, tool_call_id=pending[0])
+            if m.tool_call_id in pending:
+                pending.remove(m.tool_call_id)
+        else:
+            pending = []
+        if i >= len(history):
+            out.append(m)
+    return out
+
+
+#: the result sent for a tool call that nobody answered before the conversation went on
+NOT_ANSWERED = "not run: the conversation went on without this call's result"
+
+
+def answer_pending(messages: list[Message]) -> list[Message]:
+    """`messages` with a `tool` message (`NOT_ANSWERED`) for every call of an assistant message
+    that no tool message answers before the next user or assistant message: servers refuse a
+    history with unanswered calls (HTTP 400), which a reply that was only a tool call leaves.
+    Calls in the last message stay as they are."""
+    out: list[Message] = []
+    waiting: list[str] = []
+    for m in messages:
+        if m.role != "tool" and waiting:
+            out += [Message("tool", (TextPart(NOT_ANSWERED),), tool_call_id=cid)
+                    for cid in waiting]
+            waiting = []
+        if m.role == "assistant" and m.tool_calls:
+            waiting = [c.id or f"call_{k}" for k, c in enumerate(m.tool_calls)]
+        elif m.role == "tool" and m.tool_call_id in waiting:
+            waiting.remove(m.tool_call_id)
+        out.append(m)
+    return out
 
 
 def _message(role: str, content: Any) -> Message:
@@ -140,6 +218,9 @@ class Conversation:
         #: where each recorded turn starts: (key, index in history, index in replies)
         self._spans: list[tuple[Any, int, int]] = []
         self._dropped: list[Reply] = []  # replies of replaced turns (their cost still counts)
+        #: replies of requests that were not answers (tool-call rounds, schema retries), for
+        #: `max_cost`: they cost as much as the answers do
+        self._requests: list[Reply] = []
 
     @property
     def system(self) -> str | None:
@@ -163,6 +244,7 @@ class Conversation:
         self.history.clear()
         self.replies.clear()
         self._spans.clear()
+        self._requests.clear()
 
     def _span_of(self, key: Any) -> int | None:
         """The index in `_spans` of the turn recorded under `key`, or None."""
@@ -171,20 +253,25 @@ class Conversation:
         return next((i for i, span in enumerate(self._spans) if span[0] == key), None)
 
     def turn(self, prompt: Any, model: str | None = None, *, key: Any = None,
-             **options: Any) -> Turn:
+             **options: Any) -> Turn | TurnLoop:
         """Start a turn (not yet running): iterate `turn.events()` to run it.
 
         `key` (any hashable, e.g. a notebook cell's id): this turn replaces the earlier turn
-        recorded under the same key, and the turns after it (see the class docstring)."""
+        recorded under the same key, and the turns after it (see the class docstring).
+        With functions in `tools=` or a `schema=`, the turn is a `TurnLoop` (same interface),
+        which runs the calls and checks the answer over several requests (nbchat.core.loop).
+        """
         hide_key(options)
         settings = parse_settings(options, self.settings) if options else self.settings
         provider, local = registry.resolve(model or self.model)
         unlisted = registry.unlisted_warning(provider, local, settings.base_url)
         if unlisted is not None:
             warnings.warn(unlisted, UserWarning, stacklevel=2)
-        new = to_messages(prompt)
         at = self._span_of(key)
-        before = self.history if at is None else self.history[:self._spans[at][1]]
+        base = self.history if at is None else self.history[:self._spans[at][1]]
+        before = answer_pending(base)  # a call left last stays: `new` may answer it
+        new = answer_pending([*base, *bind_tool_results(base, to_messages(prompt))])
+        new = new[len(before):]  # with a NOT_ANSWERED result first for a call left unanswered
         images = settings.images
         # context goes with the turn that names it, or with a conversation's first turn
         pairs = settings.context if options.get("context") is not None or not before else ()
@@ -194,40 +281,74 @@ class Conversation:
                                         vision=info is None or info.vision is not False)
             images = images + figures
         request = build_request(local, before, new, settings, settings.system)
+        model_id = registry.full_id(provider, local)
+        made: list[Turn] = []  # this turn's requests so far (a TurnLoop makes several)
+
+        def start(request: Request, images: tuple[Any, ...] = (),
+                  on_finish: Any = None) -> Turn:
+            spent = 0.0
+            if settings.max_cost is not None:
+                spent = costs.spent([*self.replies, *self._dropped, *self._requests,
+                                     *(t.reply for t in made)])
+            turn = Turn(
+                provider,
+                request,
+                model_id,
+                images=images,
+                on_finish=on_finish,
+                base_url=settings.base_url,
+                api_key=settings.api_key,
+                max_cost=settings.max_cost,
+                spent=spent,
+                timeouts=settings.timeout,
+            )
+            made.append(turn)
+            return turn
+
+        def sent(turn: Turn) -> list[Message]:
+            # the user message as actually sent (with resolved images)
+            return list(turn.request.messages[-len(new):]) if new else []
+
+        def place(reply: Reply) -> None:
+            """Where this turn's record goes: a re-run replaces its earlier turn (and those
+            after it)."""
+            here = self._span_of(key)  # looked up again: the history may have moved since
+            if here is not None:
+                _, begin, first = self._spans[here]
+                later = len(self._spans) - here - 1
+                self._dropped += self.replies[first:]
+                del self.history[begin:], self.replies[first:], self._spans[here:]
+                reply.notes.append("replaced its earlier run" + (
+                    f"; dropped the {later} later turn{'s' if later > 1 else ''}"
+                    if later else ""))
+            self._spans.append((key, len(self.history), len(self.replies)))
 
         def record(turn: Turn) -> None:
             reply = turn.reply
             if reply.error is not None and not reply.text and not reply.interrupted:
                 return
-            here = self._span_of(key)  # looked up again: the history may have moved since
-            if here is not None:
-                _, start, first = self._spans[here]
-                later = len(self._spans) - here - 1
-                self._dropped += self.replies[first:]
-                del self.history[start:], self.replies[first:], self._spans[here:]
-                reply.notes.append("replaced its earlier run" + (
-                    f"; dropped the {later} later turn{'s' if later > 1 else ''}"
-                    if later else ""))
-            self._spans.append((key, len(self.history), len(self.replies)))
-            # the user message as actually sent (with resolved images)
-            sent = list(turn.request.messages[-len(new):]) if new else []
-            self.history += sent
+            place(reply)
+            self.history += sent(turn)
             self.history.append(reply.to_message())
             self.replies.append(reply)
 
-        return Turn(
-            provider,
-            request,
-            registry.full_id(provider, local),
-            images=images,
-            on_finish=record,
-            base_url=settings.base_url,
-            api_key=settings.api_key,
-            max_cost=settings.max_cost,
-            spent=(costs.spent(self.replies + self._dropped)
-                   if settings.max_cost is not None else 0.0),
-            timeouts=settings.timeout,
-        )
+        opts = settings.options
+        if not (opts.schema is not None or any(t.function is not None for t in opts.tools)):
+            return start(request, images, record)
+
+        def record_loop(loop: TurnLoop) -> None:
+            self._requests += [t.reply for t in loop.turns[:-1]]
+            reply = loop.reply
+            failed = reply.error is not None and not reply.text and not reply.interrupted
+            if failed and not loop.added and not reply.tool_calls:
+                return
+            place(reply)
+            self.history += sent(loop.first) + loop.added
+            if not failed or reply.tool_calls:
+                self.history.append(reply.to_message())
+            self.replies.append(reply)
+
+        return TurnLoop(start(request, images), start, settings, record_loop)
 
     async def asend(self, prompt: Any, **options: Any) -> Reply:
         """Send `prompt` (any form `nbchat.achat` takes) and return the whole `Reply`; `options`

@@ -18,7 +18,9 @@
     │   └── TimedOut             a limit of `Timeouts` ran out (which one: `.limit`, `.seconds`)
     ├── ProtocolError          the peer sent something we cannot parse (malformed SSE, HTML)
     ├── ReplayMiss             strict replay: no logged reply for this request
-    └── ReplyNotJSON           reply.json on a reply that is not JSON (also a ValueError)
+    ├── ReplyNotJSON           reply.json on a reply that is not JSON (also a ValueError)
+    ├── SchemaMismatch         a reply that does not fit `schema=`, retries spent (`.raw`)
+    └── ToolStepLimit          the model still called tools after `max_tool_steps` steps
 
 A stopped stream is not an error: its `Reply` is kept with `interrupted=True`.
 
@@ -242,6 +244,22 @@ class ReplayMiss(NbchatError):
 
 class ReplyNotJSON(NbchatError, ValueError):
     """`Reply.json` on a reply whose text is not JSON (also a ValueError)."""
+
+
+class SchemaMismatch(NbchatError, ValueError):
+    """The reply did not fit `schema=` after `schema_retries` retries (also a ValueError).
+
+    `raw` is the last reply's text; `errors` the validation message of each attempt."""
+
+    def __init__(self, message: str, raw: str = "", errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.errors = errors
+
+
+class ToolStepLimit(NbchatError):
+    """The model asked for more tool calls after `max_tool_steps` rounds of them; the reply
+    keeps what arrived (`reply.steps`, the unrun `reply.tool_calls`)."""
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:

@@ -44,6 +44,7 @@ from .types import (
     Message,
     ModelInfo,
     ReasoningDelta,
+    RefusalDelta,
     Request,
     TextPart,
     ToolCall,
@@ -617,9 +618,10 @@ def error_attrs(err: BaseException) -> dict[str, Any]:
 def encode_events(n_chunks: int, marks: list[tuple[int, Event]],
                   keep: Callable[[ImagePart], str]) -> list[Any]:
     """The event sequence as JSON: a count n for n consecutive text deltas (their text is the
-    reply's, cut by the stored lengths), and `["reasoning", text]`, `["tool", name,
-    arguments, id]`, `["image", sha256, mime, url]` or `["done", finish_reason, input_tokens,
-    output_tokens]` for the others (`marks`: each with the number of text deltas before it)."""
+    reply's, cut by the stored lengths), and `["reasoning", text]`, `["refusal", text]`,
+    `["tool", name, arguments, id]`, `["image", sha256, mime, url]` or `["done", finish_reason,
+    input_tokens, output_tokens]` for the others (`marks`: each with the number of text deltas
+    before it)."""
     seq: list[Any] = []
     pos = 0
     for at, ev in marks:
@@ -628,6 +630,8 @@ def encode_events(n_chunks: int, marks: list[tuple[int, Event]],
             pos = at
         if isinstance(ev, ReasoningDelta):
             seq.append(["reasoning", ev.text])
+        elif isinstance(ev, RefusalDelta):
+            seq.append(["refusal", ev.text])
         elif isinstance(ev, ToolCallEvent):
             t = ev.tool_call
             seq.append(["tool", t.name, t.arguments, t.id])

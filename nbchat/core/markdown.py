@@ -69,7 +69,7 @@ _CLASSES = {
     "nbchat-footer", "nbchat-compare-result", "nbchat-image", "nbchat-math-source",
     "math", "math-display", "mathjax_ignore", "tex2jax_ignore", "mathjax_process",
     "tex2jax_process", "contains-task-list", "task-list-item", "task-list-item-checkbox",
-    "nbchat-reasoning", "nbchat-note", "nbchat-status",
+    "nbchat-reasoning", "nbchat-note", "nbchat-status", "nbchat-tool-step", "nbchat-refusal",
 }
 _LANGUAGE = re.compile(r"language-[A-Za-z0-9_+#.-]{1,40}")
 _SAFE_SCHEME = re.compile(r"(?:https?|mailto):", re.I)

@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import re
 import typing
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,11 @@ class Settings:
     # named objects summarized with the prompt, and their budget in tokens; summaries.py
     context: tuple[tuple[str, Any], ...] = ()
     context_budget: int | None = None
+    # the tool loop and structured output (nbchat.core.loop)
+    approve: Callable[[Any], Any] | None = None  # approve(call) -> bool (or awaitable)
+    max_tool_steps: int = 8  # rounds of tool calls run before the loop stops
+    schema_retries: int = 1  # asks again, with the validation error, when a reply does not fit
+    schema_type: Any = None  # the type `schema=` named (reply.parsed is one); None: a dict
 
 
 #: the built-in providers (nbchat.core.registry), in the order of the README's providers table
@@ -186,11 +192,20 @@ def _logprobs(value: Any, base: Settings) -> Mapping[str, Any]:
 
 def _schema(value: Any, base: Settings) -> dict[str, Any]:
     schema, name = schema_of(value)
-    return {"schema": schema, "schema_name": name, "json": True}
+    # parsed into the user's own type when pydantic can build one (a model or a dataclass)
+    kind = value if isinstance(value, type) and (
+        dataclasses.is_dataclass(value) or hasattr(value, "model_validate")) else None
+    return {"schema": schema, "schema_name": name, "json": True, "schema_type": kind}
 
 
 def _tools(value: Any, base: Settings) -> dict[str, Any]:
     return {"tools": tuple(tool_of(t) for t in _as_list(value))}
+
+
+def _approve(value: Any, base: Settings) -> dict[str, Any]:
+    if not callable(value):
+        raise BadOption("approve", "expected a function: approve(call) -> bool")
+    return {"approve": value}
 
 
 def _tool_choice(value: Any, base: Settings) -> dict[str, Any]:
@@ -259,6 +274,18 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            '"auto", "required", "none" or a tool\'s name: whether and which tool to call',
            providers=OPENAI_STYLE, parse=_tool_choice, unset="the model chooses",
            none_clears=True),
+    # ---- the tool loop and structured output (nbchat.core.loop) ----
+    Option("approve", "function",
+           "called with each tool call before it runs (approve(call) -> bool, or awaitable); "
+           "a denied call sends 'denied by user' to the model", input=True,
+           providers=OPENAI_STYLE, parse=_approve, unset="every call runs"),
+    Option("max_tool_steps", "integer",
+           "rounds of tool calls run before the tool loop stops (ToolStepLimit, keeping what "
+           "arrived)", minimum=1, step=1, input=True, providers=OPENAI_STYLE, unset="8"),
+    Option("schema_retries", "integer",
+           "with schema=: times to ask again, with the validation error, when a reply does "
+           "not fit; then SchemaMismatch holds the raw text", minimum=0, step=1,
+           input=True, providers=OPENAI_STYLE, unset="1"),
     Option("logprobs", "integer or boolean",
            "token log-probabilities in reply.logprobs, with N alternatives per token; "
            "0 or True: the chosen token only", minimum=0, providers=OPENAI_STYLE,
@@ -315,11 +342,15 @@ def parse_settings(kwargs: Mapping[str, Any], base: Settings | None = None) -> S
             raise UnknownOption(name, OPTION_NAMES)
         if value is None and not spec.none_clears:
             continue
-        fields = spec.check(value, base)
-        (top if spec.input else opts).update(fields)
+        for key, field_value in spec.check(value, base).items():
+            (top if spec.input or key in _SETTINGS_ONLY else opts)[key] = field_value
     options = replace(base.options, **opts)
     _check_tool_choice(options)
     return replace(base, options=options, **top)
+
+
+#: Settings fields that an option which is not an input may fill too (schema= keeps its type)
+_SETTINGS_ONLY = frozenset({"schema_type"})
 
 
 def control_spec(name: str) -> dict[str, Any]:
@@ -388,8 +419,21 @@ def json_type(tp: Any) -> dict[str, Any]:
 
 
 def schema_of(value: Any) -> tuple[dict[str, Any], str]:
-    """(JSON schema, name) from a dict, a dataclass or a pydantic model class."""
+    """(JSON schema, name) from a dict, a dataclass or a pydantic model class.
+
+    A tool-shaped dict (`{"type": "function", "function": {"name", "parameters"}}`, or the
+    bare `{"name", "parameters"}`) gives its parameters and name; one without parameters
+    raises BadOption. Any other dict is the schema itself, named by its `title`."""
     if isinstance(value, Mapping):
+        fn = value.get("function") if value.get("type") == "function" else None
+        if fn is None and "parameters" in value and "properties" not in value:
+            fn = value  # the bare function form
+        if fn is not None:
+            params = fn.get("parameters") if isinstance(fn, Mapping) else None
+            if not isinstance(params, Mapping):
+                raise BadOption("schema", "this is a tool schema without 'parameters'; give the "
+                                "JSON schema of the reply, or pass the tool in tools=[...]")
+            return dict(params), _schema_name(str(fn.get("name") or "response"))
         schema = dict(value)
         return schema, str(schema.get("title") or "response")
     if isinstance(value, type) and dataclasses.is_dataclass(value):
@@ -411,46 +455,89 @@ def _schema_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "response"
 
 
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+
+
 def tool_of(value: Any) -> Tool:
-    """A Tool from a function (schema from hints and docstring) or an OpenAI-style schema dict."""
+    """A Tool from a function (schema from its signature, type hints and docstring, built by
+    pydantic, which also checks the model's arguments before the function runs) or from an
+    OpenAI-style schema dict, kept as written (`strict` and any other key go on the wire).
+
+    The bare form `{"name", "description", "parameters", ...}` is wrapped as
+    `{"type": "function", "function": {...}}`. Raises BadOption for a dict without a name, a
+    function whose name is not a valid tool name (a lambda) or whose parameters pydantic
+    cannot describe."""
     from .types import Tool
 
     if isinstance(value, Tool):
         return value
     if isinstance(value, Mapping):
         spec = value.get("function", value)
-        if "name" not in spec:
+        if not isinstance(spec, Mapping) or "name" not in spec:
             raise BadOption("tools", "a tool schema needs a 'name'")
+        wire = dict(value) if "function" in value else {"type": "function", "function": dict(value)}
         return Tool(
             name=spec["name"],
             description=spec.get("description", ""),
             parameters=dict(spec.get("parameters") or {"type": "object", "properties": {}}),
+            spec=wire,
         )
     if callable(value):
-        return _tool_from_function(value)
+        try:
+            tool = _function_tools.get(value)
+        except TypeError:  # not weakly referable: built each time
+            return _tool_from_function(value)
+        if tool is None:
+            tool = _function_tools[value] = _tool_from_function(value)
+        return tool
     raise BadOption("tools", "expected functions or JSON schema dicts")
 
 
+#: tools built from functions (building one takes pydantic milliseconds; a loop sends many)
+_function_tools: weakref.WeakKeyDictionary[Any, Tool] = weakref.WeakKeyDictionary()
+
+
 def _tool_from_function(fn: Callable[..., Any]) -> Tool:
+    import warnings
+
+    import pydantic
+
     from .types import Tool
 
+    name = getattr(fn, "__name__", type(fn).__name__)
+    if not _TOOL_NAME.match(name):
+        raise BadOption("tools", f"{name!r} is not a tool name (letters, digits, _ and -, "
+                        "at most 64): define the function with def and a name")
     sig = inspect.signature(fn)
-    hints = typing.get_type_hints(fn)
-    doc = inspect.getdoc(fn) or ""
-    summary, arg_docs = _parse_docstring(doc)
-    props: dict[str, Any] = {}
-    required = []
-    for pname, param in sig.parameters.items():
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve: use them as written
+        hints = {p: a.annotation for p, a in sig.parameters.items()
+                 if a.annotation is not inspect.Parameter.empty}
+    summary, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
+    fields: dict[str, Any] = {}
+    for i, (pname, param) in enumerate(sig.parameters.items()):
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        schema = json_type(hints.get(pname, str))
-        if pname in arg_docs:
-            schema["description"] = arg_docs[pname]
-        props[pname] = schema
-        if param.default is inspect.Parameter.empty:
-            required.append(pname)
-    params = {"type": "object", "properties": props, "required": required}
-    return Tool(name=fn.__name__, description=summary, parameters=params, function=fn)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        # fields are p0, p1...: a parameter may be called like a BaseModel attribute (json)
+        fields[f"p{i}"] = (hints.get(pname, str), pydantic.Field(
+            default, alias=pname, description=arg_docs.get(pname)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = pydantic.create_model(f"{name}_arguments", **fields)
+            params = model.model_json_schema()
+    except Exception as exc:
+        raise BadOption("tools", f"{name}: pydantic cannot describe its parameters ({exc}); "
+                        "use JSON types (str, int, float, bool, lists, dicts, pydantic "
+                        "models) or give a tool schema dict") from None
+    params.pop("title", None)
+    for prop in params.get("properties", {}).values():
+        prop.pop("title", None)
+    params.setdefault("required", [])
+    return Tool(name=name, description=summary, parameters=params, function=fn,
+                arguments=model)
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:

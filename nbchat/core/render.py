@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .markdown import clean, render_html, text_html
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .types import Reply
+    from .types import Reply, ToolStep
 
 
 def _fmt_tokens(n: int | None) -> str:
@@ -61,6 +61,30 @@ def tool_calls_html(reply: Reply) -> str:
                  f"<ul>{items}</ul></div>")
 
 
+def tool_step_text(step: ToolStep) -> tuple[str, str]:
+    """(summary, result) of a tool call that ran: `name(arguments)` with `denied`/`error`
+    marked, and the text sent back to the model."""
+    head = f"{step.call.name}({step.call.arguments_json})"
+    if step.denied:
+        head += " · denied"
+    elif step.error is not None:
+        head += " · error"
+    return head, step.result
+
+
+def tool_step_html(step: ToolStep) -> str:
+    """A tool call that ran and its result, collapsed under the call; the name and arguments
+    come from the model and the result from the tool: escaped as text, then sanitized."""
+    head, result = tool_step_text(step)
+    return clean(f'<details class="nbchat-tool-step"><summary><code>{html.escape(head)}</code>'
+                 f"</summary><pre><code>{html.escape(result)}</code></pre></details>")
+
+
+def refusal_html(refusal: str) -> str:
+    """The model's refusal (OpenAI's `refusal`) as escaped text, in the class `nbchat-refusal`."""
+    return text_html(f"Refused: {refusal}", "nbchat-refusal")
+
+
 def reasoning_html(reasoning: str) -> str:
     """A reasoning model's thinking, collapsed under a "Reasoning" label (rendered and
     sanitized like the reply itself: it comes from the model)."""
@@ -78,8 +102,11 @@ def reply_html(reply: Reply, *, with_footer: bool = True) -> str:
     from .images import png_bytes
 
     parts = [reasoning_html(reply.reasoning)] if reply.reasoning else []
+    parts += [tool_step_html(step) for step in reply.steps]
     if reply.text:
         parts.append(render_html(reply.text))
+    if reply.refusal:
+        parts.append(refusal_html(reply.refusal))
     if reply.empty_reason:
         parts.append(text_html(reply.empty_reason, "nbchat-note"))
     for part in reply.image_parts:

@@ -42,6 +42,7 @@ from .types import (
     ModelInfo,
     Options,
     ReasoningDelta,
+    RefusalDelta,
     Request,
     TextDelta,
     ToolCall,
@@ -250,6 +251,8 @@ async def events(entry: _log.Logged, *, paced: bool = False) -> AsyncIterator[Ev
         kind = item[0]
         if kind == "reasoning":
             yield ReasoningDelta(item[1])
+        elif kind == "refusal":
+            yield RefusalDelta(item[1])
         elif kind == "tool":
             yield ToolCallEvent(ToolCall(item[1], item[2], item[3]))
         elif kind == "image":

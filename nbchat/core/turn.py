@@ -40,6 +40,7 @@ from .types import (
     ImagePart,
     Message,
     ReasoningDelta,
+    RefusalDelta,
     Reply,
     Request,
     Status,
@@ -92,6 +93,7 @@ class Turn:
         self.reply = Reply(model=model_id, json_mode=request.options.json)
         self._chunks: list[str] = []
         self._reasoning: list[str] = []
+        self._refusal: list[str] = []
         #: limits set for this call (`timeout=`); the configured ones fill the rest
         self.timeouts = timeouts
         self.waits: waits.Waits | None = None
@@ -296,6 +298,10 @@ class Turn:
                         marks.append((len(chunks), ev))
                     if isinstance(ev, ToolCallEvent):
                         reply.tool_calls.append(ev.tool_call)
+                    elif isinstance(ev, RefusalDelta):
+                        if reply.time_to_first_token is None:
+                            reply.time_to_first_token = clock() - self.started
+                        self._refusal.append(ev.text)
                     elif isinstance(ev, ImageEvent):
                         if reply.time_to_first_token is None:
                             reply.time_to_first_token = clock() - self.started
@@ -348,6 +354,7 @@ class Turn:
         reply = self.reply
         reply.text = "".join(self._chunks)
         reply.reasoning = "".join(self._reasoning)
+        reply.refusal = "".join(self._refusal)
         if self.started is not None:
             reply.duration = time.perf_counter() - self.started
         if reply.usage.output_tokens is None and self._deltas:

@@ -118,17 +118,27 @@ class Usage:
 
 @dataclass(frozen=True)
 class Tool:
-    """A tool the model may call: a JSON schema for its parameters, and the function if given."""
+    """A tool the model may call: a JSON schema for its parameters, and the function if given.
+
+    `spec` is the `tools[]` entry exactly as the user wrote it (`strict`, and any other key,
+    kept on the wire); None for a tool built from a function. `arguments` is the pydantic model
+    that checks a function's arguments before it runs (None for a written schema).
+    """
 
     name: str
     description: str
     parameters: dict[str, Any]
     function: Any = None
+    spec: dict[str, Any] | None = None
+    arguments: Any = None
 
     def to_openai(self) -> dict[str, Any]:
         """The tool as an OpenAI `tools[]` entry: `{"type": "function", "function": {"name",
-        "description", "parameters"}}` (https://platform.openai.com/docs/api-reference/chat/create).
+        "description", "parameters"}}` (https://platform.openai.com/docs/api-reference/chat/create),
+        or the user's own entry as written (`spec`).
         """
+        if self.spec is not None:
+            return self.spec
         return {
             "type": "function",
             "function": {
@@ -137,6 +147,23 @@ class Tool:
                 "parameters": self.parameters,
             },
         }
+
+
+@dataclass(frozen=True)
+class ToolStep:
+    """One tool call the model made and what went back to it (a `tool` message).
+
+    `result` is the text sent back; `value` what the function returned (None when it raised,
+    was denied or has no function); `error` the exception's text when it raised; `denied` when
+    the approval hook said no; `duration` the seconds it ran.
+    """
+
+    call: ToolCall
+    result: str
+    value: Any = None
+    error: str | None = None
+    denied: bool = False
+    duration: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +222,14 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class RefusalDelta:
+    """The model declining to answer (`delta.refusal` / `message.refusal` on the OpenAI wire),
+    kept apart from the answer, in `Reply.refusal`."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Status:
     """What the turn is waiting for, for the user ("waiting for cerebras, 12 s"); sent by the
     turn itself after a second of silence and then every second, "" once something arrives."""
@@ -208,6 +243,14 @@ class ToolCallEvent:
     """Event: one complete tool call, sent once its arguments have all arrived."""
 
     tool_call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolResultEvent:
+    """Event: a tool call was run (or denied) and its result goes back to the model; sent by
+    the tool loop (`nbchat.core.loop`), between the turns it chains."""
+
+    step: ToolStep
 
 
 @dataclass(frozen=True)
@@ -237,7 +280,8 @@ class ErrorEvent:
     error: BaseException
 
 
-Event = TextDelta | ReasoningDelta | ToolCallEvent | ImageEvent | Done | ErrorEvent | Status
+Event = (TextDelta | ReasoningDelta | RefusalDelta | ToolCallEvent | ToolResultEvent | ImageEvent
+         | Done | ErrorEvent | Status)
 
 
 # ---- model listing -------------------------------------------------------------------------
@@ -284,6 +328,7 @@ class Reply:
     text: str = ""
     model: str = ""
     reasoning: str = ""  # a reasoning model's thinking, apart from the answer (may be "")
+    refusal: str = ""  # the model declining to answer (OpenAI's `refusal`), apart from text
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
@@ -302,6 +347,10 @@ class Reply:
     log_id: str | None = None  # its entry in the local log (nbchat.core.log), if logged
     replayed: bool = False  # answered from the log instead of the provider
     notes: list[str] = field(default_factory=list)  # said in the footer (e.g. dropped turns)
+    #: the tool calls the tool loop ran before this answer, in order (nbchat.core.loop)
+    steps: list[ToolStep] = field(default_factory=list)
+    #: with `schema=`: the reply as an instance of the schema's type (a dict for a JSON schema)
+    parsed: Any = None
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -355,7 +404,7 @@ class Reply:
         """A plain sentence when the reply finished with no answer at all, saying why (from
         `finish_reason`); None when there is an answer, an error or an interruption."""
         if (self.text or self.image_parts or self.tool_calls or self.error is not None
-                or self.interrupted):
+                or self.interrupted or self.refusal):
             return None
         finish = self.finish_reason
         after = " after reasoning" if self.reasoning else ""
@@ -404,6 +453,10 @@ class Reply:
             bits.append(f"reasoning={len(self.reasoning)} chars")
         if self.tool_calls:
             bits.append(f"tool_calls={[t.name for t in self.tool_calls]!r}")
+        if self.steps:
+            bits.append(f"steps={[s.call.name for s in self.steps]!r}")
+        if self.refusal:
+            bits.append(f"refusal={self.refusal[:60]!r}")
         if self.image_parts:
             bits.append(f"images={len(self.image_parts)}")
         if self.interrupted:

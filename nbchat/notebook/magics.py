@@ -210,9 +210,14 @@ class ChatMagics(Magics, Configurable):
     @option_argument("schema", "--schema", metavar="VAR", note="VAR: a variable holding a "
                      "JSON schema dict, a dataclass or a pydantic model")
     @option_argument("tools", "--tools", action="append", metavar="VAR",
-                     note="VAR: a variable holding a function, a tool schema or a list of them; "
-                     "repeatable")
+                     note="VAR: variables (comma-separated) holding a function, a tool schema "
+                     "or a list of them; repeatable; functions run and the model answers "
+                     "with their results")
     @option_argument("tool_choice", "--tool-choice", metavar="C")
+    @option_argument("approve", "--approve", metavar="VAR",
+                     note="VAR: a variable holding the function")
+    @option_argument("max_tool_steps", "--max-tool-steps", type=int, metavar="N")
+    @option_argument("schema_retries", "--schema-retries", type=int, metavar="N")
     @option_argument("logprobs", "--logprobs", type=int, metavar="N")
     @argument("--new", action="store_true",
               help="start the thread afresh: no history, system prompt or options; its model "
@@ -299,10 +304,14 @@ class ChatMagics(Magics, Configurable):
             "tool_choice": args.tool_choice,
             "logprobs": args.logprobs,
             "max_cost": args.max_cost,
+            "max_tool_steps": args.max_tool_steps,
+            "schema_retries": args.schema_retries,
         }
         if args.tools:
-            opts["tools"] = [t for name in args.tools
-                             for t in _as_list(_lookup(ns, name, "--tools"))]
+            opts["tools"] = [t for names in args.tools for name in names.split(",") if name
+                             for t in _as_list(_lookup(ns, name.strip(), "--tools"))]
+        if args.approve:
+            opts["approve"] = _lookup(ns, args.approve, "--approve")
         if args.json:
             opts["json"] = True
         if args.schema:
@@ -379,7 +388,8 @@ class ChatMagics(Magics, Configurable):
         from ..core.bridge import iterate_sync
         from ..core.errors import NbchatError
         from ..core.images import png_bytes
-        from ..core.types import ImageEvent, Status, TextDelta
+        from ..core.render import refusal_html
+        from ..core.types import ImageEvent, Status, TextDelta, ToolResultEvent
         from .display import (
             StreamingMarkdown,
             footer_bundle,
@@ -400,19 +410,35 @@ class ChatMagics(Magics, Configurable):
         transient = ipython_publisher()
         status = StatusLine(transient)
         clear = ipython_clear if _cell_is_ours(self.shell) else None
-        out = StreamingMarkdown(
-            transient,
-            final_publish=publish,
-            clear=clear,
-            update_interval=self.update_interval,
-            max_block_chars=self.max_block_chars,
-        )
+
+        def streamed() -> StreamingMarkdown:
+            return StreamingMarkdown(
+                transient,
+                final_publish=publish,
+                clear=clear,
+                update_interval=self.update_interval,
+                max_block_chars=self.max_block_chars,
+            )
+
+        out = streamed()
         live = self.stream and not args.no_stream
         events = iterate_sync(turn.events())
         try:
             for ev in events:
                 if isinstance(ev, Status):
                     status.show(ev.message)
+                    continue
+                if isinstance(ev, ToolResultEvent):  # shown as it runs, streamed or not
+                    if clear is not None:  # the text so far becomes one output, once
+                        if live:
+                            out.close(others=status.created)
+                        elif status.created:
+                            clear()
+                        clear = None  # from here on, a clear would take the calls' blocks
+                    elif live:
+                        out.close()
+                    out = streamed()
+                    publish(tool_step_bundle(ev.step), None, False)
                     continue
                 if not live:
                     continue
@@ -440,6 +466,9 @@ class ChatMagics(Magics, Configurable):
             out.close(others=status.created)
         if reply.reasoning:  # after the reply (collapsed), so that clearing cannot drop it
             publish(reasoning_bundle(reply.reasoning), None, False)
+        if reply.refusal:
+            publish({"text/html": refusal_html(reply.refusal),
+                     "text/plain": f"Refused: {reply.refusal}"}, None, False)
         if reply.tool_calls:
             from ..core.render import tool_calls_html
 
@@ -664,6 +693,12 @@ def first_code_block(text: str) -> str | None:
         if token.type in ("fence", "code_block"):
             return token.content.rstrip("\n")
     return None
+def tool_step_bundle(step: Any) -> dict[str, Any]:
+    """A tool call that ran and its result, collapsed (sanitized HTML) and as text."""
+    from ..core.render import tool_step_html, tool_step_text
+
+    head, result = tool_step_text(step)
+    return {"text/html": tool_step_html(step), "text/plain": f"Tool call: {head}\n{result}"}
 
 
 def _check_providers(mapping: dict[str, Any], trait: str) -> None:

@@ -22,8 +22,8 @@ from ..core.credentials import hide_key
 from ..core.images import png_bytes
 from ..core.markdown import markdown_embedding, render_html, text_html
 from ..core.options import OPTIONS, control_spec, parse_settings
-from ..core.render import footer, footer_html, reasoning_html
-from ..core.types import ImageEvent, Message, Reply, Status, TextDelta
+from ..core.render import footer, footer_html, reasoning_html, tool_step_text
+from ..core.types import ImageEvent, Message, Reply, Status, TextDelta, ToolCall, ToolResultEvent
 from . import last_result
 from .widgets import STATIC, Batcher, image_data_url, short_error
 
@@ -70,7 +70,12 @@ class ChatPanel(anywidget.AnyWidget):
     transcript = traitlets.List(traitlets.Dict()).tag(sync=True)
 
     def __init__(self, model: str | None = None, system: str | None = None, **options: Any):
+        """`options` are option keywords (nbchat.core.options), e.g. `tools=[fn]`; with
+        `approve=True` each tool call waits for the user's Run or Deny in the panel."""
         hide_key(options)
+        self._approvals: dict[str, asyncio.Future[bool]] = {}
+        if options.get("approve") is True:
+            options["approve"] = self._confirm
         self.conversation = Conversation(model=model, system=system, **options)
         opts = self.conversation.settings.options
         super().__init__(
@@ -182,6 +187,10 @@ class ChatPanel(anywidget.AnyWidget):
         if kind == "send":
             if not self.busy:
                 self.submit(str(content.get("text", "")), [bytes(b) for b in buffers or []])
+        elif kind == "approval":
+            fut = self._approvals.get(str(content.get("id")))
+            if fut is not None and not fut.done():
+                fut.set_result(content.get("ok") is True)
         elif kind == "stop":
             self.stop()
         elif kind == "new":
@@ -196,6 +205,20 @@ class ChatPanel(anywidget.AnyWidget):
                     "filename": "chat.md" if md else "chat.json",
                 }
             )
+
+    async def _confirm(self, call: ToolCall) -> bool:
+        """The approval hook of `approve=True`: show the call with Run and Deny, wait for one."""
+        import uuid
+
+        key = uuid.uuid4().hex
+        fut = self._approvals[key] = asyncio.get_running_loop().create_future()
+        self.send({"type": "approve", "id": key, "call": f"{call.name}({call.arguments_json})"})
+        self.status = f"waiting for you to run or deny {call.name}"
+        try:
+            return await fut
+        finally:
+            self._approvals.pop(key, None)
+            self.status = ""
 
     async def _run(self, text: str, images: tuple[Any, ...]) -> Reply | None:
         user: dict[str, Any] = {"role": "user", "text": text, "images": []}
@@ -212,6 +235,10 @@ class ChatPanel(anywidget.AnyWidget):
                 elif isinstance(ev, ImageEvent):
                     batcher.flush()
                     self.send({"type": "image", "mime": "image/png"}, [png_bytes(ev.image)])
+                elif isinstance(ev, ToolResultEvent):
+                    batcher.flush()
+                    call, result = tool_step_text(ev.step)
+                    self.send({"type": "tool", "call": call, "result": result})
         except asyncio.CancelledError:
             pass  # the turn marked its reply interrupted and closed the provider's stream
         except Exception as exc:  # noqa: BLE001 - a failing provider must not kill the panel
@@ -241,6 +268,11 @@ class ChatPanel(anywidget.AnyWidget):
             entry["reasoning"] = reply.reasoning  # shown collapsed, as text
         if reply.empty_reason:
             entry["note"] = reply.empty_reason
+        if reply.steps:  # shown collapsed, as text
+            entry["steps"] = [dict(zip(("call", "result"), tool_step_text(s), strict=True))
+                              for s in reply.steps]
+        if reply.refusal:
+            entry["refusal"] = reply.refusal
         extra = [{"role": "error", "text": short_error(reply.error)}] if reply.error else []
         self.transcript = [*self.transcript, user, entry, *extra]
         last_result.remember(reply)
@@ -250,3 +282,4 @@ class ChatPanel(anywidget.AnyWidget):
         """Show the error inline and give the typed prompt back to the input box."""
         self.transcript = [*self.transcript, {"role": "error", "text": short_error(exc)}]
         self.send({"type": "error", "prompt": text})
+

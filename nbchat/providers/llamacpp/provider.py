@@ -74,11 +74,15 @@ def to_llama_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     return to_openai_messages(messages)
 
 
-def completion_kwargs(options: Options, *, auto_tools: bool = False) -> dict[str, Any]:
+def completion_kwargs(options: Options, *, auto_tools: bool = False,
+                      after_tools: bool = False) -> dict[str, Any]:
     """Options in the form `Llama.create_chat_completion` accepts.
 
     `auto_tools`: the chat format lets the model choose among tools itself (a function-calling
-    format such as chatml-function-calling), so tool_choice "auto" passes through."""
+    format such as chatml-function-calling), so tool_choice "auto" passes through.
+    `after_tools`: the request ends with tool results; a format that cannot choose then gets
+    no tools unless one is forced by name (else the one tool would be forced again, and the
+    tool loop would call it until its step limit)."""
     kw: dict[str, Any] = {"max_tokens": options.max_tokens or DEFAULT_MAX_TOKENS}
     if options.temperature is not None:
         kw["temperature"] = options.temperature
@@ -93,7 +97,9 @@ def completion_kwargs(options: Options, *, auto_tools: bool = False) -> dict[str
         kw["response_format"] = {"type": "json_object"}
         if options.schema is not None:
             kw["response_format"]["schema"] = options.schema
-    if options.tools and options.tool_choice != "none":
+    names = [t.name for t in options.tools]
+    answering = after_tools and not auto_tools and options.tool_choice not in names
+    if options.tools and options.tool_choice != "none" and not answering:
         kw["tools"] = [t.to_openai() for t in options.tools]
         forced = _forced_tool(options, auto_tools)
         if forced is not None:
@@ -393,7 +399,9 @@ class LlamaCppProvider(Provider):
         messages = to_llama_messages(request.messages)
         _, load_options, settings = self.resolve_options(request.model)
         auto_tools = load_options.get("chat_format") in FUNCTION_CALLING_FORMATS
-        kwargs = completion_kwargs(request.options, auto_tools=auto_tools)
+        after_tools = bool(request.messages) and request.messages[-1].role == "tool"
+        kwargs = completion_kwargs(request.options, auto_tools=auto_tools,
+                                   after_tools=after_tools)
         window = parse_window(request.options.extra.get("history_window",
                                                         settings.get("history_window")))
         whole = kwargs.get("tool_choice") == "auto"  # llama.cpp cannot stream a free choice

@@ -16,7 +16,8 @@ What a chunk's `delta` may hold, as servers send it:
   providers and proxies); anything else is a `ProtocolError` (the text so far is kept);
 - `reasoning_content` (DeepSeek, llama.cpp server, vLLM) or `reasoning` (Cerebras gpt-oss):
   a reasoning model's thinking, as `ReasoningDelta`;
-- `refusal`: the model declining, which is its answer (sent as text).
+- `refusal`: the model declining, as `RefusalDelta` (kept apart from the text, in
+  `Reply.refusal`; the finish reason is still `stop`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ...core.types import (
     ImagePart,
     Message,
     ReasoningDelta,
+    RefusalDelta,
     Request,
     TextDelta,
     TextPart,
@@ -89,13 +91,23 @@ def to_openai_messages(
 ) -> list[dict[str, Any]]:
     """Messages in the OpenAI `messages[]` form: text-only content as a string, content with
     images as a list of `text` / `image_url` parts, assistant `tool_calls` (id `call_<i>` when the
-    model gave none; `content: null` beside them when there is no text), and `tool` messages
-    with their `tool_call_id`. `image_url(part)` may give a URL to use instead of a data URI.
+    model gave none) and `tool` messages with their `tool_call_id`. `image_url(part)` may give
+    a URL to use instead of a data URI.
+
+    An assistant message with tool calls and no text goes with `"content": ""`: the OpenAI
+    spec allows null there, but llama_cpp.server refuses null (HTTP 500) and every server
+    takes "". A `tool` message without a `tool_call_id` raises `BadOption` (servers answer
+    400, or silently mismatch it): the core binds one to the call it answers first
+    (`nbchat.core.conversation.bind_tool_results`).
     """
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "tool":
-            out.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.text})
+            if not m.tool_call_id:
+                raise BadOption("prompt", "a tool message needs the tool_call_id of the call "
+                                "it answers; put it after the assistant message that made "
+                                "the call, or give tool_call_id")
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.text})
             continue
         content: Any
         if any(isinstance(p, ImagePart) for p in m.parts):
@@ -117,8 +129,6 @@ def to_openai_messages(
                 }
                 for i, t in enumerate(m.tool_calls)
             ]
-            if not content:
-                msg["content"] = None
         out.append(msg)
     return out
 
@@ -337,24 +347,29 @@ class StreamState:
             if text.__class__ is not str:
                 text = content_text(text, self.provider) if text is not None else None
             thought = delta.get("reasoning_content") or delta.get("reasoning")
-            if delta.get("refusal"):
-                text = (text or "") + content_text(delta["refusal"], self.provider)
-            if thought:
-                thought = content_text(thought, self.provider)
+            if delta.get("refusal"):  # the model declining: its own event, before any text
                 self.n_deltas += 1
-                if not text:
-                    return (ReasoningDelta(thought),)
-            if text:
-                self.n_deltas += 1
-                lp = choice.get("logprobs")
-                if lp and lp.get("content"):
-                    out: Event = TextDelta(text, tuple(lp["content"]))
-                else:
-                    out = TextDelta(text)
-                return (ReasoningDelta(thought), out) if thought else (out,)
-            return _NONE
+                refusal = RefusalDelta(content_text(delta["refusal"], self.provider))
+                return (refusal, *self._text_events(choice, text, thought))
+            return self._text_events(choice, text, thought)
         except (AttributeError, TypeError, IndexError):  # a record of an unexpected shape
             raise _unreadable(self.provider, obj) from None
+
+    def _text_events(self, choice: Any, text: str | None, thought: Any) -> tuple[Event, ...]:
+        if thought:
+            thought = content_text(thought, self.provider)
+            self.n_deltas += 1
+            if not text:
+                return (ReasoningDelta(thought),)
+        if text:
+            self.n_deltas += 1
+            lp = choice.get("logprobs")
+            if lp and lp.get("content"):
+                out: Event = TextDelta(text, tuple(lp["content"]))
+            else:
+                out = TextDelta(text)
+            return (ReasoningDelta(thought), out) if thought else (out,)
+        return _NONE
 
     def done_events(self) -> list[Event]:
         """The events that close the stream: one `ToolCallEvent` per call, then `Done`. The finish
@@ -388,7 +403,7 @@ def parse_completion(obj: Any, provider: str = "") -> list[Event]:
             events.append(ReasoningDelta(content_text(thought, provider)))
         text = content_text(message.get("content") or "", provider)
         if message.get("refusal"):
-            text += content_text(message["refusal"], provider)
+            events.append(RefusalDelta(content_text(message["refusal"], provider)))
         if text:
             lp = (choice.get("logprobs") or {}).get("content") or ()
             events.append(TextDelta(text, tuple(lp)))

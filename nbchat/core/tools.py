@@ -1,0 +1,106 @@
+"""Running the tool calls a model makes: approval, argument checks, concurrency, results.
+
+`run_calls(calls, tools, approve)` gives one `ToolStep` per call, in the calls' order. The
+approval hook is asked first, call by call in order; the approved calls then run together, so
+async functions run concurrently (a plain function runs to its end when its turn comes). A
+call's arguments come from the model: they are checked against the function's parameters
+(the pydantic model `tool_of` built) before it runs, and a failure of any kind becomes a
+result the model reads (`error: ...`), never an exception out of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .types import Tool, ToolCall, ToolStep
+
+#: the result sent back for a call the approval hook refused
+DENIED = "denied by user: the call was not run"
+
+
+def runnable(calls: Iterable[ToolCall], tools: Sequence[Tool]) -> bool:
+    """Whether every call names a tool that has a Python function to run."""
+    functions = {t.name for t in tools if t.function is not None}
+    calls = list(calls)
+    return bool(calls) and all(c.name in functions for c in calls)
+
+
+def result_text(value: Any) -> str:
+    """What a function returned, as the text of a `tool` message: a string as it is, anything
+    else as JSON (pydantic's encoder: dataclasses, models, dates...; `str()` for the rest)."""
+    if isinstance(value, str):
+        return value
+    import pydantic_core
+
+    return pydantic_core.to_json(value, fallback=str).decode()
+
+
+async def _approved(call: ToolCall, approve: Callable[[ToolCall], Any] | None) -> bool:
+    if approve is None:
+        return True
+    answer = approve(call)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return bool(answer)
+
+
+def _bound(tool: Tool, call: ToolCall) -> tuple[list[Any], dict[str, Any]]:
+    """The call's arguments, checked and converted by the function's pydantic model."""
+    if "_raw" in call.arguments and len(call.arguments) == 1:
+        raise ValueError(f"the arguments are not valid JSON: {call.arguments['_raw']!r:.200}")
+    model = tool.arguments
+    checked = model.model_validate(call.arguments)
+    sig = inspect.signature(tool.function)
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for i, (name, param) in enumerate(sig.parameters.items()):
+        key = f"p{i}"
+        if key not in model.model_fields:
+            continue  # *args, **kwargs
+        value = getattr(checked, key)
+        if param.kind is param.POSITIONAL_ONLY:
+            args.append(value)
+        else:
+            kwargs[name] = value
+    return args, kwargs
+
+
+async def _run(tool: Tool, call: ToolCall) -> ToolStep:
+    start = time.perf_counter()
+    try:
+        args, kwargs = _bound(tool, call)
+    except Exception as exc:  # pydantic's ValidationError, bad JSON
+        text = f"the arguments do not fit {tool.name}: {exc}"
+        return ToolStep(call, f"error: {text}", error=text, duration=0.0)
+    try:
+        value = tool.function(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+    except Exception as exc:  # the model reads what went wrong and may try again
+        text = f"{type(exc).__name__}: {exc}"
+        return ToolStep(call, f"error: {text}", error=text,
+                        duration=time.perf_counter() - start)
+    return ToolStep(call, result_text(value), value=value, duration=time.perf_counter() - start)
+
+
+async def run_calls(calls: Sequence[ToolCall], tools: Sequence[Tool],
+                    approve: Callable[[ToolCall], Any] | None = None) -> list[ToolStep]:
+    """Run `calls` (each names a tool of `tools` with a function; see `runnable`): ask
+    `approve(call)` (a bool or an awaitable bool) for each in order, then run the approved
+    ones together. Returns a `ToolStep` per call, in order; a denied call's result is
+    `DENIED`."""
+    by_name = {t.name: t for t in tools}
+    steps: list[ToolStep | None] = []
+    jobs = []
+    for call in calls:
+        if await _approved(call, approve):
+            steps.append(None)
+            jobs.append(_run(by_name[call.name], call))
+        else:
+            steps.append(ToolStep(call, DENIED, denied=True))
+    done = iter(await asyncio.gather(*jobs))
+    return [s if s is not None else next(done) for s in steps]

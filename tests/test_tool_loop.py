@@ -1,0 +1,476 @@
+"""The tool loop, manual tool turns, structured output and refusals (issue 12).
+
+Against a real `llama_cpp.server` (forced tool calls with SmolLM2; it refuses `content: null`),
+the in-process local model, the scripted `fake:` provider where a model's behaviour must be
+chosen (repeated calls, parallel calls, wrong shapes), and recorded wire data (MockTransport)
+for what only a cloud host sends (a refusal) or reads (`strict`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import pathlib
+
+import httpx
+import pytest
+from test_magics import Shell
+
+import nbchat
+from nbchat.core import registry
+from nbchat.core.conversation import NOT_ANSWERED
+from nbchat.core.errors import BadOption, SchemaMismatch, ToolStepLimit
+from nbchat.core.options import parse_settings, schema_of
+from nbchat.core.tools import DENIED
+from nbchat.core.types import ToolCall, ToolResultEvent
+from nbchat.notebook.panel import ChatPanel
+from nbchat.providers.openai import OpenAIProvider
+
+SERVER = "openai:smollm2"
+WIRE = pathlib.Path(__file__).parent / "wire"
+BASE = "http://models.test/v1"
+
+
+def get_weather(city: str) -> str:
+    """Current weather for a city.
+
+    Args:
+        city: the city name
+    """
+    get_weather.calls.append(city)  # type: ignore[attr-defined]
+    return "sunny, 23 C"
+
+
+@pytest.fixture
+def weather():
+    get_weather.calls = []  # type: ignore[attr-defined]
+    return get_weather
+
+
+@pytest.fixture
+def server(llama_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", llama_server)
+    return llama_server
+
+
+# ---- the loop against real models ----------------------------------------------------------
+
+
+@pytest.mark.server
+def test_python_tool_loop_runs_the_function_and_answers_with_its_result(server, weather):
+    conv = nbchat.Conversation(model=SERVER, tools=[weather], tool_choice="get_weather",
+                               max_tokens=40, temperature=0)
+    reply = conv.send("What is the weather in Paris?")
+    assert weather.calls == ["Paris"]
+    [step] = reply.steps
+    assert step.call.name == "get_weather" and step.result == "sunny, 23 C" and step.call.id
+    assert reply.tool_calls == [] and reply.finish_reason in ("stop", "length")
+    assert "sunny" in reply.text.lower()  # the answer is built on the function's result
+    roles = [m.role for m in conv.history]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    assert conv.history[2].tool_call_id == conv.history[1].tool_calls[0].id
+    # the thread goes on after a tool loop (the history with tool calls is accepted)
+    assert conv.send("Thanks!", tools=None).error is None
+
+
+def test_local_model_tool_loop(weather):
+    """In process: the generic chat template cannot choose, so after the results the model is
+    asked without tools (else the one tool would be forced again until the step limit)."""
+    reply = nbchat.chat("What is the weather in Paris?", tools=[weather], max_tokens=40,
+                        temperature=0)
+    assert weather.calls == ["Paris"] and [s.call.name for s in reply.steps] == ["get_weather"]
+    assert reply.text and not reply.tool_calls
+
+
+@pytest.mark.server
+def test_chat_magic_runs_tools_and_shows_each_call(server, weather):
+    shell = Shell()
+    shell.ip.user_ns.update(get_weather=weather, deny=lambda call: False)
+    flags = f"-m {SERVER} -t 0 --max-tokens 40 --tool-choice get_weather --thread tl"
+    try:
+        shell.ok(f"%%chat {flags} --new --tools get_weather,get_weather --as r\nWeather in Paris?")
+        html = "".join(shell.html())
+        reply = shell.ip.user_ns["r"]
+        assert "nbchat-tool-step" in html and "get_weather" in html and "sunny, 23 C" in html
+        assert reply.steps[0].result == "sunny, 23 C" and "sunny" in reply.text.lower()
+        assert "1 tool call in 2 requests" in reply.footer()
+        # approval denied: the function does not run, the model hears so
+        shell.ok(f"%%chat {flags} --new --tools get_weather --approve deny --as r2\n"
+                 "Weather in Paris?")
+        r2 = shell.ip.user_ns["r2"]
+        assert weather.calls == ["Paris"] and r2.steps[0].denied
+        assert r2.steps[0].result == DENIED and "denied" in "".join(shell.html())
+    finally:
+        shell.close()
+
+
+@pytest.mark.server
+def test_panel_runs_tools_and_keeps_the_steps(server, weather):
+    panel = ChatPanel(SERVER, tools=[weather], tool_choice="get_weather", max_tokens=40,
+                      temperature=0)
+    sent: list[dict] = []
+    panel.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+
+    async def main():
+        panel._on_front_end_msg(panel, {"type": "send", "text": "Weather in Paris?"}, [])
+        return await panel.wait()
+
+    reply = asyncio.run(main())
+    assert weather.calls == ["Paris"] and reply.steps[0].result == "sunny, 23 C"
+    [tool] = [m for m in sent if m["type"] == "tool"]
+    assert tool["call"] == 'get_weather({"city": "Paris"})' and tool["result"] == "sunny, 23 C"
+    assert panel.transcript[-1]["steps"] == [{"call": tool["call"], "result": "sunny, 23 C"}]
+
+
+def test_panel_confirm_button_denies_and_runs(fake, weather):
+    panel = ChatPanel("fake:echo", tools=[weather], approve=True)
+    sent: list[dict] = []
+    panel.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    call = ToolCall("get_weather", {"city": "Oslo"}, "c1")
+    fake.enqueue(tool_calls=[call], finish_reason="tool_calls")
+    fake.enqueue("It is denied.")
+    fake.enqueue(tool_calls=[call], finish_reason="tool_calls")
+    fake.enqueue("Sunny in Oslo.")
+
+    async def answer(ok: bool):
+        task = panel.submit("Weather in Oslo?")
+        while not any(m["type"] == "approve" for m in sent):
+            await asyncio.sleep(0.01)
+        [ask] = [m for m in sent if m["type"] == "approve"]
+        assert ask["call"] == 'get_weather({"city": "Oslo"})' and panel.status
+        panel._on_front_end_msg(panel, {"type": "approval", "id": ask["id"], "ok": ok}, [])
+        sent.clear()
+        return await task
+
+    denied = asyncio.run(answer(False))
+    assert weather.calls == [] and denied.steps[0].denied
+    assert fake.requests[1].messages[-1].text == DENIED
+    ran = asyncio.run(answer(True))
+    assert weather.calls == ["Oslo"] and ran.text == "Sunny in Oslo."
+
+
+def test_approval_hook_sees_each_call_and_denied_calls_reach_the_model(fake, weather):
+    seen = []
+    calls = [ToolCall("get_weather", {"city": "Oslo"}, "a"),
+             ToolCall("get_weather", {"city": "Rome"}, "b")]
+    fake.enqueue(tool_calls=calls, finish_reason="tool_calls")
+    fake.enqueue("done")
+    reply = nbchat.chat("weather?", model="fake:echo", tools=[weather],
+                        approve=lambda c: seen.append(c.arguments["city"]) or c.id == "b")
+    assert seen == ["Oslo", "Rome"] and weather.calls == ["Rome"]
+    tool_msgs = [m for m in fake.requests[1].messages if m.role == "tool"]
+    assert [(m.tool_call_id, m.text) for m in tool_msgs] == [("a", DENIED), ("b", "sunny, 23 C")]
+    assert [s.denied for s in reply.steps] == [True, False]
+
+
+def test_step_limit_stops_with_a_clear_error_keeping_what_arrived(fake, weather):
+    for _ in range(3):
+        fake.enqueue("thinking", tool_calls=[ToolCall("get_weather", {"city": "Oslo"}, "x")],
+                     finish_reason="tool_calls")
+    conv = nbchat.Conversation(model="fake:echo", tools=[weather], max_tool_steps=2)
+    with pytest.raises(ToolStepLimit, match="after 2 rounds") as err:
+        conv.send("weather?")
+    reply = err.value.reply
+    assert len(reply.steps) == 2 and reply.tool_calls[0].name == "get_weather"
+    assert reply.text == "thinking" and len(fake.requests) == 3
+    # the thread goes on: the unrun call is answered before the next message
+    fake.enqueue("ok")
+    conv.send("never mind", tools=None)
+    msgs = fake.requests[-1].messages
+    assert [m.role for m in msgs[-3:]] == ["assistant", "tool", "user"]
+    assert msgs[-2].text == NOT_ANSWERED and msgs[-2].tool_call_id == "x"
+
+
+def test_parallel_async_calls_run_concurrently(fake):
+    started: dict[str, asyncio.Event] = {}
+
+    async def lookup(key: str) -> str:
+        """Look a key up."""
+        started.setdefault(key, asyncio.Event()).set()
+        other = "b" if key == "a" else "a"
+        # each call waits until the other one has started: only possible if they overlap
+        await asyncio.wait_for(started.setdefault(other, asyncio.Event()).wait(), 5)
+        return key.upper()
+
+    fake.enqueue(tool_calls=[ToolCall("lookup", {"key": "a"}, "1"),
+                             ToolCall("lookup", {"key": "b"}, "2")], finish_reason="tool_calls")
+    fake.enqueue("A and B")
+    reply = nbchat.chat("look up a and b", model="fake:echo", tools=[lookup])
+    assert [s.result for s in reply.steps] == ["A", "B"] and not any(s.error for s in reply.steps)
+
+
+def test_bad_arguments_and_raising_tools_become_results_the_model_reads(fake):
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        raise RuntimeError("adder broken")
+
+    fake.enqueue(tool_calls=[ToolCall("add", {"a": "x", "b": 2}, "1"),
+                             ToolCall("add", {"a": 1, "b": 2}, "2")], finish_reason="tool_calls")
+    fake.enqueue("sorry")
+    reply = nbchat.chat("1+2?", model="fake:echo", tools=[add])
+    bad, broken = reply.steps
+    assert bad.result.startswith("error: the arguments do not fit add") and "a" in bad.error
+    assert broken.result == "error: RuntimeError: adder broken"
+
+
+def test_events_include_a_result_event_per_call(fake, weather):
+    fake.enqueue(tool_calls=[ToolCall("get_weather", {"city": "Oslo"}, "1")],
+                 finish_reason="tool_calls")
+    fake.enqueue("fine")
+
+    async def main():
+        turn = nbchat.Conversation(model="fake:echo", tools=[weather]).turn("w?")
+        return [ev async for ev in turn.events()]
+
+    events = asyncio.run(main())
+    [result] = [e for e in events if isinstance(e, ToolResultEvent)]
+    assert result.step.result == "sunny, 23 C"
+
+
+def test_schema_only_tools_stop_at_the_call_as_before(fake):
+    fake.enqueue(tool_calls=[ToolCall("lookup", {"q": "x"}, "1")], finish_reason="tool_calls")
+    reply = nbchat.chat("hi", model="fake:echo",
+                        tools=[{"type": "function", "function": {"name": "lookup"}}])
+    assert reply.tool_calls[0].name == "lookup" and reply.steps == []
+
+
+# ---- the manual tool turn -------------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_manual_tool_turn_is_accepted_by_llama_server(server):
+    """The assistant tool-call message went out with content null (llama_cpp.server: HTTP 500)
+    and the ("tool", text) answer with an empty tool_call_id."""
+    history = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        ("tool", "sunny, 23 C"),
+    ]
+    reply = nbchat.chat(history, model=SERVER, max_tokens=30, temperature=0)
+    assert reply.error is None and reply.text
+    sent = nbchat.Conversation(model=SERVER).turn(history).request.messages
+    assert sent[1].tool_calls[0].id == "call_1" and sent[2].tool_call_id == "call_1"
+
+
+@pytest.mark.server
+def test_chat_magic_thread_goes_on_after_a_reply_that_is_only_a_tool_call(server):
+    shell = Shell()
+    shell.ip.user_ns["lookup"] = {"type": "function", "function": {
+        "name": "lookup", "description": "Look up a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}
+    flags = f"-m {SERVER} -t 0 --max-tokens 30 --thread only-call"
+    try:
+        shell.ok(f"%%chat {flags} --new --tools lookup --tool-choice lookup --as r1\nParis?")
+        assert shell.ip.user_ns["r1"].tool_calls
+        shell.ok(f"%%chat {flags} --as r2\nSay hello.")
+        shell.ok(f"%%chat {flags} --as r3\nSay bye.")
+        assert shell.ip.user_ns["r3"].text
+    finally:
+        shell.close()
+
+
+def test_tool_results_bind_to_the_call_they_answer(fake):
+    conv = nbchat.Conversation(model="fake:echo")
+    fake.enqueue(tool_calls=[ToolCall("a", {}, "id-a"), ToolCall("b", {}, "id-b")],
+                 finish_reason="tool_calls")
+    conv.send("go", tools=[{"name": "a"}, {"name": "b"}])
+    fake.enqueue("done")
+    conv.send([("tool", "A"), {"role": "tool", "content": "B"}])
+    tool_msgs = [m for m in fake.requests[-1].messages if m.role == "tool"]
+    assert [(m.tool_call_id, m.text) for m in tool_msgs] == [("id-a", "A"), ("id-b", "B")]
+    with pytest.raises(BadOption, match="no call is waiting"):
+        conv.send(("tool", "C"))
+
+
+def test_replayed_history_keeps_its_tool_calls(fake):
+    history = [{"role": "user", "content": "w?"},
+               {"role": "assistant", "tool_calls": [{"id": "c9", "type": "function", "function": {
+                   "name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+               {"role": "tool", "tool_call_id": "c9", "content": "rain"}]
+    nbchat.chat(history, model="fake:echo")
+    assistant = fake.requests[0].messages[1]
+    assert assistant.tool_calls == (ToolCall("get_weather", {"city": "Oslo"}, "c9"),)
+    assert fake.requests[0].messages[2].tool_call_id == "c9"
+
+
+HISTORY = [("user", "w?"),
+           {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+           ("tool", "rain"), ("user", "and now?")]
+
+
+@pytest.mark.parametrize("model", ["openai:m", "cerebras:llama3.1-8b",
+                                   "nvidia:meta/llama3-8b-instruct",
+                                   "anyscale:meta-llama/Meta-Llama-3-8B-Instruct"])
+def test_histories_with_tool_calls_round_trip_on_every_openai_style_host(model, monkeypatch):
+    from nbchat.providers.anyscale import AnyscaleProvider
+    from nbchat.providers.cerebras import CerebrasProvider
+    from nbchat.providers.nvidia import NvidiaProvider
+
+    bodies: list[dict] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(req.content))
+        return httpx.Response(200, content=(WIRE / "openai_text_usage.sse").read_bytes(),
+                              headers={"content-type": "text/event-stream"})
+
+    name = model.split(":")[0]
+    cls = {"openai": OpenAIProvider, "cerebras": CerebrasProvider,
+           "anyscale": AnyscaleProvider, "nvidia": NvidiaProvider}[name]
+    registry.register(cls(transport=httpx.MockTransport(handler)))
+    for env in ("CEREBRAS_API_KEY", "NVIDIA_API_KEY"):
+        monkeypatch.setenv(env, "zz-test-key-123456")
+    monkeypatch.setenv("OPENAI_BASE_URL", BASE)
+    monkeypatch.setenv("ANYSCALE_BASE_URL", BASE)
+    try:
+        nbchat.chat(HISTORY, model=model)
+    finally:
+        registry.unregister(name)
+    msgs = bodies[0]["messages"]
+    assert msgs[1] == {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c1", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}
+    assert msgs[2] == {"role": "tool", "tool_call_id": "c1", "content": "rain"}
+
+
+def test_local_model_takes_a_history_with_tool_calls():
+    reply = nbchat.chat(HISTORY, max_tokens=8, temperature=0)
+    assert reply.error is None and reply.finish_reason in ("stop", "length")
+
+
+# ---- structured output ----------------------------------------------------------------------
+
+
+def test_schema_mismatch_is_retried_with_the_error_then_parsed(fake):
+    pydantic = pytest.importorskip("pydantic")
+
+    class Joke(pydantic.BaseModel):
+        setup: str
+        punchline: str
+
+    fake.enqueue('{"setup": 1}')
+    fake.enqueue('{"setup": "Why?", "punchline": "Because."}')
+    reply = nbchat.chat("a joke", model="fake:echo", schema=Joke)
+    assert isinstance(reply.parsed, Joke) and reply.parsed.punchline == "Because."
+    retry = fake.requests[1].messages
+    assert retry[-2].text == '{"setup": 1}' and "setup" in retry[-1].text
+    assert "punchline" in retry[-1].text and "does not fit" in retry[-1].text
+
+
+def test_schema_mismatch_after_the_retries_raises_holding_the_raw_text(fake):
+    @dataclasses.dataclass
+    class Joke:
+        setup: str
+
+    fake.enqueue('{"setup": 1}')
+    fake.enqueue('{"setup": 2}')
+    with pytest.raises(SchemaMismatch, match="does not fit the schema") as err:
+        nbchat.chat("a joke", model="fake:echo", schema=Joke)
+    assert err.value.raw == '{"setup": 2}' and len(err.value.errors) == 2
+    assert len(fake.requests) == 2
+    fake.enqueue('{"setup": 3}')
+    with pytest.raises(SchemaMismatch):
+        nbchat.chat("a joke", model="fake:echo", schema=Joke, schema_retries=0)
+    assert len(fake.requests) == 3
+
+
+def test_plain_json_schema_gives_a_checked_dict(fake):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    fake.enqueue('{"n": "three"}')
+    fake.enqueue('```json\n{"n": 3}\n```')
+    reply = nbchat.chat("n?", model="fake:echo", schema=schema)
+    assert reply.parsed == {"n": 3}
+    assert "n: 'three' is not of type 'integer'" in fake.requests[1].messages[-1].text
+
+
+def test_local_model_structured_output_into_a_dataclass():
+    @dataclasses.dataclass
+    class Person:
+        name: str
+        age: int
+
+    reply = nbchat.chat("Invent a person. Answer in JSON.", schema=Person, max_tokens=60,
+                        temperature=0)
+    assert isinstance(reply.parsed, Person) and isinstance(reply.parsed.age, int)
+
+
+def test_tool_shaped_schema_is_recognised_or_refused():
+    tool = {"type": "function", "function": {"name": "person", "parameters": {
+        "type": "object", "properties": {"name": {"type": "string"}}}}}
+    assert schema_of(tool) == (tool["function"]["parameters"], "person")
+    with pytest.raises(BadOption, match="tool schema without 'parameters'"):
+        parse_settings({"schema": {"type": "function", "function": {"name": "x"}}})
+
+
+# ---- refusal and strict on the wire ---------------------------------------------------------
+
+
+@pytest.fixture
+def wire_host(monkeypatch, sleeps):
+    bodies: list[dict] = []
+    answers: list[bytes] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(req.content))
+        return httpx.Response(200, content=answers.pop(0),
+                              headers={"content-type": "text/event-stream"})
+
+    registry.register(OpenAIProvider(transport=httpx.MockTransport(handler)))
+    monkeypatch.setenv("OPENAI_BASE_URL", BASE)
+    yield bodies, answers
+    registry.unregister("openai")
+
+
+def test_refusal_reaches_the_reply_the_cell_and_the_panel(wire_host):
+    bodies, answers = wire_host
+    answers += [(WIRE / "openai_refusal.sse").read_bytes()] * 3
+    reply = nbchat.chat("something bad", model="openai:gpt-4o")
+    assert reply.refusal == "I'm sorry, I can't help with <b>that</b>."
+    assert reply.text == "" and reply.finish_reason == "stop" and reply.empty_reason is None
+    shell = Shell()
+    try:
+        shell.ok("%%chat -m openai:gpt-4o --new\nsomething bad")
+        html = "".join(shell.html())
+        assert "Refused: I&#39;m sorry" in html or "Refused: I'm sorry" in html
+        assert "<b>" not in html and "&lt;b&gt;that" in html
+    finally:
+        shell.close()
+    panel = ChatPanel("openai:gpt-4o")
+    panel.send = lambda content, buffers=None: None  # type: ignore[method-assign]
+
+    async def main():
+        panel.submit("something bad")
+        return await panel.wait()
+
+    asyncio.run(main())
+    assert panel.transcript[-1]["refusal"] == reply.refusal
+
+
+def test_user_written_tool_schema_goes_on_the_wire_as_written(wire_host):
+    bodies, answers = wire_host
+    answers.append((WIRE / "openai_text_usage.sse").read_bytes())
+    tool = {"type": "function", "function": {
+        "name": "get_weather", "strict": True, "description": "Weather.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"], "additionalProperties": False}},
+        "x-owner": "me"}
+    nbchat.chat("w?", model="openai:gpt-4o", tools=[tool])
+    assert bodies[0]["tools"] == [tool]
+
+
+def test_max_cost_counts_every_request_of_a_tool_loop(fake, weather, monkeypatch):
+    from nbchat.core import costs
+    from nbchat.core.errors import CostLimit
+
+    monkeypatch.setitem(costs.PRICES, "fake:*", costs.Price(0.0, 1e6, "test", "test"))  # $1/token
+    fake.enqueue("hmm", tool_calls=[ToolCall("get_weather", {"city": "Oslo"}, "1")],
+                 finish_reason="tool_calls")
+    fake.enqueue("fine")
+    conv = nbchat.Conversation(model="fake:echo", tools=[weather], max_tokens=1, max_cost=1.5)
+    with pytest.raises(CostLimit, match=r"plus \$1\.0000 this thread already spent"):
+        conv.send("w?")  # the tool round cost $1: the answer's request would pass $1.50
+    assert weather.calls == ["Oslo"] and len(fake.requests) == 1
