@@ -23,6 +23,7 @@ from ..core.options import OPTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.conversation import Conversation
+    from ..core.loop import TurnLoop
     from ..core.turn import Turn
     from ..core.types import Reply
 
@@ -482,7 +483,7 @@ class ChatMagics(Magics, Configurable):
         return reply
 
     def _turn(self, conv: Conversation, prompt: str, options: dict[str, Any], key: Any
-              ) -> Turn:
+              ) -> Turn | TurnLoop:
         """The thread's next turn: the options it keeps (`THREAD_KEEPS`) become the thread's
         own from this cell on; this cell's other options and the `%config` defaults of what the
         thread has not set apply to this turn only."""
