@@ -61,6 +61,7 @@ class TurnLoop:
         #: the messages added after the first request's: assistant tool calls and tool results
         self.added: list[Message] = []
         self.finished = False
+        self._quiet = False  # collect(): each request runs to its end without handing events on
 
     @property
     def request(self) -> Request:
@@ -98,9 +99,12 @@ class TurnLoop:
         try:
             while True:
                 turn = self.current
-                async with aclosing(turn.events(errors_as_events=errors_as_events)) as evs:
-                    async for ev in evs:
-                        yield ev
+                if self._quiet:  # a generator hop per text delta is most of the loop's cost
+                    await turn.collect()
+                else:
+                    async with aclosing(turn.events(errors_as_events=errors_as_events)) as evs:
+                        async for ev in evs:
+                            yield ev
                 reply = turn.reply
                 reply.steps = list(self.steps)
                 if reply.error is not None or reply.interrupted:
@@ -178,6 +182,7 @@ class TurnLoop:
     async def collect(self) -> Reply:
         """Run the loop to the end and return the answer's `Reply`; raises what `events()`
         raises."""
+        self._quiet = True
         async with aclosing(self.events()) as events:
             async for _ in events:
                 pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -52,21 +53,34 @@ def _bound(tool: Tool, call: ToolCall) -> tuple[list[Any], dict[str, Any]]:
     """The call's arguments, checked and converted by the function's pydantic model."""
     if "_raw" in call.arguments and len(call.arguments) == 1:
         raise ValueError(f"the arguments are not valid JSON: {call.arguments['_raw']!r:.200}")
-    model = tool.arguments
-    checked = model.model_validate(call.arguments)
-    sig = inspect.signature(tool.function)
+    checked = tool.arguments.model_validate(call.arguments)
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    for i, (name, param) in enumerate(sig.parameters.items()):
-        key = f"p{i}"
-        if key not in model.model_fields:
-            continue  # *args, **kwargs
+    for key, name, positional in _parameters(tool):
         value = getattr(checked, key)
-        if param.kind is param.POSITIONAL_ONLY:
+        if positional:
             args.append(value)
         else:
             kwargs[name] = value
     return args, kwargs
+
+
+#: per arguments model (one per function), its parameters as `_parameters` gives them
+_signatures: weakref.WeakKeyDictionary[Any, list[tuple[str, str, bool]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _parameters(tool: Tool) -> list[tuple[str, str, bool]]:
+    """(field of the arguments model, parameter name, positional only) for each parameter the
+    model fills, in order (`*args` and `**kwargs` are not filled)."""
+    found = _signatures.get(tool.arguments)
+    if found is None:
+        params = inspect.signature(tool.function).parameters.items()
+        fields = tool.arguments.model_fields
+        found = _signatures[tool.arguments] = [
+            (f"p{i}", name, p.kind is p.POSITIONAL_ONLY)
+            for i, (name, p) in enumerate(params) if f"p{i}" in fields]
+    return found
 
 
 async def _run(tool: Tool, call: ToolCall) -> ToolStep:
