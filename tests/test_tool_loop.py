@@ -304,7 +304,7 @@ HISTORY = [("user", "w?"),
 
 
 @pytest.mark.parametrize("model", ["openai:m", "cerebras:llama3.1-8b",
-                                   "nvidia:meta/llama3-8b-instruct",
+                                   "nvidia:meta/llama-3.1-8b-instruct",
                                    "anyscale:meta-llama/Meta-Llama-3-8B-Instruct"])
 def test_histories_with_tool_calls_round_trip_on_every_openai_style_host(model, monkeypatch):
     from nbchat.providers.anyscale import AnyscaleProvider
