@@ -64,6 +64,17 @@ class TurnLoop:
         self._quiet = False  # collect(): each request runs to its end without handing events on
 
     @property
+    def reuse_logged(self) -> bool:
+        """Answer each request from the log when it holds it, whatever the replay mode
+        (`Turn.reuse_logged`, which `nbchat.map` sets to resume a batch)."""
+        return self.first.reuse_logged
+
+    @reuse_logged.setter
+    def reuse_logged(self, value: bool) -> None:
+        for turn in self.turns:
+            turn.reuse_logged = value
+
+    @property
     def request(self) -> Request:
         """The first request (the user's messages as sent, images resolved)."""
         return self.first.request
@@ -85,6 +96,7 @@ class TurnLoop:
             options = replace(options, tool_choice="auto")  # forced once, then the model chooses
         turn = self._next_turn(replace(base, messages=tuple(base.messages) + tuple(messages),
                                        options=options))
+        turn.reuse_logged = self.first.reuse_logged
         self.turns.append(turn)
         self.current = turn
         return turn

@@ -13,6 +13,7 @@ from typing import Any
 
 from .conversation import Conversation
 from .images import to_image_part
+from .loop import TurnLoop
 from .summaries import CHARS_PER_TOKEN, estimate_tokens
 from .turn import Turn
 from .types import ImagePart, Message
@@ -88,8 +89,11 @@ async def apreview(prompt: Any, model: str | None = None, *,
     return await apreview_turn(turn)
 
 
-async def apreview_turn(turn: Turn) -> Preview:
-    """What a built, not yet started `Turn` would send, and its tokens (see `apreview`)."""
+async def apreview_turn(turn: Turn | TurnLoop) -> Preview:
+    """What a built, not yet started `Turn` would send, and its tokens (see `apreview`); of a
+    `TurnLoop`, its first request (the later ones depend on the replies)."""
+    if isinstance(turn, TurnLoop):
+        turn = turn.first
     request = turn.request
     if turn._images:
         parts = tuple(p if isinstance(p, ImagePart) else ImagePart(b"", "", url=p)
