@@ -34,7 +34,7 @@ def parse(text: str, schema: dict[str, Any], kind: Any = None) -> Any:
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise Mismatch(f"the reply is not JSON ({exc.args[0]})") from None
+        raise Mismatch(f"the reply is not valid JSON ({exc.args[0]})") from None
     if kind is not None:
         import pydantic
 
