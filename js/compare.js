@@ -18,7 +18,10 @@ function formatStats(stats) {
   if (stats.input_tokens != null || stats.output_tokens != null) {
     bits.push(`${stats.input_tokens ?? "?"} in / ${stats.output_tokens ?? "?"} out tokens`);
   }
-  if (stats.duration != null) bits.push(`${stats.duration.toFixed(2)} s total`);
+  if (stats.failed) {
+    // a failed column's time is how long it took to fail, not a total
+    bits.push(`failed after ${(stats.duration || 0).toFixed(2)} s`);
+  } else if (stats.duration != null) bits.push(`${stats.duration.toFixed(2)} s total`);
   if (stats.interrupted) bits.push("interrupted");
   return bits.join(" · ");
 }

@@ -1,14 +1,27 @@
 // ChatPanel front end. Streaming text arrives as custom messages carrying only new text;
 // the whole transcript arrives as the `transcript` trait at the end of each turn.
+//
+// Keys typed in the panel stay in the panel (see `keepKeys`); the log follows new text only while
+// the reader is at its bottom (see `follow`); each message has its actions (see `messageActions`).
 
 import { appendText, bytesToDataUrl, dataImage, h } from "./dom.js";
 import { handleMarkdownClicks, MarkdownStream, renderMarkdown } from "./markdown.js";
 import { approvalBlock, finishToolParts, toolStepBlock } from "./tool_steps.js";
+import { modelPicker } from "./picker.js";
 
 /** @typedef {import("./types").PanelState} PanelState */
 /** @typedef {import("./types").ControlSpec} ControlSpec */
 /** @template {Record<string, any>} T @typedef {import("./types").AnyModel<T>} AnyModel */
 /** @template {Record<string, any>} T @typedef {import("./types").AnyWidget<T>} AnyWidget */
+
+/**
+ * What a view leaves for the next view of the same model (the kernel redraws the output after
+ * each turn to keep its static copy current): the draft, attachments, edit mode, scroll. Kept up
+ * to date as they change: the new view renders before the old one is disposed.
+ * Keyed by the panel's `_panel_key` trait (each view gets a model object of its own).
+ * @type {Map<string, { draft: string, pending: { file: File, url: string }[], editing: number | null, stick: boolean, scrollTop: number, focused: boolean }>}
+ */
+const leftBehind = new Map();
 
 /**
  * @param {string} label
@@ -18,18 +31,51 @@ function button(label, attrs = {}) {
   return h("button", { type: "button", ...attrs }, label);
 }
 
+/** Copy text to the clipboard (falls back to a hidden textarea where the API is missing). */
+async function copyText(/** @type {string} */ text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const area = h("textarea", { class: "nbchat-offscreen" });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    return ok;
+  }
+}
+
 /** @param {{ model: AnyModel<PanelState>, el: HTMLElement }} ctx */
 function render({ model, el }) {
+  const panelKey = String(model.get("_panel_key") || "");
+  const kept = leftBehind.get(panelKey);
   /** @type {{ file: File, url: string }[]} */
-  let pending = [];
+  let pending = kept?.pending || [];
+  /** @type {{ file: File, url: string }[]} what the last Send took (given back on an error) */
+  let lastSent = [];
   /** @type {{ stream: MarkdownStream | null, box: HTMLElement, body: HTMLElement, images: HTMLElement } | null} the reply streaming in */
   let current = null;
   /** @type {{ key: string, node: HTMLElement }[]} what the log shows of the transcript */
   let shown = [];
   /** @type {HTMLElement[]} the user's message, shown until the transcript holds it */
   let provisional = [];
+  /** @type {number | null} the turn being edited (its message is in the input box) */
+  let editing = kept?.editing ?? null;
+  /** whether the log follows new text (the reader is at its bottom) */
+  let stick = kept?.stick ?? true;
 
-  const modelSelect = h("select", { "aria-label": "Model" });
+  const picker = modelPicker({
+    rows: () => model.get("catalog") || [],
+    current: () => model.get("model"),
+    onOpen: () => model.send({ type: "catalog" }),
+    onChoose: (id, mode) => {
+      if (mode === "regenerate") model.send({ type: "regenerate", model: id });
+      else save("model", id);
+    },
+  });
+  const keyHint = h("div", { class: "nbchat-key-hint", role: "note" });
   const system = h("textarea", { "aria-label": "System prompt", rows: "1", placeholder: "System prompt" });
   // one number input per option control, drawn from the specs the kernel declares
   const controls = (model.get("controls") || []).map((/** @type {ControlSpec} */ spec) => {
@@ -41,11 +87,15 @@ function render({ model, el }) {
     return { spec, input: h("input", attrs) };
   });
   const newChat = button("New chat");
+  const undo = button("Undo new chat", { class: "nbchat-undo" });
   const exportMd = button("Export Markdown");
   const exportJson = button("Export JSON");
-  const log = h("div", { class: "nbchat-log", role: "log", "aria-live": "polite" });
+  const log = h("div", { class: "nbchat-log", role: "log", "aria-live": "polite", tabindex: "0" });
+  const jump = button("↓ Jump to latest", { class: "nbchat-jump", hidden: "" });
   // what the running turn waits for, from the `status` trait (set by the kernel)
   const statusLine = h("div", { class: "nbchat-status", role: "status" });
+  const editBanner = h("div", { class: "nbchat-editing", hidden: "" });
+  const cancelEdit = button("Cancel edit");
   const thumbs = h("div", { class: "nbchat-thumbs" });
   const fileInput = h("input", {
     type: "file",
@@ -58,7 +108,7 @@ function render({ model, el }) {
   const input = h("textarea", {
     "aria-label": "Message",
     rows: "3",
-    placeholder: "Message (Enter sends, Shift+Enter: new line)",
+    placeholder: "Message (Enter sends, Shift+Enter: new line, Esc stops a reply)",
   });
   const send = button("Send", { class: "nbchat-send" });
   const stop = button("Stop");
@@ -71,15 +121,15 @@ function render({ model, el }) {
     h(
       "div",
       { class: "nbchat-controls" },
-      field("Model", modelSelect),
+      field("Model", picker.el),
       ...controls.map(({ spec, input }) => field(spec.label, input)),
-      newChat,
-      exportMd,
-      exportJson,
+      h("span", { class: "nbchat-buttons" }, newChat, undo, exportMd, exportJson),
     ),
+    keyHint,
     h("div", { class: "nbchat-system" }, system),
-    log,
+    h("div", { class: "nbchat-log-wrap" }, log, jump),
     statusLine,
+    editBanner,
     thumbs,
     h("div", { class: "nbchat-compose" }, input, h("div", { class: "nbchat-actions" }, attach, fileInput, send, stop)),
   );
@@ -88,11 +138,10 @@ function render({ model, el }) {
   // ---- synced controls ------------------------------------------------------------------
 
   function syncControls() {
-    const models = model.get("models") || [];
-    const value = model.get("model");
-    modelSelect.replaceChildren(...models.map((/** @type {string} */ m) => h("option", { value: m }, m)));
-    if (value && !models.includes(value)) modelSelect.append(h("option", { value }, value));
-    modelSelect.value = value;
+    picker.sync();
+    const row = (model.get("catalog") || []).find((/** @type {any} */ r) => r.id === model.get("model"));
+    keyHint.textContent = row && !row.ready ? `${row.id} cannot be used yet: ${row.hint}` : "";
+    keyHint.hidden = !keyHint.textContent;
     if (document.activeElement !== system) system.value = model.get("system") || "";
     for (const { spec, input } of controls) {
       const v = model.get(spec.name);
@@ -101,7 +150,9 @@ function render({ model, el }) {
     const busy = !!model.get("busy");
     send.disabled = busy;
     stop.disabled = !busy;
+    undo.hidden = !model.get("can_undo");
     root.classList.toggle("nbchat-busy", busy);
+    for (const b of log.querySelectorAll(".nbchat-msg-actions button")) /** @type {HTMLButtonElement} */ (b).disabled = busy;
   }
 
   /**
@@ -113,7 +164,6 @@ function render({ model, el }) {
     model.set(name, value);
     model.save_changes();
   }
-  modelSelect.addEventListener("change", () => save("model", modelSelect.value));
   system.addEventListener("change", () => save("system", system.value));
   /** An input's value within its spec's range (rounded for integers); "" is the default. */
   function controlValue(/** @type {ControlSpec} */ spec, /** @type {string} */ text) {
@@ -126,6 +176,44 @@ function render({ model, el }) {
   for (const { spec, input } of controls) {
     input.addEventListener("change", () => save(spec.name, controlValue(spec, input.value)));
   }
+
+  function remember() {
+    if (!log.isConnected) return; // a view on its way out has nothing left to say
+    leftBehind.set(panelKey, {
+      draft: input.value, pending, editing, stick, scrollTop: log.scrollTop,
+      focused: document.activeElement === input,
+    });
+  }
+  input.addEventListener("input", remember);
+  input.addEventListener("focus", remember);
+  input.addEventListener("blur", remember);
+
+  // ---- scrolling: follow the bottom only while the reader is there ----------------------------
+
+  const atBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 4;
+  function follow() {
+    if (stick) log.scrollTop = log.scrollHeight;
+    jump.hidden = stick || atBottom();
+  }
+  // only the reader moving up lets go of the bottom: a scroll event that arrives after the
+  // content grew (an image loaded) finds the log short of the bottom without anyone scrolling
+  let lastTop = 0;
+  log.addEventListener("scroll", () => {
+    if (atBottom()) stick = true;
+    else if (log.scrollTop < lastTop - 1) stick = false;
+    lastTop = log.scrollTop;
+    if (stick) follow();
+    remember();
+  });
+  // an image (a reply's, a thumbnail, one loaded on click) changes the height once it loads;
+  // a narrower output wraps the text again
+  log.addEventListener("load", follow, true);
+  const resized = new ResizeObserver(() => stick && follow());
+  resized.observe(log);
+  jump.addEventListener("click", () => {
+    stick = true;
+    follow();
+  });
 
   // ---- transcript -------------------------------------------------------------------------
 
@@ -160,6 +248,34 @@ function render({ model, el }) {
     box.append(h("div", { class: "nbchat-badge" }, String(entry.badge || "")));
   }
 
+  /**
+   * Copy / Regenerate on a reply, Edit / Delete on a sent message; `turn` counts sent messages.
+   * @param {any} entry
+   * @param {number} turn
+   */
+  function messageActions(entry, turn) {
+    const bar = h("div", { class: "nbchat-msg-actions" });
+    if (entry.role === "assistant") {
+      const copy = button("Copy", { "aria-label": "Copy reply" });
+      copy.addEventListener("click", async () => {
+        copy.textContent = (await copyText(String(entry.text || ""))) ? "Copied" : "Copy failed";
+        setTimeout(() => (copy.textContent = "Copy"), 1500);
+      });
+      const again = button("Regenerate", { class: "nbchat-regenerate", "aria-label": "Regenerate reply" });
+      again.addEventListener("click", () => model.send({ type: "regenerate", model: model.get("model") }));
+      const other = button("with…", { class: "nbchat-regenerate", "aria-label": "Regenerate reply with another model" });
+      other.addEventListener("click", () => picker.open("regenerate"));
+      bar.append(copy, again, other);
+    } else {
+      const edit = button("Edit", { "aria-label": `Edit message ${turn + 1}` });
+      edit.addEventListener("click", () => startEdit(turn, String(entry.text || "")));
+      const del = button("Delete", { "aria-label": `Delete message ${turn + 1}` });
+      del.addEventListener("click", () => model.send({ type: "delete", index: turn }));
+      bar.append(edit, del);
+    }
+    return bar;
+  }
+
   /** @param {any} entry @returns {HTMLElement} */
   function renderEntry(entry) {
     if (entry.role === "error") return h("div", { class: "nbchat-error", role: "alert" }, String(entry.text));
@@ -189,29 +305,65 @@ function render({ model, el }) {
     while (keep < shown.length && keep < entries.length && shown[keep].key === keys[keep]) keep++;
     for (const s of shown.slice(keep)) s.node.remove();
     shown = shown.slice(0, keep);
-    if (entries.length === keep) return; // entries were only taken away (old errors)
-    for (const node of provisional) node.remove();
-    provisional = [];
-    const streamed = current;
-    current = null;
-    streamed?.box.remove();
-    for (let i = keep; i < entries.length; i++) {
-      const entry = entries[i];
-      let node;
-      if (streamed?.stream && entry.role === "assistant" && String(entry.text || "") === streamed.stream.text) {
-        streamed.stream.finish();
-        finishReply(entry, streamed);
-        node = streamed.box;
-        streamed.stream = null;
-      } else {
-        node = renderEntry(entry);
+    if (entries.length > keep) {
+      for (const node of provisional) node.remove();
+      provisional = [];
+      const streamed = current;
+      current = null;
+      streamed?.box.remove();
+      let turn = entries.slice(0, keep).filter((/** @type {any} */ e) => e.role === "user").length - 1;
+      for (let i = keep; i < entries.length; i++) {
+        const entry = entries[i];
+        if (entry.role === "user") turn++;
+        let node;
+        if (streamed?.stream && entry.role === "assistant" && String(entry.text || "") === streamed.stream.text) {
+          streamed.stream.finish();
+          finishReply(entry, streamed);
+          node = streamed.box;
+          streamed.stream = null;
+        } else {
+          node = renderEntry(entry);
+        }
+        if (entry.role !== "error") node.append(messageActions(entry, turn));
+        log.append(node);
+        shown.push({ key: keys[i], node });
       }
-      log.append(node);
-      shown.push({ key: keys[i], node });
+      streamed?.stream?.cancel();
     }
-    streamed?.stream?.cancel();
-    log.scrollTop = log.scrollHeight;
+    // only the last reply can be regenerated
+    const again = log.querySelectorAll(".nbchat-regenerate");
+    const last = log.querySelectorAll(".nbchat-assistant");
+    again.forEach((b) => ((/** @type {HTMLElement} */ (b)).hidden = b.closest(".nbchat-assistant") !== last[last.length - 1]));
+    syncControls();
+    follow();
   }
+
+  // ---- editing a sent message -----------------------------------------------------------------
+
+  /** @param {number} turn @param {string} text */
+  function startEdit(turn, text) {
+    editing = turn;
+    input.value = text;
+    showEditing();
+    input.focus();
+  }
+  function showEditing() {
+    editBanner.replaceChildren(
+      ...(editing === null
+        ? []
+        : [`Editing message ${editing + 1}: Send replaces it and drops the replies after it. `, cancelEdit]),
+    );
+    editBanner.hidden = editing === null;
+    remember();
+  }
+  function endEdit() {
+    editing = null;
+    showEditing();
+  }
+  cancelEdit.addEventListener("click", () => {
+    endEdit();
+    input.value = "";
+  });
 
   // ---- sending ------------------------------------------------------------------------------
 
@@ -229,6 +381,7 @@ function render({ model, el }) {
         return h("span", { class: "nbchat-thumb-wrap" }, img, remove);
       }),
     );
+    remember();
   }
 
   /** @param {Iterable<File>} files */
@@ -244,9 +397,16 @@ function render({ model, el }) {
     if (model.get("busy") || (!text.trim() && !pending.length)) return;
     const files = pending;
     pending = [];
+    lastSent = files;
     renderThumbs();
     const buffers = await Promise.all(files.map((p) => p.file.arrayBuffer()));
-    model.send({ type: "send", text }, undefined, buffers);
+    if (editing !== null) {
+      // no new attachment: the edited message keeps its images (the kernel has them)
+      model.send({ type: "edit", index: editing, text }, undefined, buffers);
+      endEdit();
+    } else {
+      model.send({ type: "send", text }, undefined, buffers);
+    }
     input.value = "";
     // the kernel drops old errors from the transcript when a turn starts; so does the log, now
     shown = shown.filter((s) => !(s.node.classList.contains("nbchat-error") && (s.node.remove(), true)));
@@ -259,24 +419,62 @@ function render({ model, el }) {
       img.setAttribute("src", p.url);
       images.append(img);
     }
-    log.scrollTop = log.scrollHeight;
+    stick = true; // whoever sends wants to see the answer
+    follow();
+    remember();
   }
 
-  send.addEventListener("click", submit);
-  input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+  // ---- keys: typed in the panel, handled in the panel, never seen by the notebook --------------
+
+  /** @param {KeyboardEvent} e */
+  function onKey(e) {
+    const t = e.target;
+    if (e.key === "Escape" && model.get("busy")) {
       e.preventDefault();
-      submit();
+      model.send({ type: "stop" });
+      return;
     }
-  });
+    if (t === picker.search) return picker.onKey(e);
+    if (e.key === "Escape" && picker.isOpen()) return picker.close();
+    if (t === input) {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        submit();
+      } else if (e.key === "Escape" && editing !== null) {
+        endEdit();
+        input.value = "";
+      }
+    }
+  }
+
+  /**
+   * JupyterLab handles shortcuts on `document` as the keydown bubbles; Notebook 7 listens on
+   * `document` in the capture phase, before the panel could see the key. A listener on `window`
+   * in the capture phase runs before both: it handles the panel's own keys and stops the event
+   * there (typing, new lines and clicks, the keys' default actions, still happen). Accel+S
+   * (save) still reaches the notebook.
+   * @param {KeyboardEvent} e
+   */
+  function keepKeys(e) {
+    const t = /** @type {Node | null} */ (e.target);
+    if (!t || !root.contains(t)) return;
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") return;
+    e.stopPropagation();
+    if (e.type === "keydown") onKey(e);
+  }
+  for (const type of ["keydown", "keypress", "keyup"]) window.addEventListener(type, /** @type {any} */ (keepKeys), true);
+
+  send.addEventListener("click", submit);
   stop.addEventListener("click", () => model.send({ type: "stop" }));
   newChat.addEventListener("click", () => {
     current?.stream?.cancel();
     current = null;
     for (const node of provisional) node.remove();
     provisional = [];
+    endEdit();
     model.send({ type: "new" });
   });
+  undo.addEventListener("click", () => model.send({ type: "undo_new" }));
   exportMd.addEventListener("click", () => model.send({ type: "export", format: "markdown" }));
   exportJson.addEventListener("click", () => model.send({ type: "export", format: "json" }));
   attach.addEventListener("click", () => fileInput.click());
@@ -307,19 +505,28 @@ function render({ model, el }) {
       box.append(h("div", { class: "nbchat-badge" }, "…"));
       log.append(box);
       provisional.push(box);
-      const stream = new MarkdownStream(body, () => (log.scrollTop = log.scrollHeight));
+      const stream = new MarkdownStream(body, follow);
       current = { stream, box, body, images };
+      follow();
     } else if (msg.type === "delta" && current?.stream) {
       current.stream.append(String(msg.text));
     } else if (msg.type === "image" && current && buffers.length) {
       current.images.append(dataImage(bytesToDataUrl(buffers[0], msg.mime), "generated image"));
+      follow();
     } else if (msg.type === "tool" && current) {
       current.body.before(toolStepBlock(msg));
     } else if (msg.type === "approve") {
       log.append(approvalBlock(msg, (ok) => model.send({ type: "approval", id: msg.id, ok })));
-      log.scrollTop = log.scrollHeight;
+      stick = true; // a call waiting for Run or Deny must be seen
+      follow();
     } else if (msg.type === "error") {
+      // the prompt and its attachments come back, ready to send again
       if (!input.value && msg.prompt) input.value = msg.prompt;
+      if (!pending.length && lastSent.length) {
+        pending = lastSent;
+        renderThumbs();
+      }
+      lastSent = [];
     } else if (msg.type === "export") {
       const blob = new Blob([msg.content], { type: msg.mime });
       const a = h("a", { download: msg.filename });
@@ -331,27 +538,39 @@ function render({ model, el }) {
 
   model.on("msg:custom", onMessage);
   model.on("change:transcript", renderTranscript);
-  model.on("change:models", syncControls);
-  model.on("change:model", syncControls);
-  model.on("change:system", syncControls);
-  for (const { spec } of controls) model.on(`change:${spec.name}`, syncControls);
-  model.on("change:busy", syncControls);
+  const synced = ["catalog", "model", "system", "busy", "can_undo", ...controls.map((c) => c.spec.name)];
+  for (const name of synced) model.on(`change:${name}`, syncControls);
   model.on("change:status", syncStatus);
   const stopClicks = handleMarkdownClicks(log);
-  syncControls();
   syncStatus();
   renderTranscript();
+  renderThumbs();
+  showEditing();
+  if (kept) {
+    input.value = kept.draft;
+    // the view is put in the page after render(): scroll (and focus) once the log has a size
+    const restore = new ResizeObserver(() => {
+      if (!log.clientHeight) return;
+      restore.disconnect();
+      log.scrollTop = stick ? log.scrollHeight : kept.scrollTop;
+      jump.hidden = stick;
+      if (kept.focused) {
+        input.focus();
+        input.setSelectionRange(input.value.length, input.value.length);
+      }
+    });
+    restore.observe(log);
+  }
 
   return () => {
+    resized.disconnect();
+    for (const type of ["keydown", "keypress", "keyup"]) window.removeEventListener(type, /** @type {any} */ (keepKeys), true);
     stopClicks();
     current?.stream?.cancel();
     model.off("msg:custom", onMessage);
     model.off("change:transcript", renderTranscript);
     model.off("change:status", syncStatus);
-    for (const name of ["models", "model", "system", "busy", ...controls.map((c) => c.spec.name)]) {
-      model.off(`change:${name}`, syncControls);
-    }
-    for (const p of pending) URL.revokeObjectURL(p.url);
+    for (const name of synced) model.off(`change:${name}`, syncControls);
   };
 }
 

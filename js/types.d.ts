@@ -7,7 +7,12 @@ export type { AnyModel, AnyWidget };
 /** ChatPanel's traits (nbchat/notebook/panel.py). */
 export interface PanelState {
   model: string;
-  models: string[];
+  /** the model picker's rows (nbchat.notebook.panel.model_catalog) */
+  catalog: CatalogRow[];
+  /** whether the last "New chat" can be undone */
+  can_undo: boolean;
+  /** names the panel for its views in the page (see leftBehind in panel.js) */
+  _panel_key: string;
   system: string;
   temperature: number | null;
   max_tokens: number | null;
@@ -19,6 +24,20 @@ export interface PanelState {
   /** {role: "user" | "assistant" | "error", text, images?, model?, badge?, interrupted?,
    *  reasoning?, note?} */
   transcript: Record<string, any>[];
+}
+
+/** One model in the picker: key status from nbchat's credentials resolution (never the key),
+ *  capabilities from the provider's table (null: not known). */
+export interface CatalogRow {
+  id: string;
+  provider: string;
+  ready: boolean;
+  key: "ready" | "missing" | "error";
+  /** what to set, or "key set" / "no key needed" */
+  hint: string;
+  vision: boolean | null;
+  tools: boolean | null;
+  description: string;
 }
 
 /** An option control's spec (nbchat.core.options.control_spec); its value is the trait `name`. */

@@ -33,7 +33,10 @@ SCRIPT_CAPABLE = {
 _CONTROL = re.compile(r"[\x00-\x20\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]+")
 _SAFE_HREF = re.compile(r"(?:https?:|mailto:|#)", re.I)
 _RASTER = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,", re.I)
-_STYLE = re.compile(r"\s*(?:(?:text-align|vertical-align)\s*:\s*[a-z-]+\s*;?\s*)*", re.I)
+#: the styles the sanitizer keeps: alignment, and the compare table's fixed column widths
+_STYLE = re.compile(
+    r"\s*(?:(?:(?:text-align|vertical-align|table-layout)\s*:\s*[a-z-]+|width\s*:\s*[\d.]+%)"
+    r"\s*;?\s*)*", re.I)
 
 
 _PAYLOAD_CALL = re.compile(r"alert\('[a-z]\d\d'\)|msgbox\('[a-z]\d\d'\)")

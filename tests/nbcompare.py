@@ -15,6 +15,7 @@ VARYING = [
     (re.compile(r"first token \d+\.\d+ s"), "first token T s"),
     (re.compile(r"\d+\.\d+ tok/s"), "R tok/s"),
     (re.compile(r"\d+\.\d+ s total"), "D s total"),
+    (re.compile(r"failed after \d+\.\d+ s"), "failed after D s"),
     (re.compile(r"0x[0-9a-f]+"), "0xADDR"),
     # a footer names a self-hosted endpoint's host; the test servers' ports are free ones
     (re.compile(r"at 127\.0\.0\.1:\d+"), "at 127.0.0.1:PORT"),

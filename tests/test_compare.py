@@ -13,7 +13,7 @@ import nbchat
 from nbchat.core import registry
 from nbchat.core.errors import ConnectionFailed, UnknownModel
 from nbchat.core.types import Reply
-from nbchat.notebook.compare import CompareResult, CompareView, acompare, compare
+from nbchat.notebook.compare import CompareResult, CompareView, acompare, compare, stats_of
 
 
 @pytest.fixture
@@ -191,3 +191,18 @@ def test_a_column_that_waits_says_what_for(two, fault_server):
     assert {"type": "status", "col": 1, "text": "waiting for openai, 1 s"} in status
     assert status[-1] == {"type": "status", "col": 1, "text": ""}
     assert result["openai:m"].text == "slow" and result["fa:echo"].text == "quick"
+
+
+def test_a_failed_column_says_how_long_it_took_to_fail_not_a_total():
+    slow = Reply(model="fa:echo", error=ConnectionFailed("gone"), duration=1.5)
+    at_once = Reply(model="fb:echo", error=ConnectionFailed("no key"), duration=0.0001)
+    fine = Reply(text="**ok**", model="fc:echo", duration=2.0)
+    result = CompareResult({"fa:echo": slow, "fb:echo": at_once, "fc:echo": fine})
+    page = result._repr_html_()
+    assert "failed after 1.50 s" in page and "failed after 0.00 s" in page
+    assert "0.00 s total" not in page and "2.00 s total" in page
+    assert stats_of(slow)["failed"] and not stats_of(fine)["failed"]
+    # the finished table renders the Markdown the live columns render, in equal columns
+    assert "<strong>ok</strong>" in page
+    assert page.count("width:33.333%") == 6  # head and body cell of each column
+    assert "table-layout:fixed" in page

@@ -224,7 +224,8 @@ def test_controls_reach_the_request(fake):
     try:
         panel = ChatPanel("fake:echo", system="be brief", temperature=0.5)
         assert panel.temperature == 0.5 and panel.system == "be brief"
-        assert "fake:echo" in panel.models and "other:echo" in panel.models
+        ids = [row["id"] for row in panel.catalog]
+        assert "fake:echo" in ids and "other:echo" in ids
         # what the front end does when the user edits the controls
         panel.set_state({"temperature": 0.0, "max_tokens": 7, "system": "be kind",
                          "model": "other:echo"})
@@ -314,7 +315,7 @@ def test_transcript_is_synced_state_and_not_touched_per_token(fake):
     assert state["_esm"] == (STATIC / "panel.js").read_text()
 
 
-@pytest.mark.parametrize("name", ["panel.js", "compare.js", "markdown.js", "dom.js"])
+@pytest.mark.parametrize("name", ["panel.js", "picker.js", "compare.js", "markdown.js", "dom.js"])
 def test_front_end_sources_never_parse_html_themselves(name):
     """Our own modules build DOM nodes; the one HTML string (markdown-it's output) goes to
     DOMPurify, which returns a DOM fragment, so nothing is parsed after it was checked."""

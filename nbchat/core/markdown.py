@@ -61,12 +61,13 @@ _ATTRIBUTES = {
     "img": {"src", "alt", "class"},
     "pre": {"class"},
     "p": {"class"},
-    "table": {"class"},
+    "table": {"class", "style"},
     "details": {"class"},
 }
 _CLASSES = {
     "nbchat-md", "nbchat-reply", "nbchat-image-link", "nbchat-error", "nbchat-tool-calls",
-    "nbchat-footer", "nbchat-compare-result", "nbchat-image", "nbchat-math-source",
+    "nbchat-footer", "nbchat-compare-result", "nbchat-compare-table", "nbchat-image",
+    "nbchat-math-source",
     "math", "math-display", "mathjax_ignore", "tex2jax_ignore", "mathjax_process",
     "tex2jax_process", "contains-task-list", "task-list-item", "task-list-item-checkbox",
     "nbchat-reasoning", "nbchat-note", "nbchat-status", "nbchat-tool-step", "nbchat-refusal",
@@ -104,7 +105,8 @@ def clean(fragment: str) -> str:
         attribute_filter=_attribute_filter,
         url_schemes={"http", "https", "mailto", "data"},
         url_relative=lambda url: url if url.startswith("#") else None,
-        filter_style_properties={"text-align", "vertical-align"},
+        # column widths of the compare table (nbchat.notebook.compare), nothing that fetches
+        filter_style_properties={"text-align", "vertical-align", "width", "table-layout"},
         tag_attribute_values={"input": {"type": {"checkbox"}}},
         set_tag_attribute_values={"input": {"disabled": "disabled"}},
         link_rel="noopener noreferrer nofollow",

@@ -88,6 +88,12 @@ class Provider:
                 return info
         return None
 
+    def prompt_tokens(self, request: Request) -> int | None:
+        """How many tokens the prompt of `request` took, if this provider measured it while
+        streaming; None when unknown (the default). A stream's usage comes with its end, so a
+        reply cut off early has none: the turn asks here for interrupted replies only."""
+        return None
+
     def normalize_model(self, model: str) -> str:
         """Map aliases or deprecated ids to the current id (may warn); raise UnknownModel."""
         return model

@@ -357,6 +357,11 @@ class Turn:
         reply.refusal = "".join(self._refusal)
         if self.started is not None:
             reply.duration = time.perf_counter() - self.started
+        if reply.interrupted and reply.usage.input_tokens is None:
+            # cut off before the usage that ends a stream: the provider may have counted it
+            counted = self.provider.prompt_tokens(self.request)
+            if counted is not None:
+                reply.usage = Usage(counted, reply.usage.output_tokens)
         if reply.usage.output_tokens is None and self._deltas:
             # servers that send no usage in streams: one delta is one token
             reply.usage = Usage(reply.usage.input_tokens, self._deltas)

@@ -41,12 +41,14 @@ def stats_of(reply: Reply) -> dict[str, Any]:
         "duration": reply.duration,
         "interrupted": reply.interrupted,
         "replayed": reply.replayed,
+        "failed": reply.error is not None,
     }
 
 
 def stats_text(reply: Reply) -> str:
     """A reply's numbers as one line: `first token X.XX s · X.X tok/s · N in / M out tokens ·
     X.XX s total`, each part only when known, plus `interrupted` and `replayed` when true.
+    A failed reply says `failed after X.XX s` instead of a total.
     """
     bits = []
     if reply.time_to_first_token is not None:
@@ -57,7 +59,9 @@ def stats_text(reply: Reply) -> str:
     if u.input_tokens is not None or u.output_tokens is not None:
         bits.append(f"{u.input_tokens if u.input_tokens is not None else '?'} in / "
                     f"{u.output_tokens if u.output_tokens is not None else '?'} out tokens")
-    if reply.duration is not None:
+    if reply.error is not None:
+        bits.append(f"failed after {reply.duration or 0.0:.2f} s")
+    elif reply.duration is not None:
         bits.append(f"{reply.duration:.2f} s total")
     if reply.interrupted:
         bits.append("interrupted")
@@ -92,7 +96,8 @@ class CompareResult(dict[str, Reply]):
     def _repr_html_(self) -> str:
         """One column per model; each reply is rendered and sanitized on its own (so one
         cannot change how the next is read), then the whole table is sanitized again."""
-        head = "".join(f"<th style='text-align:left'>{html.escape(k)}</th>" for k in self)
+        width = f"width:{100 / max(1, len(self)):.3f}%"
+        head = "".join(f"<th style='text-align:left;{width}'>{html.escape(k)}</th>" for k in self)
         cells, stats = [], []
         for r in self.values():
             body = render_html(r.text) if r.text else ""
@@ -101,13 +106,16 @@ class CompareResult(dict[str, Reply]):
             for part in r.image_parts:
                 src = html.escape(image_data_url(part), quote=True)
                 body += f"<p><img class='nbchat-image' alt='image' src='{src}'></p>"
-            cells.append(f"<td style='text-align:left;vertical-align:top'>{clean(body)}</td>")
+            top = f"text-align:left;vertical-align:top;{width}"
+            cells.append(f"<td style='{top}'>{clean(body)}</td>")
             small = html.escape(stats_text(r))
             stats.append(f"<td style='text-align:left'><sub>{small}</sub></td>")
         prompt = (f"<p><strong>Prompt:</strong> {html.escape(self.prompt)}</p>"
                   if self.prompt else "")
         return clean(
-            f"<div class='nbchat-compare-result'>{prompt}<table><thead><tr>{head}</tr></thead>"
+            f"<div class='nbchat-compare-result'>{prompt}"
+            "<table class='nbchat-compare-table' style='table-layout:fixed;width:100%'>"
+            f"<thead><tr>{head}</tr></thead>"
             f"<tbody><tr>{''.join(cells)}</tr><tr>{''.join(stats)}</tr></tbody></table></div>"
         )
 
@@ -298,7 +306,8 @@ def _finish(view: CompareView, handle: Any, result: CompareResult | None) -> Non
 
 
 async def acompare(models: Any, prompt: Any, **options: Any) -> CompareResult:
-    """Send `prompt` to every model at once; in a notebook, stream them side by side."""
+    """`compare`, for async code: send `prompt` to every model at once; in a notebook, stream
+    them side by side. Same arguments, result and errors as `compare`."""
     hide_key(options)
     view = CompareView(await expand_models(models), **options)
     handle = _show(view)
@@ -312,10 +321,32 @@ async def acompare(models: Any, prompt: Any, **options: Any) -> CompareResult:
 
 
 def compare(models: Any, prompt: Any, **options: Any) -> CompareResult:
-    """`acompare` for sync code (a cell, `%%chat -m A,B`): returns the CompareResult.
+    """Send the same prompt to several models at once and show their replies side by side.
 
-    In a kernel the view is created here (in the cell) and the streams run through the sync
-    bridge, on its loop thread.
+    - `models`: model ids as a list (`["local", "cerebras:llama3.1-8b"]`), a comma-separated
+      string (`"local,nvidia:meta/llama-3.1-8b-instruct"`), `ModelInfo`s, or `"provider:*"` for
+      every model a provider lists;
+    - `prompt`: a string or a list of messages (what `nbchat.chat` takes);
+    - `options`: any nbchat option for every model (`temperature=0`, `max_tokens=200`,
+      `seed=1`, ...; see `nbchat.options()`), validated once before anything is sent.
+
+    In a notebook the columns stream live (rendered Markdown, time to first token, tokens per
+    second), then the output becomes a static table of the same rendering that saves with the
+    notebook. Returns a `CompareResult`: a dict of model id -> `Reply` (also `nbchat.last`);
+    `.errors` holds the models that failed, each shown in its own column without stopping the
+    others. Raises `UnknownModel` for an unknown id and `BadOption` for bad options, before any
+    request. `acompare` is the async twin; `%%chat -m A,B` does the same from a cell.
+
+    Keys come from `api_key=...`, `%config ChatMagics.api_keys = {"cerebras": ...}` or the
+    provider's environment variable (CEREBRAS_API_KEY, NVIDIA_API_KEY, REPLICATE_API_TOKEN,
+    ANYSCALE_API_KEY, OPENAI_API_KEY); the local model needs none.
+
+    Example::
+
+        import nbchat
+        result = nbchat.compare(["local", "cerebras:llama3.1-8b"], "Name three primes.",
+                                temperature=0)
+        result["local"].text
     """
     hide_key(options)
     if not _in_kernel():

@@ -199,7 +199,7 @@ class ChatMagics(Magics, Configurable):
 
     # ---- %%chat ------------------------------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments(name="%chat")  # IPython adds one "%": the usage line says %%chat
     @argument("-m", "--model", help="model id, an alias like 'local', 'A,B' or 'provider:*'")
     @option_argument("system", "-s", "--system", note="kept for the thread")
     @option_argument("temperature", "-t", "--temperature", type=float)
@@ -256,8 +256,27 @@ class ChatMagics(Magics, Configurable):
     def chat(self, line: str, cell: str) -> None:
         """Send the cell to a model and stream the reply as Markdown.
 
-        `{var}` in the cell is filled from the notebook's variables; other braces are sent
-        as typed (see `fill_template`), and `--no-fill` sends the whole cell as typed.
+        Each cell continues the thread (`--thread NAME`, `--new` to start afresh); the reply is
+        also `nbchat.last`. `{var}` in the cell is filled from the notebook's variables; other
+        braces are sent as typed (see `fill_template`), and `--no-fill` sends the whole cell as
+        typed. `-m A,B` (or `provider:*`) sends the cell to several models side by side.
+
+        Examples::
+
+            %%chat
+            Explain list comprehensions in two sentences.
+
+            %%chat -m cerebras:llama3.1-8b -t 0.2 --max-tokens 200
+            Summarise {text} in three bullet points.
+
+            %%chat -m local,nvidia:meta/llama-3.1-8b-instruct
+            Which is larger, 9.11 or 9.9?
+
+        The default model is `local` (SmolLM2 on llama.cpp: no key, no network); change it with
+        `%config ChatMagics.default_model = "cerebras:llama3.1-8b"`. Keys, first found wins:
+        `%config ChatMagics.api_keys = {"cerebras": ...}`, then the provider's environment
+        variable (CEREBRAS_API_KEY, NVIDIA_API_KEY, REPLICATE_API_TOKEN, ANYSCALE_API_KEY,
+        OPENAI_API_KEY). `%models` lists the models and says which keys are set.
         """
         args = _unquoted(parse_argstring(self.chat, line))
         if args.model is not None and not args.model.strip():

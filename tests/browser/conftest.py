@@ -78,7 +78,9 @@ class _EvilHandler(BaseHTTPRequestHandler):
             every = "\n\n".join(p for _, p in CORPUS)
             chunks, pause = list(payloads.get(prompt, every)), 0.0
         else:
-            chunks = [w if i == 0 else " " + w for i, w in enumerate(EVIL_REPLY.split(" "))]
+            # "long" asks for the reply four times over (about 15 s of streaming)
+            words = (EVIL_REPLY + " ") * 4 if prompt == "long" else EVIL_REPLY
+            chunks = [w if i == 0 else " " + w for i, w in enumerate(words.split(" "))]
             pause = 0.12
         try:
             if not corpus:

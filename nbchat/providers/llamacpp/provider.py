@@ -232,6 +232,9 @@ class LlamaCppProvider(Provider):
     def __init__(self) -> None:
         self._models: dict[str, Loaded] = {}  # by path: one copy of the weights each
         self._load_lock = threading.Lock()
+        #: per running or recent stream (by id of its request): the worker's token counts, so
+        #: an interrupted reply still learns its prompt size (`prompt_tokens`); the last few only
+        self._counts: dict[int, dict[str, int]] = {}
         #: options from configure(): None for every model, else by path
         self._configured: dict[str | None, dict[str, Any]] = {}
         atexit.register(self.close)
@@ -392,6 +395,12 @@ class LlamaCppProvider(Provider):
 
     # ---- streaming ------------------------------------------------------------------------
 
+    def prompt_tokens(self, request: Request) -> int | None:
+        """The prompt's size in tokens as llama.cpp evaluated it for `request` (known once the
+        first token was generated), for a reply interrupted before its usage arrived."""
+        counts = self._counts.pop(id(request), None)
+        return counts.get("prompt") if counts else None
+
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Event]:
         """Generate in a worker thread (one at a time per loaded model), loading the model first
         if needed (the turn's status line says so: `nbchat.core.waits.loading`); the endpoint is
@@ -410,6 +419,9 @@ class LlamaCppProvider(Provider):
         stop = threading.Event()
         counts: dict[str, int] = {}
         notes: list[str] = []
+        self._counts[id(request)] = counts
+        while len(self._counts) > 8:
+            self._counts.pop(next(iter(self._counts)))
 
         def put(item: Any) -> None:
             try:
@@ -473,6 +485,7 @@ class LlamaCppProvider(Provider):
             output = state.n_deltas
             if prompt is not None and "end" in counts:
                 output = max(output, counts["end"] - prompt)
+            self._counts.pop(id(request), None)
             yield Done(done.finish_reason, Usage(prompt, output), tuple(notes))
         finally:
             stop.set()
