@@ -44,7 +44,7 @@ from nbchat.notebook.panel import ChatPanel
 
 KEY = "zzleak-" + secrets.token_hex(16)
 PATHS = ["401", "403", "5xx", "refused", "bad-url", "first-byte timeout", "idle timeout",
-         "mid-stream error", "mid-stream drop", "ok"]
+         "mid-stream error", "mid-stream drop", "echoed in the reply", "ok"]
 SOURCES = ["argument", "config", "environment"]
 
 
@@ -91,6 +91,11 @@ def arrange(path: str, server: FaultServer) -> tuple[str, dict[str, Any]]:
                     record({"error": {"message": f"proxy refused {echoed}", "code": 502}}), DONE)
     elif path == "mid-stream drop":
         server.only(sse_head(), text_chunk(f"Hello {KEY[:3]}"), 0.05, CLOSE)
+    elif path == "echoed in the reply":  # a proxy or a model repeating the request's headers
+        cut = 12  # the key split across chunks, and again whole
+        server.only(sse_head(), text_chunk(f"Your header: {echoed[:cut]}"),
+                    text_chunk(f"{echoed[cut:]} and again {KEY}."),
+                    text_chunk(" Done", finish="stop"), DONE)
     else:
         server.only(sse_head(), text_chunk("Hello", finish="stop"), DONE)
     return base, options
@@ -228,7 +233,8 @@ def test_cells_with_verbose_tracebacks(path, source, fault_server, key_from, qui
         captured = capsys.readouterr()
         text = "\n".join([captured.out, captured.err, json.dumps(sh.outputs, default=repr)]
                          + [r.getMessage() for r in caplog.records])
-        assert "Traceback" in text or path == "ok" or source != "argument" or "Error" in text
+        answered = path in ("ok", "echoed in the reply")
+        assert "Traceback" in text or answered or source != "argument" or "Error" in text
         assert leaks(text) == []
     finally:
         sh.close()

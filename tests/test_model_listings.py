@@ -69,4 +69,4 @@ def test_calls_with_tools_to_a_self_hosted_nim_are_sent(llama_server):
                         base_url=llama_server, tools=[get_weather], tool_choice="get_weather",
                         temperature=0, max_tokens=40)
     assert reply.error is None
-    assert [t.name for t in reply.tool_calls] == ["get_weather"]
+    assert [s.call.name for s in reply.steps] == ["get_weather"]  # sent, called and run

@@ -9,7 +9,7 @@ from typing import Any
 from . import costs, registry
 from .bridge import iterate_sync, run_sync
 from .credentials import hide_key
-from .errors import BadOption
+from .errors import BadOption, scrub_known
 from .loop import TurnLoop
 from .options import Settings, parse_settings
 from .turn import Turn, build_request
@@ -162,7 +162,7 @@ def with_context(messages: list[Message], pairs: tuple[tuple[str, Any], ...],
                           "cannot see") if i.images else i for i in items]
     if not items:
         return messages, ()
-    block = context_text(items)
+    block = scrub_known(context_text(items))  # a key nbchat holds never goes as context
     out = list(messages)
     at = max((i for i, m in enumerate(out) if m.role == "user"), default=None)
     if at is None:

@@ -75,6 +75,60 @@ def redact(text: str) -> str:
     return text
 
 
+def scrub_known(text: str) -> str:
+    """`text` with every remembered key (`remember_secret`) replaced by `***`; unlike `redact`,
+    key-shaped text that is not a key nbchat was given stays (it may be the user's data)."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class KeyScrubber:
+    """Feed a stream's text chunks in order; every remembered key (`remember_secret`) in them
+    comes out as `***`, even when a key is split across chunks: a chunk's end that could be the
+    start of a key is held back until the next chunk (or `flush`) says whether it is one.
+
+    A server that echoes request headers, or a model that repeats its prompt, can send the key
+    back inside the reply's text; this keeps it out of the output, the history and the log.
+    """
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        """The next chunk with keys scrubbed (the same object when nothing changed)."""
+        if not _known_secrets:
+            if not self.held:
+                return text
+            text, self.held = self.held + text, ""
+            return text
+        buf = self.held + text if self.held else text
+        for secret in _known_secrets:
+            if secret in buf:
+                buf = buf.replace(secret, "***")
+        hold = 0
+        for secret in _known_secrets:  # the longest end of buf that begins a key
+            i = buf.find(secret[0], max(0, len(buf) - len(secret) + 1))
+            while i != -1:
+                if secret.startswith(buf[i:]):
+                    hold = max(hold, len(buf) - i)
+                    break
+                i = buf.find(secret[0], i + 1)
+        if hold:
+            self.held, buf = buf[len(buf) - hold:], buf[:len(buf) - hold]
+        else:
+            self.held = ""
+        return buf
+
+    def flush(self) -> str:
+        """At the end of the stream: what was held back (it did not turn out to be a key)."""
+        held, self.held = self.held, ""
+        return held
+
+
 def shorten(text: str, limit: int = MESSAGE_LIMIT, where: str = "full_message") -> str:
     """`text` cut to about `limit` characters, saying how much was left out and where it is."""
     if len(text) <= limit:

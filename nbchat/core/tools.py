@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .errors import redact, scrub_known
 from .types import Tool, ToolCall, ToolStep
 
 #: the result sent back for a call the approval hook refused
@@ -95,10 +96,11 @@ async def _run(tool: Tool, call: ToolCall) -> ToolStep:
         if inspect.isawaitable(value):
             value = await value
     except Exception as exc:  # the model reads what went wrong and may try again
-        text = f"{type(exc).__name__}: {exc}"
+        text = redact(f"{type(exc).__name__}: {exc}")  # it goes to the model and the cell
         return ToolStep(call, f"error: {text}", error=text,
                         duration=time.perf_counter() - start)
-    return ToolStep(call, result_text(value), value=value, duration=time.perf_counter() - start)
+    return ToolStep(call, scrub_known(result_text(value)), value=value,
+                    duration=time.perf_counter() - start)
 
 
 async def run_calls(calls: Sequence[ToolCall], tools: Sequence[Tool],

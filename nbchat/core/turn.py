@@ -27,7 +27,7 @@ from typing import Any
 from . import costs, replay, waits
 from . import log as _log
 from .credentials import Endpoint, Secret
-from .errors import NbchatError
+from .errors import KeyScrubber, NbchatError
 from .images import fetch_image, resolve_images, to_image_part
 from .options import Settings
 from .provider import Provider
@@ -228,6 +228,7 @@ class Turn:
         pump = loop.create_task(self._pump(tracker, queue, notify))
         chunks, reasoning, marks = self._chunks, self._reasoning, self._marks
         joiner, reasoning_joiner = SurrogateJoiner(), SurrogateJoiner()
+        scrub, reasoning_scrub = KeyScrubber(), KeyScrubber()  # a key echoed back: ***
         shown = ""  # the status line on screen
         said = 0.0  # when it was last sent
         try:
@@ -252,7 +253,7 @@ class Turn:
                     raise ev.exc
                 stamps = self._stamps  # None when not logging (or replaying)
                 if isinstance(ev, TextDelta):
-                    text = joiner.feed(ev.text)
+                    text = scrub.feed(joiner.feed(ev.text))
                     if text is not ev.text:
                         if not text:
                             continue  # only half a character: it waits for its other half
@@ -269,7 +270,7 @@ class Turn:
                     chunks.append(text)
                     self._deltas += 1
                 elif isinstance(ev, ReasoningDelta):
-                    text = reasoning_joiner.feed(ev.text)
+                    text = reasoning_scrub.feed(reasoning_joiner.feed(ev.text))
                     if not text:
                         continue
                     if stamps is not None:
@@ -287,7 +288,11 @@ class Turn:
                     continue
                 else:
                     if isinstance(ev, Done):
-                        tail = joiner.flush()
+                        thought = reasoning_scrub.flush()
+                        if thought:
+                            reasoning.append(thought)
+                            yield ReasoningDelta(thought)
+                        tail = scrub.feed(joiner.flush()) + scrub.flush()
                         if tail:
                             if stamps is not None:
                                 stamps.append(clock())

@@ -94,7 +94,7 @@ def last_error(shell: Any = None) -> Described:
     text = error_text(exc, shell)
     if source is not None:
         head = f"The cell that raised it (In[{count}]):" if count else "The cell that raised it:"
-        text += f"\n\n{head}\n{source.rstrip()}"
+        text += f"\n\n{head}\n{redact(source.rstrip())}"
     return Described("last error", text)
 
 
@@ -114,7 +114,7 @@ def cell_source(number: int, shell: Any = None) -> str:
         ran = len(hist) - 1
         raise BadOption("context", f"cell:{number}: no such cell; cells In[1] to In[{ran}] "
                         "have run (cell:-1 is the one before this)")
-    return str(hist[index])
+    return redact(str(hist[index]))  # a cell that set a key sends it as ***
 
 
 def resolve(name: str) -> Any:

@@ -220,6 +220,16 @@ class OpenAICompatProvider(Provider):
             raise ConnectionFailed(
                 f"{self.name}: the connection closed before the reply finished; try again"
             )
+        if finished and state.finish_reason is None and not state.tools.calls:
+            # every OpenAI-style server says why a reply ended in its last chunk; `[DONE]`
+            # without it is a stream cut off, e.g. llama_cpp.server ending a running stream
+            # when another request arrives (its default `--interrupt_requests true`)
+            raise ConnectionFailed(
+                f"{self.name} ended the stream without saying why the reply finished (no "
+                "finish_reason): it was cut off. A llama_cpp.server does this to a running "
+                "reply when another request arrives: start it with --interrupt_requests false "
+                "or send one request at a time; try again"
+            )
         for ev in state.done_events():
             yield ev
 
