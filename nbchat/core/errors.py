@@ -86,46 +86,72 @@ def scrub_known(text: str) -> str:
 
 class KeyScrubber:
     """Feed a stream's text chunks in order; every remembered key (`remember_secret`) in them
-    comes out as `***`, even when a key is split across chunks: a chunk's end that could be the
-    start of a key is held back until the next chunk (or `flush`) says whether it is one.
+    comes out as `***`, even when a key is split across chunks.
+
+    A chunk's end that could be the start of a key (at least `HOLD` of its characters) is held
+    back until the next chunk (or `flush`) says whether it is one; a shorter start is let
+    through and, when the next chunk goes on with the rest of the key, that rest comes out as
+    `***` (at most `HOLD - 1` characters of a key's head are shown: never enough to use). So
+    ordinary text is never held back, and a stream that breaks loses nothing it showed.
 
     A server that echoes request headers, or a model that repeats its prompt, can send the key
     back inside the reply's text; this keeps it out of the output, the history and the log.
     """
 
-    __slots__ = ("held",)
+    HOLD = 4
+    __slots__ = ("held", "shown")
 
     def __init__(self) -> None:
-        self.held = ""
+        self.held = ""  # the end of what came, not let through: it may be a key's start
+        self.shown = ""  # the start of that possible key already let through (< HOLD chars)
 
     def feed(self, text: str) -> str:
         """The next chunk with keys scrubbed (the same object when nothing changed)."""
-        if not _known_secrets:
-            if not self.held:
-                return text
-            text, self.held = self.held + text, ""
+        secrets = _known_secrets
+        if not secrets:
+            if self.held:
+                text, self.held, self.shown = self.held + text, "", ""
             return text
-        buf = self.held + text if self.held else text
-        for secret in _known_secrets:
-            if secret in buf:
-                buf = buf.replace(secret, "***")
-        hold = 0
-        for secret in _known_secrets:  # the longest end of buf that begins a key
-            i = buf.find(secret[0], max(0, len(buf) - len(secret) + 1))
+        shown = self.shown
+        work = shown + self.held + text if shown or self.held else text
+        pos = len(shown)  # work[:pos] has been let through
+        lo = 0
+        out: list[str] = []
+        while True:  # whole keys, in order, including one whose start was let through
+            best: tuple[int, str] | None = None
+            for secret in secrets:
+                j = work.find(secret, lo)
+                if j != -1 and (best is None or j < best[0]):
+                    best = (j, secret)
+            if best is None:
+                break
+            j, secret = best
+            if j > pos:
+                out.append(work[pos:j])
+            out.append("***")
+            pos = lo = j + len(secret)
+        n, start = len(work), None
+        for secret in secrets:  # the longest end of work that begins a key
+            i = work.find(secret[0], max(lo, n - len(secret) + 1))
             while i != -1:
-                if secret.startswith(buf[i:]):
-                    hold = max(hold, len(buf) - i)
+                if secret.startswith(work[i:]):
+                    start = i if start is None else min(start, i)
                     break
-                i = buf.find(secret[0], i + 1)
-        if hold:
-            self.held, buf = buf[len(buf) - hold:], buf[:len(buf) - hold]
+                i = work.find(secret[0], i + 1)
+        if start is None:
+            out.append(work[pos:])
+            self.held = self.shown = ""
         else:
-            self.held = ""
-        return buf
+            # a start long enough to hold is held whole; a shorter one goes out as it comes
+            cut = max(pos, start if n - start >= self.HOLD else n)
+            out.append(work[pos:cut])
+            self.shown, self.held = work[start:cut], work[cut:]
+        result = "".join(out)
+        return text if result == text else result
 
     def flush(self) -> str:
         """At the end of the stream: what was held back (it did not turn out to be a key)."""
-        held, self.held = self.held, ""
+        held, self.held, self.shown = self.held, "", ""
         return held
 
 
