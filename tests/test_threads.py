@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 from fakes import FakeProvider
-from faultserver import DONE, FaultServer, sse_head, text_chunk
+from faultserver import CLOSE, DONE, FaultServer, sse_head, text_chunk
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -169,6 +169,90 @@ def test_a_cell_that_fails_before_sending_changes_no_thread_option(sh, fake):
     assert "tool_choice" in msg
     sh.ok("%%chat\nthree")
     assert fake.requests[-1].options.temperature == 0.4
+
+
+def _dead_base() -> str:
+    """A loopback base URL where nothing listens (the connection is refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_a_cell_that_fails_before_a_reply_leaves_the_thread_and_last_as_they_were(
+        sh, recorder, monkeypatch):
+    """A missing key on a switch of provider: the thread keeps its model, endpoint, options
+    and history, and nbchat.last its good reply (the tester's cells, in order)."""
+    monkeypatch.delenv("CEREBRAS_API_KEY", raising=False)
+    sh.ok(f"%%chat --thread t --base-url {recorder.base} -m openai:x -t 0.3\nq1")
+    good = nbchat.last
+    assert good.text == "from B"
+    msg = sh.error("%%chat --thread t -m cerebras:llama3.1-8b\nq2")
+    assert "CEREBRAS_API_KEY" in msg
+    assert nbchat.last is good  # not an empty Reply of the failed cell
+    conv = sh.thread("t")
+    assert conv.model == "openai:x" and conv.settings.base_url == recorder.base
+    sh.ok("%%chat --thread t\nafter")  # not stuck on cerebras
+    assert len(recorder.requests) == 2 and nbchat.last.model == "openai:x"
+    assert recorder.requests[-1].json()["temperature"] == 0.3
+    sh.ok("%%chat --thread t -m openai:x\nback")  # the same endpoint, not api.openai.com
+    assert len(recorder.requests) == 3
+    assert [t for _, t in _texts(sh.thread("t"))] == [
+        "q1", "from B", "after", "from B", "back", "from B"]
+
+
+def test_every_failure_before_a_reply_leaves_the_thread_as_it_was(sh, recorder, monkeypatch):
+    """A refused connection with new options, a bad option after a switch of model, a failed
+    --new and a failed first cell of a thread: none of them changes a thread."""
+    monkeypatch.delenv("CEREBRAS_API_KEY", raising=False)
+    sh.ok(f"%%chat --thread t --base-url {recorder.base} -m openai:x -t 0.3 -s 'Be brief.'\nq1")
+    good = nbchat.last
+    sh.error(f"%%chat --thread t --base-url {_dead_base()} -t 0.9 --max-tokens 3 "
+             "--timeout 5\nrefused")
+    sh.error("%%chat --thread t -m cerebras:llama3.1-8b --tool-choice nope\nbad option")
+    sh.error("%%chat --thread t --new -m cerebras:llama3.1-8b -s 'Other.'\nfresh")
+    assert nbchat.last is good
+    conv = sh.thread("t")
+    assert (conv.model, conv.settings.base_url, conv.system) == (
+        "openai:x", recorder.base, "Be brief.")
+    assert len(conv.history) == 2
+    sh.ok("%%chat --thread t\nq2")
+    body = recorder.requests[-1].json()
+    assert body["temperature"] == 0.3 and "max_tokens" not in body
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert [m["content"] for m in body["messages"][1:]] == ["q1", "from B", "q2"]
+    # a thread whose first cell failed was never started: a later cell starts it afresh
+    sh.error("%%chat --thread n -m cerebras:llama3.1-8b -t 1.5\nfirst")
+    assert "n" not in sh.magics.threads
+    sh.ok(f"%%chat --thread n -m openai:x --base-url {recorder.base}\nfirst")
+    assert "temperature" not in recorder.requests[-1].json()
+
+
+def test_a_failure_after_partial_text_is_kept_in_last(sh, recorder):
+    sh.ok(f"%%chat --thread t --base-url {recorder.base} -m openai:x\nq1")
+    recorder.only(sse_head(), text_chunk("half an ans"), CLOSE)
+    sh.error("%%chat --thread t\nq2")
+    partial = nbchat.last
+    assert partial.text == "half an ans" and partial.error is not None
+
+
+def test_dry_run_shows_the_endpoint(recorder):
+    from test_magics import Shell as Recording
+
+    shell = Recording()
+    try:
+        shell.ok(f"%%chat --thread dr --base-url {recorder.base} -m openai:x\nq1")
+        shell.ok("%%chat --thread dr --dry-run\nq2")
+        shown = "".join(m["data"].get("text/plain", "") for m in shell.messages)
+        assert f"endpoint: {recorder.base}" in shown
+        shell.ok("%%chat --thread dr2 --dry-run -m local\nq")
+        shown = "".join(m["data"].get("text/plain", "") for m in shell.messages)
+        assert "endpoint: in this process" in shown
+        assert len(recorder.requests) == 1
+    finally:
+        shell.close()
 
 
 # ---- 2. re-running a cell replaces its turn -----------------------------------------------------

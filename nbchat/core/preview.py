@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import replay
 from .conversation import Conversation
 from .images import to_image_part
 from .loop import TurnLoop
@@ -53,14 +54,19 @@ def estimate(messages: list[Message] | tuple[Message, ...]) -> TokenCount:
 @dataclass(frozen=True)
 class Preview:
     """The request a call would send to `model` (`provider:model`): `messages` in order (the
-    system prompt first, the new user message last) and `tokens` (a `TokenCount`)."""
+    system prompt first, the new user message last), `tokens` (a `TokenCount`) and `endpoint`,
+    the base URL it would go to, without user or password (`Endpoint.base_url` as
+    `nbchat.core.credentials.resolve` gives it: explicit, `%config`, environment, default);
+    None for a model run in this process."""
 
     model: str
     messages: tuple[Message, ...]
     tokens: TokenCount
+    endpoint: str | None = None
 
     def __str__(self) -> str:
         lines = [f"dry run: nothing was sent to {self.model}",
+                 f"endpoint: {self.endpoint or 'in this process (no server)'}",
                  f"prompt: {self.tokens!r}", ""]
         for m in self.messages:
             lines.append(f"── {m.role} ──")
@@ -100,7 +106,9 @@ async def apreview_turn(turn: Turn | TurnLoop) -> Preview:
                       for p in map(to_image_part, turn._images))
         request = turn._with_images(request, parts)
     turn.provider.check_request(request)
+    endpoint = turn.provider.endpoint(turn._base_url, turn._api_key)  # as the turn would
     counted = await turn.provider.count_tokens(request)
     tokens = (TokenCount(counted, estimated=False, method=f"{turn.reply.model}'s own tokenizer")
               if counted is not None else estimate(request.messages))
-    return Preview(turn.reply.model, request.messages, tokens)
+    return Preview(turn.reply.model, request.messages, tokens,
+                   endpoint=replay.public_url(endpoint.base_url))

@@ -118,9 +118,8 @@ class ChatMagics(Magics, Configurable):
     temperature = Float(None, allow_none=True, help=default_help("temperature")).tag(config=True)
     max_tokens = Int(None, allow_none=True, help=default_help("max_tokens")).tag(config=True)
     seed = Int(None, allow_none=True, help=default_help("seed")).tag(config=True)
-    stream = Bool(True, help="Stream replies as they arrive (--no-stream turns it off).").tag(
-        config=True
-    )
+    stream = Bool(True, help="Show replies as they arrive; False (or --no-stream) shows each "
+                  "reply once complete. The request is streamed either way.").tag(config=True)
     update_interval = Float(
         0.1, help="Minimum seconds between two updates of the streaming output."
     ).tag(config=True)
@@ -228,7 +227,9 @@ class ChatMagics(Magics, Configurable):
               "and options until a cell changes them, and running a cell again replaces that "
               "cell's turn")
     @argument("--as", dest="as_var", metavar="VAR", help="also store the reply in VAR")
-    @argument("--no-stream", action="store_true", help="show the reply only when it is complete")
+    @argument("--no-stream", action="store_true",
+              help="show the reply only once it is complete (a display setting: the request "
+              "is still streamed, so timeouts, Ctrl-C and partial replies work as usual)")
     @argument("--no-fill", action="store_true",
               help="send the cell exactly as typed: {name} is not filled from variables")
     @option_argument("base_url", "--base-url", metavar="URL")
@@ -421,9 +422,14 @@ class ChatMagics(Magics, Configurable):
         from .status import StatusLine, note_bundle, reasoning_bundle
 
         thread = args.thread or "default"
-        conv = self._conversation(thread, model, args.new, options.pop("system", None),
-                                  options.get("base_url"))
-        turn = self._turn(conv, prompt, options, key)
+        saved = self._thread_state(thread)
+        try:
+            conv = self._conversation(thread, model, args.new, options.pop("system", None),
+                                      options.get("base_url"))
+            turn = self._turn(conv, prompt, options, key)
+        except BaseException:
+            self._restore_thread(thread, saved)  # a cell that fails before sending: no change
+            raise
         # the outputs that stay carry the reply's provenance as metadata; the streamed pieces
         # and the status line, replaced or emptied by the end, do not (bytes on every update)
         publish = ipython_publisher(lambda: {"nbchat": turn.reply.provenance})
@@ -473,6 +479,10 @@ class ChatMagics(Magics, Configurable):
         finally:
             getattr(events, "close", lambda: None)()  # runs the turn's cleanup now
             status.clear()
+            if not any(r is turn.reply for r in conv.replies):
+                # failed before any reply arrived (the Conversation did not record it): the
+                # thread keeps the model, endpoint and options it had before this cell
+                self._restore_thread(thread, saved)
         reply = turn.reply
         if not live:
             if clear is not None and status.created:
@@ -500,6 +510,21 @@ class ChatMagics(Magics, Configurable):
         if reply.error is None or reply.text or reply.image_parts or reply.interrupted:
             publish(footer_bundle(reply.footer()), None, False)
         return reply
+
+    def _thread_state(self, thread: str) -> tuple[Conversation | None, Any, Any]:
+        """What a cell may change of `thread`: its Conversation (`--new` replaces it), model
+        and settings (endpoint, key, options), for `_restore_thread`."""
+        conv = self.threads.get(thread)
+        return (conv, None, None) if conv is None else (conv, conv.model, conv.settings)
+
+    def _restore_thread(self, thread: str, saved: tuple[Conversation | None, Any, Any]) -> None:
+        """Put `thread` back as `_thread_state` saw it (a thread this cell started goes)."""
+        conv, model, settings = saved
+        if conv is None:
+            self.threads.pop(thread, None)
+            return
+        conv.model, conv.settings = model, settings
+        self.threads[thread] = conv
 
     def _turn(self, conv: Conversation, prompt: str, options: dict[str, Any], key: Any
               ) -> Turn | TurnLoop:
