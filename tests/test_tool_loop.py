@@ -15,6 +15,7 @@ import pathlib
 
 import httpx
 import pytest
+from faultserver import DONE, sse_head, text_chunk
 from test_magics import Shell
 
 import nbchat
@@ -233,6 +234,43 @@ def test_schema_only_tools_stop_at_the_call_as_before(fake):
     reply = nbchat.chat("hi", model="fake:echo",
                         tools=[{"type": "function", "function": {"name": "lookup"}}])
     assert reply.tool_calls[0].name == "lookup" and reply.steps == []
+
+
+def test_a_call_to_an_unknown_tool_is_answered_and_the_loop_goes_on(fault_server, weather):
+    """The model calls `os_system`, which it was not given: nothing runs, the model reads
+    which tools there are, and answers (a loopback server scripts the two replies)."""
+    call = {"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "os_system", "arguments": '{"cmd": "ls"}'}}
+    fault_server.script(sse_head(), text_chunk(tool_calls=[call]),
+                        text_chunk(finish="tool_calls"), DONE)
+    fault_server.script(sse_head(), text_chunk("Sunny, I think."), text_chunk(finish="stop"),
+                        DONE)
+    reply = nbchat.chat("Weather in Paris?", model="openai:x", base_url=fault_server.base,
+                        tools=[weather])
+    expected = "error: no such tool 'os_system'; available: get_weather"
+    assert reply.error is None and reply.text == "Sunny, I think."
+    assert reply.finish_reason == "stop" and reply.tool_calls == []
+    [step] = reply.steps
+    assert step.call.name == "os_system" and step.result == expected and step.error
+    assert weather.calls == []
+    second = fault_server.requests[1].json()["messages"]
+    assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": expected}
+    assert second[-2]["tool_calls"][0]["function"]["name"] == "os_system"
+
+
+def test_an_unknown_call_next_to_a_real_one_both_get_answers(fault_server, weather):
+    calls = [{"index": i, "id": f"call_{i}", "type": "function",
+              "function": {"name": name, "arguments": args}}
+             for i, (name, args) in enumerate([("get_weather", '{"city": "Oslo"}'),
+                                               ("nope", "{}")])]
+    fault_server.script(sse_head(), text_chunk(tool_calls=calls),
+                        text_chunk(finish="tool_calls"), DONE)
+    fault_server.script(sse_head(), text_chunk("ok"), text_chunk(finish="stop"), DONE)
+    reply = nbchat.chat("hi", model="openai:x", base_url=fault_server.base, tools=[weather])
+    assert weather.calls == ["Oslo"]
+    assert [s.result for s in reply.steps] == [
+        "sunny, 23 C", "error: no such tool 'nope'; available: get_weather"]
+    assert reply.text == "ok" and not reply.tool_calls
 
 
 # ---- the manual tool turn -------------------------------------------------------------------

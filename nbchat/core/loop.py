@@ -11,7 +11,9 @@
   `schema_retries` times, then `SchemaMismatch` holds the raw text. A refusal is not checked.
 
 A call to a tool without a function (a schema dict) ends the loop: the reply carries the calls
-for the caller to answer, as a plain turn does. Every request is a `Turn` of its own (logged,
+for the caller to answer, as a plain turn does. A call to a name that no tool has is answered
+with an error result naming the tools there are (`tools.unknown_tool`), and the loop goes on:
+it counts as a step. Every request is a `Turn` of its own (logged,
 replayed, counted against `max_cost` like any other); the front ends iterate `events()` as
 they do a Turn's, with a `ToolResultEvent` after each call ran. `reply` is the last request's
 reply, with every step in `reply.steps`.

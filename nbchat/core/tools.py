@@ -25,10 +25,20 @@ DENIED = "denied by user: the call was not run"
 
 
 def runnable(calls: Iterable[ToolCall], tools: Sequence[Tool]) -> bool:
-    """Whether every call names a tool that has a Python function to run."""
-    functions = {t.name for t in tools if t.function is not None}
+    """Whether nbchat answers these calls itself: there are some, and none names a tool given
+    without a Python function (a schema dict, which the caller answers). A call to a name no
+    tool has is answered with an error result (`unknown_tool`), so that the model can retry."""
+    schema_only = {t.name for t in tools if t.function is None}
     calls = list(calls)
-    return bool(calls) and all(c.name in functions for c in calls)
+    return bool(calls) and not any(c.name in schema_only for c in calls)
+
+
+def unknown_tool(call: ToolCall, tools: Sequence[Tool]) -> ToolStep:
+    """The step for a call to a name that no tool of `tools` has: its result tells the model
+    which tools there are (the name comes from the model: quoted, as typed)."""
+    names = ", ".join(t.name for t in tools) or "none"
+    text = f"no such tool {call.name!r}; available: {names}"
+    return ToolStep(call, f"error: {text}", error=text, duration=0.0)
 
 
 def result_text(value: Any) -> str:
@@ -108,12 +118,15 @@ async def run_calls(calls: Sequence[ToolCall], tools: Sequence[Tool],
     """Run `calls` (each names a tool of `tools` with a function; see `runnable`): ask
     `approve(call)` (a bool or an awaitable bool) for each in order, then run the approved
     ones together. Returns a `ToolStep` per call, in order; a denied call's result is
-    `DENIED`."""
+    `DENIED`; a call to a name no tool has gets `unknown_tool`'s error result, without asking
+    `approve` (nothing runs)."""
     by_name = {t.name: t for t in tools}
     steps: list[ToolStep | None] = []
     jobs = []
     for call in calls:
-        if await _approved(call, approve):
+        if by_name.get(call.name) is None or by_name[call.name].function is None:
+            steps.append(unknown_tool(call, tools))
+        elif await _approved(call, approve):
             steps.append(None)
             jobs.append(_run(by_name[call.name], call))
         else:
