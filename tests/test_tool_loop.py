@@ -399,6 +399,29 @@ def test_schema_mismatch_is_retried_with_the_error_then_parsed(fake):
     assert "punchline" in retry[-1].text and "does not fit" in retry[-1].text
 
 
+def test_a_schema_retry_in_a_cell_labels_the_rejected_attempt_before_the_answer(fake):
+    pydantic = pytest.importorskip("pydantic")
+
+    class Joke(pydantic.BaseModel):
+        setup: str
+        punchline: str
+
+    fake.enqueue('{"setup": 1}')
+    fake.enqueue('{"setup": "Why?", "punchline": "Because."}')
+    shell = Shell()
+    shell.ip.user_ns["Joke"] = Joke
+    try:
+        shell.ok("%%chat -m fake:echo --new --schema Joke --as r\na joke")
+        html = "".join(shell.html())
+        assert isinstance(shell.ip.user_ns["r"].parsed, Joke)
+        bad, note, good = html.find(": 1}"), html.find("did not fit the schema"), html.find(
+            "Because.")
+        assert -1 < bad < note < good, html  # the rejected text, the label, then the answer
+        assert "punchline" in html[note:good]  # the label says what did not fit
+    finally:
+        shell.close()
+
+
 def test_schema_mismatch_after_the_retries_raises_holding_the_raw_text(fake):
     @dataclasses.dataclass
     class Joke:

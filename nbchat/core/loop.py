@@ -36,6 +36,7 @@ from .types import (
     Message,
     Reply,
     Request,
+    SchemaRetry,
     TextDelta,
     TextPart,
     ToolResultEvent,
@@ -159,6 +160,7 @@ class TurnLoop:
                             f"attempt{'s' if retries else ''}; its text is on .raw",
                             raw=reply.text, errors=tuple(problems)) from None
                     retries += 1
+                    yield SchemaRetry(str(exc), retries)  # what streamed so far was rejected
                     ask = Message.of("user", structured.feedback(str(exc)))
                     self._continue([reply.to_message(), ask])
                     continue

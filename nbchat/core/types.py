@@ -254,6 +254,16 @@ class ToolResultEvent:
 
 
 @dataclass(frozen=True)
+class SchemaRetry:
+    """Event: the reply did not fit `schema=`, and the model is asked again (the tool loop's
+    `schema_retries`, `nbchat.core.loop`). The text streamed since the last request was the
+    rejected attempt; `reason` is the validation error, `attempt` counts from 1."""
+
+    reason: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class ImageEvent:
     """Event: one generated image (text-to-image models)."""
 
@@ -281,7 +291,7 @@ class ErrorEvent:
 
 
 Event = (TextDelta | ReasoningDelta | RefusalDelta | ToolCallEvent | ToolResultEvent | ImageEvent
-         | Done | ErrorEvent | Status)
+         | Done | ErrorEvent | Status | SchemaRetry)
 
 
 # ---- model listing -------------------------------------------------------------------------

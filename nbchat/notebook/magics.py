@@ -409,8 +409,9 @@ class ChatMagics(Magics, Configurable):
         from ..core.bridge import iterate_sync
         from ..core.errors import NbchatError
         from ..core.images import png_bytes
+        from ..core.markdown import text_html
         from ..core.render import refusal_html
-        from ..core.types import ImageEvent, Status, TextDelta, ToolResultEvent
+        from ..core.types import ImageEvent, SchemaRetry, Status, TextDelta, ToolResultEvent
         from .display import (
             StreamingMarkdown,
             footer_bundle,
@@ -454,7 +455,9 @@ class ChatMagics(Magics, Configurable):
                 if isinstance(ev, Status):
                     status.show(ev.message)
                     continue
-                if isinstance(ev, ToolResultEvent):  # shown as it runs, streamed or not
+                if isinstance(ev, (ToolResultEvent, SchemaRetry)):  # shown as they come
+                    if not live and isinstance(ev, SchemaRetry):
+                        continue  # nothing of the rejected attempt was shown
                     if clear is not None:  # the text so far becomes one output, once
                         if live:
                             out.close(others=status.created)
@@ -464,7 +467,13 @@ class ChatMagics(Magics, Configurable):
                     elif live:
                         out.close()
                     out = streamed()
-                    publish(tool_step_bundle(ev.step), None, False)
+                    if isinstance(ev, SchemaRetry):
+                        note = (f"The reply above did not fit the schema ({ev.reason}); "
+                                f"asked again ({ev.attempt}).")
+                        publish({"text/plain": note,
+                                 "text/html": text_html(note, "nbchat-retry")}, None, False)
+                    else:
+                        publish(tool_step_bundle(ev.step), None, False)
                     continue
                 if not live:
                     continue
