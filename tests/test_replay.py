@@ -289,6 +289,27 @@ def test_strict_replay_does_not_fetch_image_urls(fake):
     assert Conversation(model="fake:echo").send("What is this?", images=[server.url]).replayed
 
 
+def test_replay_does_not_fetch_image_url_parts_of_messages(fake):
+    """`image_url` parts by URL in the messages (the NVIDIA page's shape) replay offline too."""
+    server = ImageServer()
+
+    def ask():
+        return Conversation(model="fake:echo").send([{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": server.url}}]}])
+
+    try:
+        ask()
+        assert server.hits == 1
+        replay.set_mode("on")
+        reply = ask()
+        assert reply.replayed and server.hits == 1  # answered without fetching
+    finally:
+        server.stop()
+    replay.set_mode("strict")
+    assert ask().replayed  # the server is gone: still answered from the log
+
+
 def test_model_listings_replay(fake, monkeypatch):
     listed = nbchat.models("fake")
     assert [m.id for m in listed] == ["fake:echo", "fake:other"]

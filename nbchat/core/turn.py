@@ -125,11 +125,15 @@ class Turn:
         return "".join(self._chunks)
 
     async def _prepared(self) -> Request:
-        request = self.request = await _fetched(self.request)
+        request = self.request
+        if replay.mode() == "off" or not _has_url_images(request):
+            request = self.request = await _fetched(request)
+        else:  # message parts that name an image by URL: fetched only if the log lacks it
+            self._unfetched = True
         if self._images:
             if replay.mode() != "off":  # a URL names its image until the provider needs it
                 parts = tuple(replay.unfetched(to_image_part(v)) for v in self._images)
-                self._unfetched = any(not p.data for p in parts)
+                self._unfetched = self._unfetched or any(not p.data for p in parts)
             else:
                 parts = await resolve_images(self._images)
             request = self._with_images(request, parts)
@@ -165,10 +169,7 @@ class Turn:
                 self.request = replay.with_logged_images(request, found)
             return replay.events(found, paced=replay.paced())
         if self._unfetched:  # going to the provider after all: fetch those images now
-            added = request.messages[-1].parts[len(self._base.messages[-1].parts):]
-            parts = tuple([await fetch_image(p.url) if isinstance(p, ImagePart) and p.url
-                           and not p.data else p for p in added])
-            request = self._with_images(self._base, parts)  # type: ignore[arg-type]
+            request = self.request = await _fetched(request)
             self.provider.check_request(request)
         self.endpoint.require_key()
         costs.check_budget(model, request, self.max_cost, self.spent)
@@ -417,10 +418,14 @@ class Turn:
                     yield ev.text
 
 
+def _has_url_images(request: Request) -> bool:
+    return any(not p.data and p.url for m in request.messages for p in m.images)
+
+
 async def _fetched(request: Request) -> Request:
-    """The request with every image that is only a URL (an `image_url` part of a message)
-    downloaded, as `images=[url]` is; the same request when there is none."""
-    if not any(not p.data and p.url for m in request.messages for p in m.images):
+    """The request with every image that is only a URL (an `image_url` part of a message, or
+    `images=[url]` under replay) downloaded; the same request when there is none."""
+    if not _has_url_images(request):
         return request
     msgs = []
     for m in request.messages:
