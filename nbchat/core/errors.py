@@ -67,9 +67,7 @@ def redact(text: str) -> str:
     """`text` with every remembered key (`remember_secret`) and every key-shaped token
     (`nvapi-`, `r8_`, `csk-`, `esecret_`, `sk-`, `Bearer ...`) replaced by `***`.
     """
-    for secret in _known_secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
+    text = scrub_known(text)
     for pat in _KEY_PATTERNS:
         text = pat.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
     return text

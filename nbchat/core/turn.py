@@ -114,7 +114,6 @@ class Turn:
         self._sent = False  # the provider was asked (so the outcome is worth logging)
         self._replayed: _log.Logged | None = None
         self._unfetched = False  # images from URLs not fetched yet (replay may not need them)
-        self._base = request
         #: answer from the log when this request has a logged reply, even with replay off
         #: (`nbchat.map` resumes this way)
         self.reuse_logged = False
@@ -143,7 +142,6 @@ class Turn:
         return request
 
     def _with_images(self, request: Request, parts: tuple[ImagePart, ...]) -> Request:
-        self._base = request  # the request before the images were added
         msgs = list(request.messages)
         last = msgs[-1]
         msgs[-1] = replace(last, parts=last.parts + parts)
