@@ -100,6 +100,8 @@ class Provider:
 
     def check_request(self, request: Request) -> None:
         """Refuse what the model cannot take (images to a text-only model), before any I/O."""
+        if not any(m.images for m in request.messages):
+            return  # nothing to check: the capability table is not consulted
         info = self.model_info(request.model)
         # vision None (unknown): sent, and the server decides
         if info is not None and info.vision is False and any(m.images for m in request.messages):

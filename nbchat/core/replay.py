@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -109,17 +110,22 @@ def public_url(url: str | None) -> str | None:
     return redact(urlunsplit(parts._replace(fragment="")))
 
 
+@functools.cache
+def _option_defaults() -> tuple[tuple[str, Any], ...]:
+    return tuple((f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
+                  else f.default) for f in dataclasses.fields(Options))
+
+
 def options_json(options: Options) -> dict[str, Any]:
     """The options that differ from their defaults, as JSON (tools by their OpenAI schema)."""
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(Options):
-        value = getattr(options, f.name)
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    for name, default in _option_defaults():
+        value = getattr(options, name)
         if value == default:
             continue
-        if f.name == "tools":
+        if name == "tools":
             value = [t.to_openai() for t in value]
-        out[f.name] = value
+        out[name] = value
     normalized: dict[str, Any] = json.loads(_log.dumps(out))
     return normalized
 

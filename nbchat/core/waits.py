@@ -68,8 +68,12 @@ class Timeouts:
 
     def over(self, base: Timeouts) -> Timeouts:
         """These limits where set, `base`'s elsewhere."""
-        return Timeouts(*(getattr(self, n) if getattr(self, n) is not None else getattr(base, n)
-                          for n in LIMITS))
+        return Timeouts(
+            base.connect if self.connect is None else self.connect,
+            base.first_byte if self.first_byte is None else self.first_byte,
+            base.idle if self.idle is None else self.idle,
+            base.total if self.total is None else self.total,
+        )
 
     def set_fields(self) -> dict[str, float]:
         """Name -> seconds of each limit that is set (None ones left out)."""

@@ -323,7 +323,7 @@ async def _drain(chunks: AsyncIterator[bytes]) -> None:
         async for _ in chunks:
             pass
 
-    try:
-        await asyncio.wait_for(rest(), DRAIN_WAIT)
+    try:  # a timer on this task, not `asyncio.wait_for`'s task per call
+        await http.within(rest(), DRAIN_WAIT, asyncio.TimeoutError)
     except (asyncio.TimeoutError, httpx.HTTPError):
         pass
