@@ -247,7 +247,7 @@ def local_pace(samples: int = 7) -> tuple[float, float]:
                 if i == 0:
                     continue  # warm-up: loading, first prompt
                 firsts.append(stamps[0] - start)
-                gaps += [b - a for a, b in zip(stamps, stamps[1:])]
+                gaps += [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     finally:
         stop_server(proc)
         log.close()  # type: ignore[attr-defined]
