@@ -23,8 +23,8 @@ Two servers, two figures, in one run:
    request, the turn's bookkeeping, the provenance hash, the status tracker), with httpx's own
    cost as the baseline.
 
-Both sides run in the same event loop, in alternating blocks (by hand, loop, by hand, ...) so
-they see the same machine load; the ratio is the median of the per-pair ratios. The local log
+Both sides run in the same event loop, in alternating blocks (by hand, loop, turns; then loop,
+turns, by hand; ...) so they see the same machine load; the ratio is the median of the per-pair ratios. The local log
 is off (it has its own benchmark, bench_log_overhead.py). Target (issue 12): loop/by hand <= 1.05.
 
     .venv/bin/python benchmarks/bench_tool_loop.py [--pace both|local|none] [--blocks 15]
@@ -275,10 +275,10 @@ async def run(base: str, blocks: int, per_block: int, answer: int) -> float:
         for fn in (hand, loop, turns):  # warm every path (connections, imports, schemas)
             await timed(fn, 3)
         h, lp, t = [], [], []
-        for _ in range(blocks):
-            h.append(await timed(hand, per_block))
-            lp.append(await timed(loop, per_block))
-            t.append(await timed(turns, per_block))
+        order = [(hand, h), (loop, lp), (turns, t)]
+        for block in range(blocks):  # each side goes first in turn: no place in a block wins
+            for fn, out in order[block % 3:] + order[:block % 3]:
+                out.append(await timed(fn, per_block))
 
     def line(name: str, xs: list[float]) -> None:
         print(f"  {name:<40}{statistics.median(xs) * 1000:8.2f} ms "
