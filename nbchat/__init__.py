@@ -4,7 +4,9 @@
 `nbchat.chat`, `nbchat.stream`, `nbchat.Conversation`, `nbchat.models`, `nbchat.count`
 (tokens a request would take) and `nbchat.map` (one prompt over every row of a table).
 Third-party providers subclass `nbchat.Provider` (its `stream(request, endpoint)` yields
-`TextDelta`, `ToolCallEvent`, `ImageEvent`, then `Done`) and are found through the entry-point
+`TextDelta`, `ToolCallEvent`, `ImageEvent`, then `Done`; a turn's `events()` adds
+`ReasoningDelta`, `RefusalDelta`, `Status`, `ToolResultEvent` (its `ToolStep`) and `SchemaRetry`)
+and are found through the entry-point
 group `nbchat.providers`, or added at run time with `nbchat.register`. Every reply is logged
 locally (`nbchat.log()`, `NBCHAT_LOG`) and can be replayed offline (`NBCHAT_REPLAY`).
 Imports are lazy so that loading the extension stays fast.
@@ -43,11 +45,17 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time these load 
     from .core.types import ImageEvent as ImageEvent
     from .core.types import Message as Message
     from .core.types import ModelInfo as ModelInfo
+    from .core.types import ReasoningDelta as ReasoningDelta
+    from .core.types import RefusalDelta as RefusalDelta
     from .core.types import Reply as Reply
     from .core.types import Request as Request
+    from .core.types import SchemaRetry as SchemaRetry
+    from .core.types import Status as Status
     from .core.types import TextDelta as TextDelta
     from .core.types import ToolCall as ToolCall
     from .core.types import ToolCallEvent as ToolCallEvent
+    from .core.types import ToolResultEvent as ToolResultEvent
+    from .core.types import ToolStep as ToolStep
     from .core.types import Usage as Usage
     from .notebook.compare import CompareView as CompareView
     from .notebook.compare import acompare as acompare
@@ -94,6 +102,12 @@ _LAZY = {
     "ImageEvent": "nbchat.core.types",
     "Done": "nbchat.core.types",
     "ErrorEvent": "nbchat.core.types",
+    "ReasoningDelta": "nbchat.core.types",
+    "RefusalDelta": "nbchat.core.types",
+    "ToolResultEvent": "nbchat.core.types",
+    "ToolStep": "nbchat.core.types",
+    "SchemaRetry": "nbchat.core.types",
+    "Status": "nbchat.core.types",
     "ChatPanel": "nbchat.notebook.panel",
     "CompareView": "nbchat.notebook.compare",
     "compare": "nbchat.notebook.compare",

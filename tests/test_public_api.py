@@ -81,7 +81,10 @@ def test_the_provider_interface_is_public():
 
     assert nbchat.Provider is provider.Provider and nbchat.Request is types.Request
     assert nbchat.Endpoint is credentials.Endpoint and nbchat.Secret is credentials.Secret
-    for name in ("TextDelta", "ToolCallEvent", "ImageEvent", "Done", "ErrorEvent", "Event"):
+    for name in ("TextDelta", "ToolCallEvent", "ImageEvent", "Done", "ErrorEvent", "Event",
+                 # what a turn's events() yields besides (tool loop, reasoning, refusals)
+                 "ReasoningDelta", "RefusalDelta", "ToolResultEvent", "ToolStep", "SchemaRetry",
+                 "Status"):
         assert getattr(nbchat, name) is getattr(types, name), name
         assert name in nbchat.__all__ and name in dir(nbchat)
     assert nbchat.register is registry.register and nbchat.unregister is registry.unregister
