@@ -343,3 +343,44 @@ def test_an_interrupted_local_reply_counts_its_prompt_tokens():
     assert reply.usage.input_tokens is not None and reply.usage.input_tokens > 5
     assert "? in" not in panel.transcript[-1]["badge"]
     assert f"{reply.usage.input_tokens} in" in panel.transcript[-1]["badge"]
+
+
+# ---- tool steps and refusals in the static copy and the exports ------------------------------
+
+
+def test_static_copy_and_exports_keep_tool_steps_and_refusals(fake):
+    """What the live panel shows collapsed (each tool call and its result) and the refusal line
+    are in the saved output's `text/html` and `text/plain`, and in the Markdown export; the
+    call's arguments and the result come from the model and a tool, so they stay text."""
+    from nbchat.core.types import ToolCall
+    from nbchat.notebook.panel import transcript_html, transcript_text
+
+    hostile = '<img src=x onerror="alert(1)">'
+
+    def lookup(q: str) -> str:
+        """Look something up.
+
+        Args:
+            q: what to look up
+        """
+        return f"found {hostile}"
+
+    panel = ChatPanel("fake:echo", tools=[lookup])
+    fake.enqueue(tool_calls=[ToolCall("lookup", {"q": hostile}, "c1")], finish_reason="tool_calls")
+    fake.enqueue("The answer.")
+    quiet(panel)
+    run(_submit(panel, "find it"))
+    entry = panel.transcript[-1]
+    entry_refused = {**entry, "refusal": f"no {hostile}", "steps": entry["steps"]}
+    for fragment in (transcript_html([entry_refused]), panel.to_markdown()):
+        assert "nbchat-tool-step" in fragment and "lookup(" in fragment, fragment
+        assert "found &lt;img" in fragment and not problems(fragment)
+    static = transcript_html([entry_refused])
+    assert "Refused: no &lt;img" in static and static.index("lookup(") < static.index("answer")
+    text = transcript_text("fake:echo", [panel.transcript[0], entry_refused])
+    assert '[tool] lookup({"q": "<img' in text and f"refused: no {hostile}" in text
+
+
+async def _submit(panel: ChatPanel, text: str):
+    panel.submit(text)
+    return await panel.wait()

@@ -75,7 +75,12 @@ def tool_step_text(step: ToolStep) -> tuple[str, str]:
 def tool_step_html(step: ToolStep) -> str:
     """A tool call that ran and its result, collapsed under the call; the name and arguments
     come from the model and the result from the tool: escaped as text, then sanitized."""
-    head, result = tool_step_text(step)
+    return tool_block_html(*tool_step_text(step))
+
+
+def tool_block_html(head: str, result: str) -> str:
+    """`tool_step_html` from its two texts (`tool_step_text`), as a panel's transcript keeps
+    them: both escaped, then sanitized."""
     return clean(f'<details class="nbchat-tool-step"><summary><code>{html.escape(head)}</code>'
                  f"</summary><pre><code>{html.escape(result)}</code></pre></details>")
 

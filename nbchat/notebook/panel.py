@@ -30,7 +30,14 @@ from ..core.errors import NbchatError
 from ..core.images import png_bytes
 from ..core.markdown import clean, markdown_embedding, render_html, text_html
 from ..core.options import OPTIONS, control_spec, parse_settings
-from ..core.render import footer, footer_html, reasoning_html, tool_step_text
+from ..core.render import (
+    footer,
+    footer_html,
+    reasoning_html,
+    refusal_html,
+    tool_block_html,
+    tool_step_text,
+)
 from ..core.types import (
     ImageEvent,
     Message,
@@ -122,6 +129,21 @@ def images_html(sources: list[Any]) -> str:
                    for src in sources)
 
 
+def assistant_html(e: dict[str, Any]) -> str:
+    """One reply of a transcript as sanitized HTML, as the panel shows it: the model's name,
+    its reasoning and tool calls collapsed, the text, a refusal, images and the footer."""
+    note = " (interrupted)" if e.get("interrupted") else ""
+    name = html.escape(str(e.get("model", "assistant")) + note)
+    thought = reasoning_html(str(e["reasoning"])) if e.get("reasoning") else ""
+    steps = "".join(tool_block_html(str(s.get("call", "")), str(s.get("result", "")))
+                    for s in e.get("steps") or ())
+    refusal = refusal_html(str(e["refusal"])) if e.get("refusal") else ""
+    empty = text_html(str(e["note"]), "nbchat-note") if e.get("note") else ""
+    return clean(f"<p><strong>{name}</strong></p>{thought}{steps}"
+                 f"{render_html(str(e.get('text', '')))}{refusal}{empty}"
+                 f"{images_html(e.get('images') or [])}{footer_html(str(e.get('badge', '')))}")
+
+
 def transcript_html(entries: list[dict[str, Any]]) -> str:
     """A transcript as one sanitized HTML fragment (the static copy of a panel): each message
     rendered and sanitized on its own (`nbchat.core.markdown`), images as inline data URLs."""
@@ -133,13 +155,7 @@ def transcript_html(entries: list[dict[str, Any]]) -> str:
             out.append("<div class='nbchat-md'><p><strong>You</strong></p>"
                        f"{clean(render_html(text))}{images}</div>")
         elif e.get("role") == "assistant":
-            note = " (interrupted)" if e.get("interrupted") else ""
-            name = html.escape(str(e.get("model", "assistant")) + note)
-            thought = reasoning_html(str(e["reasoning"])) if e.get("reasoning") else ""
-            empty = text_html(str(e["note"]), "nbchat-note") if e.get("note") else ""
-            out.append(f"<div class='nbchat-md'><p><strong>{name}</strong></p>{thought}"
-                       f"{clean(render_html(text))}{empty}{images}"
-                       f"{footer_html(str(e.get('badge', '')))}</div>")
+            out.append(f"<div class='nbchat-md'>{assistant_html(e)}</div>")
         else:
             out.append(text_html(f"Error: {text}"))
     return clean("<hr>".join(out))
@@ -151,7 +167,11 @@ def transcript_text(model: str, entries: list[dict[str, Any]]) -> str:
     for e in entries:
         who = {"user": "You", "assistant": str(e.get("model", "assistant"))}.get(
             str(e.get("role")), "Error")
+        for step in e.get("steps") or ():
+            lines.append(f"[tool] {step.get('call', '')} -> {step.get('result', '')}")
         lines.append(f"{who}: {e.get('text', '')}")
+        if e.get("refusal"):
+            lines.append(f"{who} refused: {e['refusal']}")
     return "\n\n".join(lines)
 
 
@@ -360,13 +380,7 @@ class ChatPanel(anywidget.AnyWidget):
             if e["role"] == "user":
                 out.append(f"**You**\n\n{markdown_embedding(render_html(text) + images)}")
             elif e["role"] == "assistant":
-                note = " (interrupted)" if e.get("interrupted") else ""
-                name = html.escape(str(e.get("model", "assistant")) + note)
-                thought = reasoning_html(str(e["reasoning"])) if e.get("reasoning") else ""
-                empty = text_html(str(e["note"]), "nbchat-note") if e.get("note") else ""
-                body = (f"<p><strong>{name}</strong></p>" + thought + render_html(text) + empty
-                        + images + footer_html(str(e.get("badge", ""))))
-                out.append(markdown_embedding(body))
+                out.append(markdown_embedding(assistant_html(e)))
             else:
                 out.append(markdown_embedding(text_html(f"Error: {text}")))
         return "\n\n---\n\n".join(out) + "\n"
