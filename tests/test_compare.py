@@ -206,3 +206,35 @@ def test_a_failed_column_says_how_long_it_took_to_fail_not_a_total():
     assert "<strong>ok</strong>" in page
     assert page.count("width:33.333%") == 6  # head and body cell of each column
     assert "table-layout:fixed" in page
+
+
+def test_finished_table_shows_tool_steps_and_refusals(two):
+    """A model that called tools shows each call and its result collapsed above its answer, as
+    the panel and %%chat do; a refusal shows as one. Names, arguments and results stay text."""
+    from nbchat.core.types import ToolCall
+
+    a, b = two
+    hostile = '<img src=x onerror="alert(1)">'
+
+    def lookup(q: str) -> str:
+        """Look something up.
+
+        Args:
+            q: what to look up
+        """
+        return f"found {hostile}"
+
+    for fake in two:
+        fake.enqueue(tool_calls=[ToolCall("lookup", {"q": hostile}, "c1")],
+                     finish_reason="tool_calls")
+        fake.enqueue("The answer.")
+    result = compare(["fa:echo", "fb:echo"], "find it", tools=[lookup])
+    assert [len(r.steps) for r in result.values()] == [1, 1]
+    result["fb:echo"].refusal = f"no {hostile}"
+    bundle = result._repr_mimebundle_()
+    page = bundle["text/html"]
+    assert page.count("nbchat-tool-step") == 2 and "found &lt;img" in page
+    assert page.index("lookup(") < page.index("The answer.")
+    assert "Refused: no &lt;img" in page and problems(page) == []
+    assert '[tool] lookup({"q": "<img' in bundle["text/plain"]
+    assert f"Refused: no {hostile}" in bundle["text/plain"]

@@ -23,6 +23,7 @@ from ..core.credentials import hide_key
 from ..core.errors import BadOption
 from ..core.markdown import clean, render_html, text_html
 from ..core.options import parse_settings
+from ..core.render import refusal_html, tool_calls_html, tool_step_html
 from ..core.types import ModelInfo, Reply, Status, TextDelta
 from . import last_result
 from .widgets import STATIC, Batcher, image_data_url, short_error
@@ -100,7 +101,12 @@ class CompareResult(dict[str, Reply]):
         head = "".join(f"<th style='text-align:left;{width}'>{html.escape(k)}</th>" for k in self)
         cells, stats = [], []
         for r in self.values():
-            body = render_html(r.text) if r.text else ""
+            body = "".join(tool_step_html(step) for step in r.steps)  # what ran, collapsed
+            body += render_html(r.text) if r.text else ""
+            if r.tool_calls:  # calls left for the caller (schema-only tools)
+                body += tool_calls_html(r)
+            if r.refusal:
+                body += refusal_html(r.refusal)
             if r.error is not None:
                 body += text_html(f"Error: {short_error(r.error)}")
             for part in r.image_parts:
@@ -122,7 +128,13 @@ class CompareResult(dict[str, Reply]):
     def _text(self) -> str:
         out = [f"Prompt: {self.prompt}"] if self.prompt else []
         for k, r in self.items():
-            body = r.text if r.error is None else f"{r.text}\nError: {short_error(r.error)}"
+            steps = "".join(f"[tool] {s.call.name}({s.call.arguments_json}) -> {s.result}\n"
+                            for s in r.steps)
+            body = steps + r.text
+            if r.refusal:
+                body += f"\nRefused: {r.refusal}"
+            if r.error is not None:
+                body += f"\nError: {short_error(r.error)}"
             out.append(f"== {k} ==\n{body.strip()}\n({stats_text(r)})")
         return "\n\n".join(out)
 
