@@ -535,3 +535,61 @@ def test_max_cost_counts_every_request_of_a_tool_loop(fake, weather, monkeypatch
     with pytest.raises(CostLimit, match=r"plus \$1\.0000 this thread already spent"):
         conv.send("w?")  # the tool round cost $1: the answer's request would pass $1.50
     assert weather.calls == ["Oslo"] and len(fake.requests) == 1
+
+
+# ---- a slow tool is not a silent wait --------------------------------------------------------
+
+
+def test_a_slow_tool_says_what_runs_and_for_how_long(fake, monkeypatch):
+    """While the model's tool calls run, the turn says so after `STATUS_AFTER` and then every
+    `STATUS_EVERY` (the cell's status line, the panel's status), and empties the line once they
+    are done; the same as a wait for the provider. `collect()` (the Python API) has no one to
+    tell and runs them without a timer."""
+    from nbchat.core import loop, waits
+    from nbchat.core.conversation import Conversation
+    from nbchat.core.types import Status
+
+    monkeypatch.setattr(waits, "STATUS_AFTER", 0.05)
+    monkeypatch.setattr(loop, "STATUS_EVERY", 0.05)
+
+    async def slow_lookup(q: str) -> str:
+        """Look something up slowly.
+
+        Args:
+            q: what to look up
+        """
+        await asyncio.sleep(float(q))
+        return "found"
+
+    fake.enqueue(tool_calls=[ToolCall("slow_lookup", {"q": "1.2"}, "c1")],
+                 finish_reason="tool_calls")
+    fake.enqueue("Done.")
+
+    async def main():
+        conv = Conversation(model="fake:echo", tools=[slow_lookup])
+        return [ev async for ev in conv.turn("go").events()]
+
+    events = asyncio.run(main())
+    kinds = [type(e).__name__ for e in events]
+    statuses = [e.message for e in events if isinstance(e, Status)]
+    running = [m for m in statuses if m.startswith("running slow_lookup")]
+    # said soon, then again as the seconds go by (each line once)
+    assert running[-1] == "running slow_lookup (the model's tool call), 1 s", statuses
+    assert len(set(running)) == len(running) and running[0].endswith((", 0 s", ", 1 s"))
+    # emptied before the result is shown, then the answer streams
+    assert statuses[statuses.index(running[-1]) + 1] == ""
+    assert kinds.index("ToolResultEvent") > max(i for i, k in enumerate(kinds) if k == "Status"
+                                                and events[i].message.startswith("running"))
+    assert events[-1].__class__.__name__ == "Done"
+
+    shell = Shell()
+    shell.ip.user_ns.update(slow_lookup=slow_lookup)
+    fake.enqueue(tool_calls=[ToolCall("slow_lookup", {"q": "0.3"}, "c2")],
+                 finish_reason="tool_calls")
+    fake.enqueue("Done again.")
+    try:
+        shell.ok("%%chat -m fake:echo --tools slow_lookup\ngo")
+        status = [m for m in shell.messages if "nbchat-status" in m["data"].get("text/html", "")]
+        assert any("running slow_lookup" in m["data"]["text/html"] for m in status), status
+    finally:
+        shell.close()

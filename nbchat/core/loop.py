@@ -21,15 +21,17 @@ reply, with every step in `reply.steps`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-from . import structured, tools
+from . import structured, tools, waits
 from .errors import NbchatError, SchemaMismatch, ToolStepLimit
 from .options import Settings
-from .turn import Turn
+from .turn import STATUS_EVERY, Turn
 from .types import (
     ErrorEvent,
     Event,
@@ -37,10 +39,44 @@ from .types import (
     Reply,
     Request,
     SchemaRetry,
+    Status,
     TextDelta,
     TextPart,
+    ToolCall,
     ToolResultEvent,
+    ToolStep,
 )
+
+
+async def _while_running(job: Coroutine[Any, Any, list[ToolStep]], calls: list[ToolCall],
+                         out: list[list[ToolStep]]) -> AsyncIterator[Status]:
+    """Run the tool calls (`job`); after `waits.STATUS_AFTER` s, and then every
+    `STATUS_EVERY` s, a `Status` naming them with the time they have taken, and `Status("")`
+    once they are done. Their steps go to `out`; cancelling the consumer cancels them."""
+    task = asyncio.ensure_future(job)
+    names = ", ".join(dict.fromkeys(c.name for c in calls))
+    start = time.monotonic()
+    shown = ""  # the status line on screen
+    try:
+        wait = waits.STATUS_AFTER
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=wait)
+            if done:
+                break
+            wait = STATUS_EVERY
+            elapsed = time.monotonic() - start
+            message = (f"running {names} (the model's tool call{'s' if len(calls) > 1 else ''})"
+                       f", {waits.fmt(elapsed)}")
+            if message != shown:
+                shown = message
+                yield Status(message, elapsed)
+        out.append(task.result())
+        if shown:
+            yield Status("", time.monotonic() - start)
+    finally:
+        if not task.done():
+            task.cancel()
+
 
 #: next_turn(request) -> a Turn for it (same provider, endpoint and limits as the first)
 NextTurn = Callable[[Request], Turn]
@@ -135,7 +171,14 @@ class TurnLoop:
                             "are on reply.tool_calls, those that ran on reply.steps; raise "
                             "max_tool_steps or answer them yourself")
                     rounds += 1
-                    steps = await tools.run_calls(reply.tool_calls, opts.tools, settings.approve)
+                    job = tools.run_calls(reply.tool_calls, opts.tools, settings.approve)
+                    if self._quiet:
+                        steps = await job
+                    else:  # a slow tool is not a silent cell: say what runs, and for how long
+                        ran: list[list[ToolStep]] = []
+                        async for status in _while_running(job, reply.tool_calls, ran):
+                            yield status
+                        [steps] = ran
                     for step in steps:
                         yield ToolResultEvent(step)
                     self.steps += steps

@@ -42,6 +42,7 @@ __all__ = [
     "configure",
     "configured",
     "current",
+    "fmt",
     "limits",
     "loading",
     "parse_timeout",
@@ -157,7 +158,7 @@ def parse_timeout(value: Any) -> Timeouts:
                                "connect / first_byte / idle / total seconds")
 
 
-def _fmt(seconds: float) -> str:
+def fmt(seconds: float) -> str:
     """Elapsed or remaining time, in whole seconds ("12 s", "2 min 5 s")."""
     s = max(0, int(seconds + 0.5))
     return f"{s} s" if s < 120 else f"{s // 60} min {s % 60} s"
@@ -260,18 +261,18 @@ class Waits:
         what = f" ({self.what})" if self.what else ""
         if self.phase == RETRY:
             left = (self.until or now) - now
-            return f"{self.what or p + ' failed'}, retrying in {_fmt(left)}"
+            return f"{self.what or p + ' failed'}, retrying in {fmt(left)}"
         if self.phase == POLL:
-            return f"waiting for {p}{what}, {_fmt(now - self.started)}"
+            return f"waiting for {p}{what}, {fmt(now - self.started)}"
         if self.phase == LOAD:
-            return f"{self.what or 'loading the model'}, {_fmt(now - self.since)}"
+            return f"{self.what or 'loading the model'}, {fmt(now - self.since)}"
         if self.phase == STREAM and self.events:
             if self.reasoning == self.events:
-                return f"{p} is reasoning, {_fmt(now - self.started)}"
-            return f"waiting for more from {p}, {_fmt(now - (self.last_event or now))}"
+                return f"{p} is reasoning, {fmt(now - self.started)}"
+            return f"waiting for more from {p}, {fmt(now - (self.last_event or now))}"
         if self.phase == STREAM:
-            return f"waiting for the first token from {p}, {_fmt(now - self.started)}"
-        return f"waiting for {p}{what}, {_fmt(now - self.started)}"
+            return f"waiting for the first token from {p}, {fmt(now - self.started)}"
+        return f"waiting for {p}{what}, {fmt(now - self.started)}"
 
     def quiet_for(self) -> float:
         """Seconds since the user last saw progress (a piece of the reply, or the start)."""
