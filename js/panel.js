@@ -1,5 +1,7 @@
 // ChatPanel front end. Streaming text arrives as custom messages carrying only new text;
-// the whole transcript arrives as the `transcript` trait at the end of each turn.
+// the whole transcript arrives as the `transcript` trait at the end of each turn. The kernel never
+// redraws the view: the static copy of the transcript is an output of its own, after this one,
+// hidden by nbchat.css wherever this view is drawn.
 //
 // Keys typed in the panel stay in the panel (see `keepKeys`); the log follows new text only while
 // the reader is at its bottom (see `follow`); each message has its actions (see `messageActions`).
@@ -13,15 +15,6 @@ import { modelPicker } from "./picker.js";
 /** @typedef {import("./types").ControlSpec} ControlSpec */
 /** @template {Record<string, any>} T @typedef {import("./types").AnyModel<T>} AnyModel */
 /** @template {Record<string, any>} T @typedef {import("./types").AnyWidget<T>} AnyWidget */
-
-/**
- * What a view leaves for the next view of the same model (the kernel redraws the output after
- * each turn to keep its static copy current): the draft, attachments, edit mode, scroll. Kept up
- * to date as they change: the new view renders before the old one is disposed.
- * Keyed by the panel's `_panel_key` trait (each view gets a model object of its own).
- * @type {Map<string, { draft: string, pending: { file: File, url: string }[], editing: number | null, stick: boolean, scrollTop: number, focused: boolean }>}
- */
-const leftBehind = new Map();
 
 /**
  * @param {string} label
@@ -49,10 +42,8 @@ async function copyText(/** @type {string} */ text) {
 
 /** @param {{ model: AnyModel<PanelState>, el: HTMLElement }} ctx */
 function render({ model, el }) {
-  const panelKey = String(model.get("_panel_key") || "");
-  const kept = leftBehind.get(panelKey);
   /** @type {{ file: File, url: string }[]} */
-  let pending = kept?.pending || [];
+  let pending = [];
   /** @type {{ file: File, url: string }[]} what the last Send took (given back on an error) */
   let lastSent = [];
   /** @type {{ stream: MarkdownStream | null, box: HTMLElement, body: HTMLElement, images: HTMLElement } | null} the reply streaming in */
@@ -62,9 +53,9 @@ function render({ model, el }) {
   /** @type {HTMLElement[]} the user's message, shown until the transcript holds it */
   let provisional = [];
   /** @type {number | null} the turn being edited (its message is in the input box) */
-  let editing = kept?.editing ?? null;
+  let editing = null;
   /** whether the log follows new text (the reader is at its bottom) */
-  let stick = kept?.stick ?? true;
+  let stick = true;
 
   const picker = modelPicker({
     rows: () => model.get("catalog") || [],
@@ -177,17 +168,6 @@ function render({ model, el }) {
     input.addEventListener("change", () => save(spec.name, controlValue(spec, input.value)));
   }
 
-  function remember() {
-    if (!log.isConnected) return; // a view on its way out has nothing left to say
-    leftBehind.set(panelKey, {
-      draft: input.value, pending, editing, stick, scrollTop: log.scrollTop,
-      focused: document.activeElement === input,
-    });
-  }
-  input.addEventListener("input", remember);
-  input.addEventListener("focus", remember);
-  input.addEventListener("blur", remember);
-
   // ---- scrolling: follow the bottom only while the reader is there ----------------------------
 
   const atBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 4;
@@ -203,7 +183,6 @@ function render({ model, el }) {
     else if (log.scrollTop < lastTop - 1) stick = false;
     lastTop = log.scrollTop;
     if (stick) follow();
-    remember();
   });
   // an image (a reply's, a thumbnail, one loaded on click) changes the height once it loads;
   // a narrower output wraps the text again
@@ -354,7 +333,6 @@ function render({ model, el }) {
         : [`Editing message ${editing + 1}: Send replaces it and drops the replies after it. `, cancelEdit]),
     );
     editBanner.hidden = editing === null;
-    remember();
   }
   function endEdit() {
     editing = null;
@@ -381,7 +359,6 @@ function render({ model, el }) {
         return h("span", { class: "nbchat-thumb-wrap" }, img, remove);
       }),
     );
-    remember();
   }
 
   /** @param {Iterable<File>} files */
@@ -421,7 +398,6 @@ function render({ model, el }) {
     }
     stick = true; // whoever sends wants to see the answer
     follow();
-    remember();
   }
 
   // ---- keys: typed in the panel, handled in the panel, never seen by the notebook --------------
@@ -546,21 +522,6 @@ function render({ model, el }) {
   renderTranscript();
   renderThumbs();
   showEditing();
-  if (kept) {
-    input.value = kept.draft;
-    // the view is put in the page after render(): scroll (and focus) once the log has a size
-    const restore = new ResizeObserver(() => {
-      if (!log.clientHeight) return;
-      restore.disconnect();
-      log.scrollTop = stick ? log.scrollHeight : kept.scrollTop;
-      jump.hidden = stick;
-      if (kept.focused) {
-        input.focus();
-        input.setSelectionRange(input.value.length, input.value.length);
-      }
-    });
-    restore.observe(log);
-  }
 
   return () => {
     resized.disconnect();

@@ -11,8 +11,6 @@ export interface PanelState {
   catalog: CatalogRow[];
   /** whether the last "New chat" can be undone */
   can_undo: boolean;
-  /** names the panel for its views in the page (see leftBehind in panel.js) */
-  _panel_key: string;
   system: string;
   temperature: number | null;
   max_tokens: number | null;

@@ -1,7 +1,8 @@
 """ChatPanel's message actions, model catalog, static copy and help (issue 16), in the kernel:
 Regenerate, Edit and Delete change `panel.messages` as the transcript shows; New chat is undone
-once; the picker's rows carry key status (never the key) and capabilities; the output carries a
-sanitized transcript beside the widget view; the Markdown export keeps images."""
+once; the picker's rows carry key status (never the key) and capabilities; displayed, the panel
+is the widget view (never redrawn) and a sanitized copy of the transcript that follows each
+turn; the Markdown export keeps images."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from htmlcheck import problems
 
 from nbchat.core import registry
 from nbchat.core.errors import ProviderError
-from nbchat.notebook.panel import ChatPanel, model_catalog
+from nbchat.notebook.panel import VIEW_TEXT, WIDGET_VIEW, ChatPanel, model_catalog
 
 
 def run(coro):
@@ -262,10 +263,11 @@ def test_the_output_carries_a_sanitized_transcript_beside_the_widget(fake):
     assert "object at 0x" not in bundle["text/plain"]
 
 
-def test_the_displayed_output_is_updated_after_each_turn(fake, monkeypatch):
+def test_displayed_the_view_is_left_alone_and_the_copy_is_updated_after_each_turn(
+        fake, monkeypatch):
     import IPython.display
 
-    shown_: list[tuple[str, dict]] = []
+    shown_: list[tuple[str, dict, dict]] = []
     monkeypatch.setattr(IPython.display, "display",
                         lambda data, **kw: shown_.append(("display", data, kw)))
     monkeypatch.setattr(IPython.display, "update_display",
@@ -273,13 +275,21 @@ def test_the_displayed_output_is_updated_after_each_turn(fake, monkeypatch):
     panel = ChatPanel("fake:echo")
     quiet(panel)
     panel._ipython_display_()
-    chat(panel, ("one", "A1"), fake=fake)
-    kinds = [k for k, _, _ in shown_]
-    assert kinds[0] == "display" and kinds[-1] == "update"
-    ids = {kw["display_id"] for _, _, kw in shown_}
-    assert len(ids) == 1
-    assert "A1" in shown_[-1][1]["text/html"]
-    assert "application/vnd.jupyter.widget-view+json" in shown_[-1][1]
+    chat(panel, ("one", "A1"), ("two", "A2"), fake=fake)
+    (_, view, view_kw), (_, copy, copy_kw), *updates = shown_
+    # the widget view: an output of its own, no display id, so nothing can redraw it
+    assert set(view) == {WIDGET_VIEW, "text/plain"} and view["text/plain"] == VIEW_TEXT
+    assert view[WIDGET_VIEW]["model_id"] == panel.model_id
+    assert view_kw.get("display_id") is None
+    # the static copy: displayed after it, then updated (only it) after each turn
+    assert set(copy) == {"text/html", "text/plain"} and copy_kw["display_id"]
+    assert [k for k, _, _ in updates] == ["update"] * len(updates) and len(updates) >= 2
+    assert {kw["display_id"] for _, _, kw in updates} == {copy_kw["display_id"]}
+    assert all(WIDGET_VIEW not in data for _, data, _ in updates)
+    last = updates[-1][1]
+    assert "A1" in last["text/html"] and "A2" in last["text/html"]
+    assert last["text/html"].startswith("<div class='nbchat-transcript'>")
+    assert problems(last["text/html"]) == []
 
 
 def test_markdown_export_includes_images(fake):

@@ -62,3 +62,17 @@ def test_panel_transcript_is_saved_in_the_widget_state(panel_nb):
     assert transcript[1]["text"] and "out tokens" in transcript[1]["badge"]
     # the front end travels with the state: the shipped bundle, Markdown renderer included
     assert panels[0]["_esm"] == (STATIC / "panel.js").read_text()
+
+
+def test_panel_output_is_the_view_then_a_copy_kept_current(panel_nb):
+    """In a real kernel: the panel's cell holds the widget view alone, then the static copy,
+    which the turn run by a later cell updated (through its display id, not the view's)."""
+    _, nb = panel_nb
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "ChatPanel(" in c.source)
+    view, copy = cell.outputs
+    assert set(view.data) == {"application/vnd.jupyter.widget-view+json", "text/plain"}
+    assert "transcript below" in view.data["text/plain"]
+    html = copy.data["text/html"]
+    assert html.startswith("<div class='nbchat-transcript'>")
+    assert "What is the capital of France?" in html and "out tokens" in html
+    assert "What is the capital of France?" in copy.data["text/plain"]

@@ -4,11 +4,15 @@ Generation runs as an asyncio task on the kernel's event loop, so the panel stay
 its cell finished and Stop can cancel it. Text goes to the front end as custom messages that
 carry only new text, batched by `Batcher`; the transcript trait is rewritten once per turn.
 
-Where the panel cannot run (nbconvert, GitHub, a notebook reopened without its widget state),
-its output shows a static, sanitized copy of the transcript: `_repr_mimebundle_` carries it as
-`text/html` and `text/plain` beside the widget view, and the displayed output is updated with
-it after each turn. A front end that can draw the widget prefers the widget view and shows only
-that; one that cannot shows the copy.
+Displayed, a panel is two outputs: the widget view, never updated (so the live panel is never
+redrawn), then a static, sanitized copy of the transcript (`text/html` and `text/plain`) under a
+display id of its own, updated after each turn. The copy is for wherever the panel cannot be
+drawn: nbconvert offline (with or without saved widget state: its widget manager comes from a
+CDN), GitHub, VS Code without a kernel, Lab reopened without the widget state. Wherever the
+panel is drawn (live, or from saved widget state) the copy is hidden by a rule in the panel's
+CSS, which anywidget puts in the page with the panel (js/nbchat.css): an output that follows one
+holding `.nbchat-panel` and holds `.nbchat-transcript` is not shown. So the transcript shows
+once on every surface.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ THUMBNAIL_SIZE = 256
 #: the options the panel has a control for; each is a synced trait of the same name, and the
 #: front end draws the controls from their declared specs (the `controls` trait)
 CONTROLS = ("temperature", "max_tokens")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+#: the widget view's `text/plain`, for front ends that cannot draw widgets (the copy follows)
+VIEW_TEXT = "nbchat chat panel (needs a running kernel; transcript below)"
 
 
 def option_trait(name: str) -> Any:
@@ -226,9 +233,6 @@ class ChatPanel(anywidget.AnyWidget):
     transcript = traitlets.List(traitlets.Dict()).tag(sync=True)
     #: whether the last "New chat" can still be undone (until the next message is sent)
     can_undo = traitlets.Bool(False).tag(sync=True)
-    #: names this panel for its views in the page: a view redrawn after a turn (the output is
-    #: updated to keep its static copy current) takes over the draft, attachments and scroll
-    _panel_key = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, model: str | None = None, system: str | None = None, **options: Any):
         """`ChatPanel(model=None, system=None, **options)`: see the class docstring; e.g.
@@ -245,7 +249,6 @@ class ChatPanel(anywidget.AnyWidget):
         super().__init__(
             model=self.conversation.model_id,
             catalog=catalog,
-            _panel_key=uuid.uuid4().hex,
             system=system or "",
             controls=[control_spec(name) for name in CONTROLS],
             **{name: getattr(opts, name) for name in CONTROLS},
@@ -394,41 +397,48 @@ class ChatPanel(anywidget.AnyWidget):
             indent=2,
         )
 
-    # ---- display: the widget view plus a static copy of the transcript ----------------------
+    # ---- display: the widget view, then a static copy of the transcript -----------------------
+
+    def _static_copy(self) -> dict[str, str]:
+        """The static copy of the transcript, as a mimebundle: sanitized `text/html` in a
+        `<div class="nbchat-transcript">` (`transcript_html`) and `text/plain`
+        (`transcript_text`). Shown where the panel cannot be drawn; hidden next to a drawn one."""
+        return {"text/html": (f"<div class='nbchat-transcript'>"
+                              f"{transcript_html(self.transcript)}</div>"),
+                "text/plain": transcript_text(self.model, self.transcript)}
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[Any, Any], dict[Any, Any]] | None:
-        """The widget view, plus the transcript as sanitized `text/html` and as `text/plain`
-        for front ends that cannot draw the widget (nbconvert, GitHub, no saved widget state).
-        Returns `(data, metadata)`, as anywidget does; None when the widget has no comm."""
+        """For a front end that asks for one bundle: the widget view plus the static copy
+        (`_static_copy`). Returns `(data, metadata)`, as anywidget does; None when the widget
+        has no comm. In IPython, `_ipython_display_` shows the two as separate outputs instead."""
         bundle = super()._repr_mimebundle_(**kwargs)
         if bundle is None:
             return None
         data, metadata = bundle
-        data = {**data,
-                "text/html": (f"<div class='nbchat-transcript'>"
-                              f"{transcript_html(self.transcript)}</div>"),
-                "text/plain": transcript_text(self.model, self.transcript)}
-        return data, metadata
+        return {**data, **self._static_copy()}, metadata
 
     def _ipython_display_(self, **kwargs: Any) -> None:
+        """Two outputs: the widget view (with a `text/plain` line pointing at the copy, for
+        front ends without widgets), never updated; then the static copy under this panel's
+        display id, which `_transcript_changed` updates after each turn."""
         from IPython.display import display
 
-        bundle = self._repr_mimebundle_()
+        bundle = super()._repr_mimebundle_()
         if bundle is None:
             return
-        self._display_id = self._display_id or f"nbchat-panel-{self.model_id}"
-        display(bundle[0], metadata=bundle[1], raw=True, display_id=self._display_id)
+        view = {WIDGET_VIEW: bundle[0][WIDGET_VIEW], "text/plain": VIEW_TEXT}
+        display(view, metadata=bundle[1], raw=True)
+        self._display_id = self._display_id or f"nbchat-transcript-{self.model_id}"
+        display(self._static_copy(), raw=True, display_id=self._display_id)
 
     @traitlets.observe("transcript")
     def _transcript_changed(self, change: dict[str, Any]) -> None:
-        # the output saved with the notebook keeps the latest transcript
+        # the copy saved with the notebook keeps the latest transcript; the view is left alone
         if self._display_id is None:
             return
         from IPython.display import update_display
 
-        bundle = self._repr_mimebundle_()
-        if bundle is not None:
-            update_display(bundle[0], metadata=bundle[1], raw=True, display_id=self._display_id)
+        update_display(self._static_copy(), raw=True, display_id=self._display_id)
 
     # ---- traits -> conversation ---------------------------------------------------------------
 
@@ -491,8 +501,6 @@ class ChatPanel(anywidget.AnyWidget):
 
     async def _confirm(self, call: ToolCall) -> bool:
         """The approval hook of `approve=True`: show the call with Run and Deny, wait for one."""
-        import uuid
-
         key = uuid.uuid4().hex
         fut = self._approvals[key] = asyncio.get_running_loop().create_future()
         self.send({"type": "approve", "id": key, "call": f"{call.name}({call.arguments_json})"})

@@ -33,7 +33,7 @@ def bare(page):
 
 
 def panel(page, transcript=(), **state) -> int:
-    return mount(page, "panel", {**PANEL_STATE, "catalog": CATALOG, "_panel_key": "k",
+    return mount(page, "panel", {**PANEL_STATE, "catalog": CATALOG,
                                  "transcript": list(transcript), **state})
 
 
