@@ -170,7 +170,8 @@ def transcript_html(entries: list[dict[str, Any]]) -> str:
 
 def transcript_text(model: str, entries: list[dict[str, Any]]) -> str:
     """A transcript as plain text: one `You:` / `<model>:` / `Error:` paragraph per message."""
-    lines = [f"ChatPanel({model!r}): {sum(e.get('role') == 'user' for e in entries)} messages"]
+    sent = sum(e.get("role") == "user" for e in entries)
+    lines = [f"ChatPanel({model!r}): {sent} message{'' if sent == 1 else 's'}"]
     for e in entries:
         who = {"user": "You", "assistant": str(e.get("model", "assistant"))}.get(
             str(e.get("role")), "Error")
