@@ -1,7 +1,8 @@
 """A streamed reply that ends with `[DONE]` leaves its connection open for the next request
 (nbchat.providers.protocols.openai_compat reads the body's end before closing the response;
 httpx closes a connection whose response was closed before its end). Many requests in a row
-(nbchat.map) then do not pay a TCP (and, in the cloud, TLS) handshake each."""
+(nbchat.map) then do not pay a TCP (and, in the cloud, TLS) handshake each: nbchat.map's
+workers keep one connection each (nbchat.core.http.own_pool)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ CHUNK = {"object": "chat.completion.chunk", "model": "m",
 BODY = f"data: {json.dumps(CHUNK)}\n\ndata: [DONE]\n\n".encode()
 
 
-def keep_alive_server():
-    """A loopback OpenAI-style server on keep-alive connections; counts connections.
+def keep_alive_server(delay: float = 0.0):
+    """A loopback OpenAI-style server on keep-alive connections; counts connections. Each
+    answer waits `delay` seconds (requests wait in parallel).
     Returns (base URL, the list of accepted connections, stop)."""
     accepted: list[int] = []
     tasks: list[asyncio.Task] = []
@@ -37,6 +39,7 @@ def keep_alive_server():
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
                 await reader.readexactly(length)
+                await asyncio.sleep(delay)
                 # chunked, as streaming servers send it: the body ends with a 0-size chunk
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n"
@@ -79,5 +82,19 @@ def test_requests_in_a_row_share_one_connection():
         replies = [nbchat.chat("hi", model="openai:m", base_url=base) for _ in range(4)]
         assert [r.text for r in replies] == ["hi"] * 4
         assert len(accepted) == 1  # without reading the body's end: one connection per request
+    finally:
+        stop()
+
+
+def test_a_map_keeps_one_connection_per_worker():
+    # with one shared pool, httpcore closes each connection that goes idle while more than
+    # its keep-alive limit (16) are open, so at concurrency 24 most rows opened a new one
+    base, accepted, stop = keep_alive_server(delay=0.02)
+    try:
+        rows = [f"row {i}" for i in range(96)]
+        out = nbchat.map("{text}", rows, model="openai:m", base_url=base, concurrency=24,
+                         progress=False)
+        assert not out.errors and [r.text for r in out] == ["hi"] * 96
+        assert len(accepted) <= 24 + 2  # one per worker (a spare if one dropped)
     finally:
         stop()

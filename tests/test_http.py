@@ -251,6 +251,30 @@ def test_one_client_per_event_loop():
     assert a1 is not b1  # never shared across loops
 
 
+def test_an_own_pool_block_has_clients_of_its_own_closed_at_its_end():
+    async def started_here():
+        return http.get_client()
+
+    async def worker():
+        async with http.own_pool():
+            mine = http.get_client()
+            assert http.get_client() is mine
+            assert await asyncio.create_task(started_here()) is mine  # a task it starts: same
+            assert mine._transport._pool._max_connections == http.OWN_LIMITS.max_connections
+            await asyncio.sleep(0)
+        return mine
+
+    async def go():
+        shared = http.get_client()
+        a, b = await asyncio.gather(worker(), worker())
+        return shared, a, b, http.get_client()
+
+    shared, a, b, after = run(go())
+    assert len({id(shared), id(a), id(b)}) == 3  # one per block, none the shared one
+    assert a.is_closed and b.is_closed
+    assert after is shared and not shared.is_closed  # outside a block nothing changed
+
+
 def test_limits_ride_on_each_request_and_transports_get_their_own_clients():
     seen = []
 

@@ -115,6 +115,32 @@ def test_written_by_the_writer_thread_after_the_reply_not_during_it(fake, monkey
     assert json.loads(row["events"]) == [500, ["done", "stop", 1, 500]]
 
 
+def test_a_lookup_waits_for_the_writer_only_for_its_own_request(fake, monkeypatch):
+    # nbchat.map looks up every row in the log (resume) while earlier rows are being written
+    entered, release = threading.Event(), threading.Event()
+    insert = nblog.Log._insert
+
+    def stuck_insert(self, conn, record):
+        entered.set()
+        release.wait(10)
+        insert(self, conn, record)
+
+    monkeypatch.setattr(nblog.Log, "_insert", stuck_insert)
+    reply = nbchat.chat("being written", model="fake:echo")
+    assert entered.wait(5)  # the writer is inside its write, holding the database
+    lg = nblog.current()
+    found: list = []
+    other = threading.Thread(target=lambda: found.append(lg.find("another request")))
+    other.start()
+    other.join(5)
+    alive = other.is_alive()
+    release.set()
+    other.join(5)
+    assert not alive and found == [[]]  # answered while the write was still going on
+    [logged] = lg.find(reply.request_hash)  # its own request: waits for the write, then sees it
+    assert logged.id == reply.log_id
+
+
 def test_log_off_writes_nothing(fake, monkeypatch, tmp_path):
     monkeypatch.setenv("NBCHAT_LOG", "off")
     reply = nbchat.chat("hi", model="fake:echo")

@@ -1,7 +1,8 @@
 """HTTP for every cloud provider: one client per event loop, retries, timeouts, error bodies.
 
 - `get_client(transport)` gives an `httpx.AsyncClient` bound to the running event loop (the
-  kernel's loop or the bridge's private loop); a client is never shared across loops.
+  kernel's loop or the bridge's private loop); a client is never shared across loops. Inside
+  `async with own_pool():` a task gets clients of its own instead (`nbchat.map`'s workers).
 - `open_stream(...)` sends a request and returns the response with headers read and the body
   not yet consumed, retrying 408/409/429/5xx and connection failures before any byte of the
   body was handed on (so retries never repeat text the user saw). Each retry wait is shown as
@@ -20,15 +21,18 @@ Limits (connect, first byte, idle, total) are described in `nbchat.core.waits`; 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import email.utils
 import functools
 import ipaddress
 import json
 import random
+import ssl
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -53,6 +57,8 @@ from .waits import Timeouts
 __all__ = [
     "RETRY_STATUSES",
     "BearerAuth",
+    "OWN_LIMITS",
+    "SHARED_LIMITS",
     "RetryPolicy",
     "Timeouts",
     "bearer_auth",
@@ -64,6 +70,7 @@ __all__ = [
     "is_context_error",
     "message_of",
     "open_stream",
+    "own_pool",
     "parse_retry_after",
     "request_json",
     "retry_delay",
@@ -144,26 +151,73 @@ def httpx_timeout(limits: Timeouts) -> httpx.Timeout:
 
 # ---- clients ------------------------------------------------------------------------------
 
+#: the shared client's pool: connections at once, and idle ones kept open for the next request
+SHARED_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+#: an own pool's (`own_pool()`): its task sends one request at a time, so a spare is plenty
+OWN_LIMITS = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+
+_Clients = dict[httpx.AsyncBaseTransport | None, httpx.AsyncClient]
 # loop -> {transport: client}; a closed loop's clients go with it. Limits are set per request.
-_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[httpx.AsyncBaseTransport | None, httpx.AsyncClient]
-] = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = \
+    weakref.WeakKeyDictionary()
+# the clients of the `own_pool()` block the running task is in (None: outside any)
+_own: contextvars.ContextVar[_Clients | None] = contextvars.ContextVar("nbchat_own_pool",
+                                                                       default=None)
 
 
 def get_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """The client for the running loop (and transport: tests pass an `httpx.MockTransport`)."""
+    """The client for the running loop (and transport: tests pass an `httpx.MockTransport`).
+
+    Inside `own_pool()`, the block's own client for that transport instead."""
+    own = _own.get()
+    if own is not None:
+        client = own.get(transport)
+        if client is None or client.is_closed:
+            client = own[transport] = _new_client(transport, OWN_LIMITS)
+        return client
     loop = asyncio.get_running_loop()
     per_loop = _clients.setdefault(loop, {})
     client = per_loop.get(transport)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx_timeout(timeouts()),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            headers={"User-Agent": "nbchat"},
-        )
-        per_loop[transport] = client
+        client = per_loop[transport] = _new_client(transport, SHARED_LIMITS)
     return client
+
+
+@contextlib.asynccontextmanager
+async def own_pool() -> AsyncIterator[None]:
+    """A connection pool of the running task's own for the block (`async with own_pool():`):
+    `get_client` there, in this task and the tasks it starts, gives clients whose pool holds at
+    most `OWN_LIMITS` connections; they are closed when the block ends. Outside the block
+    nothing changes.
+
+    For a worker that sends many requests one after another while others do the same
+    (`nbchat.map`'s workers): with one shared pool, httpcore (1.0.9) looks at every connection
+    for every request, and above `max_keepalive_connections` it closes each connection that
+    becomes idle (it counts the busy ones as idle), so each request opens a new one. A pool per
+    worker keeps its connection alive across the worker's requests and stays small.
+    """
+    own: _Clients = {}
+    token = _own.set(own)
+    try:
+        yield
+    finally:
+        _own.reset(token)
+        for client in own.values():
+            await client.aclose()
+
+
+def _new_client(transport: httpx.AsyncBaseTransport | None,
+                limits: httpx.Limits) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=transport, timeout=httpx_timeout(timeouts()),
+                             limits=limits, verify=_ssl_context(),
+                             headers={"User-Agent": "nbchat"})
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's default context (certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR), made once:
+    making it reads the CA file (about 20 ms), and an own pool's client is made per block."""
+    return httpx.create_ssl_context()
 
 
 # ---- credentials --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import array
 import atexit
+import collections
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -290,16 +291,23 @@ class LogEntry:
 
 
 class Log:
-    """One log database. Writes go through a queue to a writer thread; reads flush it first."""
+    """One log database. Writes go through a queue to a writer thread; reads flush it first
+    (`find` only when a reply to the same request is still queued)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.problem: str | None = None  # why the log is unusable, once it is
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        # reads have a connection of their own: in WAL mode they need not wait for a write
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
         self._queue: queue.Queue[Record | tuple[str, Any] | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._warned = False
+        # request hashes of the queued replies: `find` waits for the writer only for these
+        self._pending: collections.Counter[str] = collections.Counter()
+        self._pending_lock = threading.Lock()
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -348,6 +356,7 @@ class Log:
             except Exception:  # noqa: BLE001
                 pass
             self._conn = None
+        self._close_reader()
         self.warn(f"the log at {self.path} cannot be used ({self.problem}); replies are not "
                   "logged. Move the file away, set NBCHAT_LOG to another path, or NBCHAT_LOG=off.")
 
@@ -366,6 +375,8 @@ class Log:
         if self._connect() is None:
             return
         self._ensure_writer()
+        with self._pending_lock:
+            self._pending[record.request_hash] += 1
         self._queue.put(record)
 
     def save_listing(self, provider: str, endpoint: str | None, models: list[ModelInfo]) -> None:
@@ -407,6 +418,11 @@ class Log:
                     else:
                         self._fail(exc)
             finally:
+                if isinstance(item, Record):
+                    with self._pending_lock:
+                        self._pending[item.request_hash] -= 1
+                        if self._pending[item.request_hash] <= 0:
+                            del self._pending[item.request_hash]
                 self._queue.task_done()
 
     def _insert(self, conn: sqlite3.Connection, r: Record) -> None:
@@ -481,19 +497,37 @@ class Log:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        self._close_reader()
+
+    def _close_reader(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                try:
+                    self._reader.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._reader = None
 
     # ---- reading -----------------------------------------------------------------------------
 
-    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query, after pending writes; raises LogUnusable when the log cannot be read.
+    def _read(self, sql: str, params: Iterable[Any] = (), *, flush: bool = True
+              ) -> list[tuple[Any, ...]]:
+        """Rows of a query, after pending writes (unless `flush` is false); raises LogUnusable
+        when the log cannot be read.
         """
-        self.flush()
-        conn = self._connect()
-        if conn is None:
+        import sqlite3
+
+        if flush:
+            self.flush()
+        if self._connect() is None:  # opened (and migrated) by the writer's connection
             raise LogUnusable(f"the log at {self.path} cannot be used ({self.problem})")
         try:
-            with self._lock:
-                return conn.execute(sql, tuple(params)).fetchall()
+            with self._reader_lock:
+                if self._reader is None:
+                    self._reader = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT,
+                                                   isolation_level=None,
+                                                   check_same_thread=False)
+                return self._reader.execute(sql, tuple(params)).fetchall()
         except Exception as exc:  # noqa: BLE001
             if not _is_busy(exc):
                 self._fail(exc)
@@ -501,13 +535,18 @@ class Log:
                 f"the log at {self.path} cannot be read ({redact(_reason(exc))})") from None
 
     def find(self, request_hash: str) -> list[Logged]:
-        """Logged replies to a request (by canonical hash), newest first."""
+        """Logged replies to a request (by canonical hash), newest first.
+
+        Waits for the writer only when a reply to this request is still queued: `nbchat.map`
+        looks up every row while earlier rows are being written."""
+        with self._pending_lock:
+            queued = request_hash in self._pending
         rows = self._read(
             "SELECT id, model, text, finish_reason, input_tokens, output_tokens,"
             " time_to_first_token, duration, interrupted, error_type, error, error_attrs,"
             " events, chunks, stamps, logprobs, messages"
             " FROM replies WHERE request_hash = ? ORDER BY rowid DESC",
-            (request_hash,),
+            (request_hash,), flush=queued,
         )
         return [
             Logged(

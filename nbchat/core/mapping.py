@@ -45,6 +45,10 @@ too long: vLLM, the engine's `--max-num-seqs` (256 by default) times its replica
 router; NVIDIA NIM (vLLM or TensorRT-LLM inside), the same per replica; Ray Serve, the
 deployment's `max_ongoing_requests` times its replicas. Beyond that, requests only wait in
 the server's queue; a 429 from its gateway slows the batch as above.
+
+Connections: each worker sends its rows through a connection pool of its own
+(`nbchat.core.http.own_pool`), so its connection stays open from one row to the next and a map
+holds `concurrency` connections; they are closed when the map ends.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from typing import Any
 from .conversation import Conversation
 from .credentials import hide_key
 from .errors import BadOption, NbchatError, RateLimited
+from .http import own_pool
 from .options import parse_settings, schema_of
 from .types import Reply
 
@@ -303,8 +308,9 @@ async def amap(
     pending = iter(range(n))
 
     async def worker() -> None:  # `concurrency` workers take the rows in order
-        for i in pending:
-            await one(i)
+        async with own_pool():  # each keeps its connection (see nbchat.core.http.own_pool)
+            for i in pending:
+                await one(i)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, n))]
     try:
