@@ -5,8 +5,12 @@ The server (benchmarks/loopback_sse.py, 5 chunks a reply, 50 ms before each answ
 waiting in parallel) runs in its own process, so it does not share the client's interpreter.
 Each run logs into a fresh temp log, so no row is answered from an earlier run's replies
 (nbchat.map resumes from the log). The ratio is elapsed / ideal, the best of 3. The peer, in
-the same run: the same 1,000 streamed requests sent by raw httpx (an `AsyncClient` with
-nbchat's pool limits, a semaphore of 32, nothing else), so the machine's own floor shows.
+the same run: the same 1,000 streamed requests sent by raw httpx the way nbchat.map sends
+them (32 workers taking the rows in order, each with an `AsyncClient` of its own, as
+`nbchat.core.http.own_pool` gives them, nothing else), so the machine's own floor shows; and,
+for comparison, raw httpx through one shared `AsyncClient` with nbchat's shared limits (what
+nbchat.map did before its workers got their own pools: httpcore then reconnects for nearly
+every row). The load average is printed with the figures: other work on the machine shows.
 
     .venv/bin/python benchmarks/bench_map.py
 """
@@ -23,29 +27,45 @@ ROWS, CONCURRENCY, DELAY = 1000, 32, 0.050
 TARGET = 1.2
 
 
-def raw_httpx(base_url: str) -> float:
-    """Seconds for the same requests through httpx alone (the peer)."""
+def raw_httpx(base_url: str, *, shared: bool) -> float:
+    """Seconds for the same requests through httpx alone (the peer): `CONCURRENCY` workers,
+    each with a client of its own (`shared`: all through one client with nbchat's shared
+    limits), the best of 3."""
     import asyncio
 
     import httpx
 
+    from nbchat.core.http import OWN_LIMITS, SHARED_LIMITS
+
     async def run() -> float:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)  # nbchat's
-        async with httpx.AsyncClient(limits=limits) as client:
-            sem = asyncio.Semaphore(CONCURRENCY)
+        n = 1 if shared else CONCURRENCY
+        limits = SHARED_LIMITS if shared else OWN_LIMITS
+        clients = [httpx.AsyncClient(limits=limits) for _ in range(n)]
 
-            async def one(i: int) -> None:
-                body = {"model": "bench", "stream": True,
-                        "messages": [{"role": "user", "content": f"row number {i} ({i})"}]}
-                async with sem, client.stream("POST", f"{base_url}/chat/completions",
-                                              json=body) as response:
-                    async for _ in response.aiter_bytes():
-                        pass
+        async def one(client: httpx.AsyncClient, i: int) -> None:
+            body = {"model": "bench", "stream": True,
+                    "messages": [{"role": "user", "content": f"row number {i} ({i})"}]}
+            async with client.stream("POST", f"{base_url}/chat/completions",
+                                     json=body) as response:
+                async for _ in response.aiter_bytes():
+                    pass
 
-            await asyncio.gather(*(one(i) for i in range(CONCURRENCY)))  # warm
-            start = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(ROWS)))
-            return time.perf_counter() - start
+        async def rows(count: int) -> None:
+            pending = iter(range(count))
+
+            async def worker(k: int) -> None:
+                for i in pending:
+                    await one(clients[k % n], i)
+
+            await asyncio.gather(*(worker(k) for k in range(CONCURRENCY)))
+
+        await rows(CONCURRENCY)  # warm
+        start = time.perf_counter()
+        await rows(ROWS)
+        elapsed = time.perf_counter() - start
+        for client in clients:
+            await client.aclose()
+        return elapsed
 
     return min(asyncio.run(run()) for _ in range(3))
 
@@ -57,7 +77,8 @@ def main() -> int:
     try:
         assert server.stdout is not None
         base_url = server.stdout.readline().strip()
-        peer = raw_httpx(base_url)
+        peer = raw_httpx(base_url, shared=False)
+        shared_peer = raw_httpx(base_url, shared=True)
         import nbchat
 
         rows = [{"id": i, "text": f"row number {i}"} for i in range(ROWS)]
@@ -82,8 +103,11 @@ def main() -> int:
     print(f"nbchat.map: {ROWS} rows, concurrency {CONCURRENCY}, {DELAY * 1000:.0f} ms a reply: "
           f"{best:.3f} s (runs {', '.join(f'{t:.3f}' for t in times)}); ideal {ideal:.4f} s; "
           f"ratio {ratio:.3f} (target <= {TARGET})")
-    print(f"peer, raw httpx with nbchat's pool limits: {peer:.3f} s, {peer / ideal:.3f}x the "
-          f"ideal; nbchat.map is {best / peer:.3f}x the peer")
+    print(f"peer, raw httpx, a client per worker: {peer:.3f} s, {peer / ideal:.3f}x the ideal; "
+          f"nbchat.map is {best / peer:.3f}x the peer")
+    print(f"raw httpx, one shared client: {shared_peer:.3f} s, {shared_peer / ideal:.3f}x the "
+          f"ideal")
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0 if ratio <= TARGET else 1
 
 

@@ -261,10 +261,18 @@ async def amap(
     state = _state if _state is not None else _State(n, [None] * n, {})
     limiter = AdaptiveLimiter(concurrency)
     bar = _bar(n) if progress else None
+    if bar is not None:
+        bar.set_postfix(failed=0, reused=0, refresh=False)
+
+    shown = (0, 0)  # (failed, reused) on the bar: set_postfix formats, so only on a change
 
     def tick() -> None:
+        nonlocal shown
         if bar is not None:
-            bar.set_postfix(failed=len(state.errors), reused=state.reused, refresh=False)
+            counts = (len(state.errors), state.reused)
+            if counts != shown:
+                shown = counts
+                bar.set_postfix(failed=counts[0], reused=counts[1], refresh=False)
             bar.update(1)
 
     async def one(i: int) -> None:
