@@ -141,6 +141,32 @@ def test_a_lookup_waits_for_the_writer_only_for_its_own_request(fake, monkeypatc
     assert logged.id == reply.log_id
 
 
+def test_replies_queued_while_the_writer_is_busy_are_written_in_one_transaction(fake,
+                                                                              monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    batches: list[int] = []
+    insert, write = nblog.Log._insert, nblog.Log._write
+
+    def stuck_insert(self, conn, record):
+        entered.set()
+        release.wait(10)
+        insert(self, conn, record)
+
+    def counted_write(self, items):
+        batches.append(len(items))
+        write(self, items)
+
+    monkeypatch.setattr(nblog.Log, "_insert", stuck_insert)
+    monkeypatch.setattr(nblog.Log, "_write", counted_write)
+    replies = [nbchat.chat("first", model="fake:echo")]
+    assert entered.wait(5)
+    replies += [nbchat.chat(f"then {i}", model="fake:echo") for i in range(5)]
+    release.set()
+    nblog.current().flush()
+    assert batches == [1, 5]  # one commit for the five that waited, not five
+    assert sorted(r["id"] for r in rows()) == sorted(r.log_id for r in replies)
+
+
 def test_log_off_writes_nothing(fake, monkeypatch, tmp_path):
     monkeypatch.setenv("NBCHAT_LOG", "off")
     reply = nbchat.chat("hi", model="fake:echo")

@@ -4,7 +4,9 @@ Where: `NBCHAT_LOG` (a file path; `off` turns logging off), else `log.db` in the
 folder that `platformdirs` gives for "nbchat" (e.g. `~/.local/share/nbchat/log.db`).
 
 A reply is written once, when its turn finishes, by a writer thread: nothing is done per chunk
-but keeping the event and its time, and the chat never waits for the disk. A database that
+but keeping the event and its time, and the chat never waits for the disk. Replies that queue
+up while it writes (many rows of `nbchat.map`) go into one transaction; reads have a
+connection of their own, so a lookup does not wait for a write. A database that
 cannot be used (corrupt, locked past the busy timeout, written by a newer nbchat, a folder that
 cannot be created) warns once with `LogWarning` and the chat goes on unlogged.
 
@@ -57,6 +59,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .types import Reply
 
+#: at most this many queued replies are written in one transaction
+BATCH = 64
 #: `NBCHAT_LOG` values that turn the log off
 OFF = ("off", "0", "false", "no", "none")
 #: seconds a write waits for another process's lock before giving up (and warning)
@@ -398,32 +402,51 @@ class Log:
 
     def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
+            items = [self._queue.get()]
+            while len(items) < BATCH and items[-1] is not None:
+                try:  # what else is queued goes into the same transaction
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if item is None:
-                    return
-                conn = self._connect()
-                if conn is None:
-                    continue
+                self._write([i for i in items if i is not None])
+            finally:
+                with self._pending_lock:
+                    for item in items:
+                        if isinstance(item, Record):
+                            self._pending[item.request_hash] -= 1
+                            if self._pending[item.request_hash] <= 0:
+                                del self._pending[item.request_hash]
+                for _ in items:
+                    self._queue.task_done()
+            if items[-1] is None:
+                return
+
+    def _write(self, items: list[Record | tuple[str, Any]]) -> None:
+        """Write queued entries in one transaction (a commit per reply would cost more than
+        the reply's own insert when many replies come at once, as in `nbchat.map`)."""
+        conn = self._connect()
+        if conn is None or not items:
+            return
+        try:
+            with self._lock:
+                conn.execute("BEGIN")
                 try:
-                    with self._lock:
+                    for item in items:
                         if isinstance(item, Record):
                             self._insert(conn, item)
                         else:
                             self._insert_listing(conn, *item[1])
-                except Exception as exc:  # noqa: BLE001 - a lost entry must not stop the chat
-                    if _is_busy(exc):  # another process holds the lock: lose this entry only
-                        self.warn(f"the log at {self.path} stayed locked for {BUSY_TIMEOUT:g} s "
-                                  "(another process is writing to it); a reply was not logged")
-                    else:
-                        self._fail(exc)
-            finally:
-                if isinstance(item, Record):
-                    with self._pending_lock:
-                        self._pending[item.request_hash] -= 1
-                        if self._pending[item.request_hash] <= 0:
-                            del self._pending[item.request_hash]
-                self._queue.task_done()
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except Exception as exc:  # noqa: BLE001 - a lost entry must not stop the chat
+            if _is_busy(exc):  # another process holds the lock: lose these entries only
+                self.warn(f"the log at {self.path} stayed locked for {BUSY_TIMEOUT:g} s "
+                          "(another process is writing to it); a reply was not logged")
+            else:
+                self._fail(exc)
 
     def _insert(self, conn: sqlite3.Connection, r: Record) -> None:
         blobs: dict[str, tuple[str, bytes]] = {}
@@ -448,32 +471,26 @@ class Log:
                 logprobs[i] = list(lp)
         reply = r.reply
         err = reply.error
-        conn.execute("BEGIN")
-        try:
-            conn.executemany("INSERT OR IGNORE INTO blobs (sha256, mime, data) VALUES (?, ?, ?)",
-                             [(h, mime, data) for h, (mime, data) in blobs.items()])
-            conn.execute(
-                f"INSERT INTO replies ({', '.join(_COLUMNS)})"
-                f" VALUES ({', '.join('?' * len(_COLUMNS))})",
-                (
-                    r.id, r.created, SESSION, r.provider, r.model, r.endpoint, r.request_hash,
-                    dumps(messages), dumps(r.options), reply.text,
-                    dumps([tool_call_json(t) for t in reply.tool_calls])
-                    if reply.tool_calls else None,
-                    reply.finish_reason, reply.usage.input_tokens, reply.usage.output_tokens,
-                    reply.time_to_first_token, reply.duration, int(reply.interrupted),
-                    type(err).__name__ if err is not None else None,
-                    redact(str(err)) if err is not None else None,
-                    dumps(error_attrs(err)) if err is not None else None,
-                    dumps(events), _le(chunks), _le(stamps),
-                    dumps(logprobs) if logprobs is not None else None,
-                    r.notebook, r.cell, reply.reasoning or None,
-                ),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        conn.executemany("INSERT OR IGNORE INTO blobs (sha256, mime, data) VALUES (?, ?, ?)",
+                         [(h, mime, data) for h, (mime, data) in blobs.items()])
+        conn.execute(
+            f"INSERT INTO replies ({', '.join(_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(_COLUMNS))})",
+            (
+                r.id, r.created, SESSION, r.provider, r.model, r.endpoint, r.request_hash,
+                dumps(messages), dumps(r.options), reply.text,
+                dumps([tool_call_json(t) for t in reply.tool_calls])
+                if reply.tool_calls else None,
+                reply.finish_reason, reply.usage.input_tokens, reply.usage.output_tokens,
+                reply.time_to_first_token, reply.duration, int(reply.interrupted),
+                type(err).__name__ if err is not None else None,
+                redact(str(err)) if err is not None else None,
+                dumps(error_attrs(err)) if err is not None else None,
+                dumps(events), _le(chunks), _le(stamps),
+                dumps(logprobs) if logprobs is not None else None,
+                r.notebook, r.cell, reply.reasoning or None,
+            ),
+        )
 
     def _insert_listing(self, conn: sqlite3.Connection, provider: str, endpoint: str,
                         models: list[ModelInfo]) -> None:
