@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import queue
+import random
 import sys
 import threading
 import uuid
@@ -144,9 +145,19 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
+_rng: tuple[int, random.Random] | None = None  # (pid, generator seeded from os.urandom)
+
+
 def new_id() -> str:
-    """A log id: 16 hex digits, random."""
-    return uuid.uuid4().hex[:16]
+    """A log id: 16 hex digits, random (64 bits from a generator seeded once per process from
+    `os.urandom`, again in a forked child). Not `uuid4()`: its `os.urandom` call per id gives
+    up the interpreter lock, and with the log's writer thread busy, taking it back cost about
+    0.1 ms per reply in `nbchat.map` (measured with cProfile over 1,000 rows)."""
+    global _rng
+    pid = os.getpid()
+    if _rng is None or _rng[0] != pid:
+        _rng = (pid, random.Random(os.urandom(32)))
+    return f"{_rng[1].getrandbits(64):016x}"
 
 
 def sha256(data: bytes) -> str:

@@ -116,8 +116,18 @@ def _option_defaults() -> tuple[tuple[str, Any], ...]:
                   else f.default) for f in dataclasses.fields(Options))
 
 
+_last_options: tuple[Options, dict[str, Any]] | None = None
+
+
 def options_json(options: Options) -> dict[str, Any]:
-    """The options that differ from their defaults, as JSON (tools by their OpenAI schema)."""
+    """The options that differ from their defaults, as JSON (tools by their OpenAI schema).
+    Options are frozen, so the JSON of the last one asked for is kept (a turn asks twice: its
+    request hash and its log record; `nbchat.map` asks for the same options every row); the
+    dict returned is shared: read it, do not change it."""
+    global _last_options
+    last = _last_options
+    if last is not None and last[0] is options:
+        return last[1]
     out: dict[str, Any] = {}
     for name, default in _option_defaults():
         value = getattr(options, name)
@@ -127,6 +137,7 @@ def options_json(options: Options) -> dict[str, Any]:
             value = [t.to_openai() for t in value]
         out[name] = value
     normalized: dict[str, Any] = json.loads(_log.dumps(out))
+    _last_options = (options, normalized)
     return normalized
 
 
