@@ -177,3 +177,13 @@ def test_readme_options_table_is_the_generated_one():
     for o in OPTIONS.values():  # one row per option, with its description and range
         row = next(line for line in printed.splitlines() if line.startswith(f"| `{o.name}`"))
         assert o.description[1:] in row and (o.range or "-") in row
+
+
+def test_settings_repr_shows_a_base_url_without_its_user_and_password():
+    """A key given as a URL's user or password (`http://user:key@host`) stays out of the repr
+    (a notebook's `settings` output, a traceback's locals), as from `Reply.endpoint`."""
+    for url in ("http://user:sk-test-SECRET123456789@127.0.0.1:8/v1",
+                "http://x:pass1234word@127.0.0.1:8/v1", "http://nvapi-abcdef123456@host/v1"):
+        text = repr(parse_settings({"base_url": url, "temperature": 0}))
+        assert "SECRET" not in text and "pass1234" not in text and "abcdef123456" not in text
+        assert "temperature=0.0" in text and "127.0.0.1:8/v1" in text or "host/v1" in text

@@ -55,6 +55,31 @@ class Settings:
     schema_retries: int = 1  # asks again, with the validation error, when a reply does not fit
     schema_type: Any = None  # the type `schema=` named (reply.parsed is one); None: a dict
 
+    def __repr__(self) -> str:
+        # a base URL may carry a key as its user or password (http://user:key@host): shown
+        # without them, and any key-shaped text redacted, as in `Reply.endpoint`
+        from urllib.parse import urlsplit
+
+        from .errors import redact
+
+        shown = []
+        for f in dataclasses.fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name == "base_url" and value:
+                try:
+                    parts = urlsplit(value)
+                    if parts.username or parts.password:
+                        host = parts.hostname or ""
+                        value = parts._replace(
+                            netloc=f"{host}:{parts.port}" if parts.port else host).geturl()
+                except ValueError:
+                    value = "<a URL that cannot be parsed>"
+                value = redact(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
 
 #: the built-in providers (nbchat.core.registry), in the order of the README's providers table
 ALL_PROVIDERS = ("llamacpp", "openai", "cerebras", "nvidia", "anyscale", "replicate", "cog")
