@@ -595,3 +595,21 @@ def test_record_of_an_unexpected_shape_is_a_protocol_error(mock, record):
     with pytest.raises(ProtocolError, match="stream record nbchat cannot read"):
         conv.send("hi")
     assert conv.replies[-1].text == "Hi"
+
+
+def test_input_cannot_replace_the_model_messages_or_streaming():
+    """`input=` (`%%chat --input k=v`) adds body fields; it may not replace the ones that make
+    the request this turn: the model, the messages and streaming. The refusal comes before
+    anything is sent and names what to remove; other fields still go in as given."""
+    from nbchat.core.errors import BadOption
+
+    body = build_body(request(input={"repeat_penalty": 1.1, "top_k": 5}))
+    assert body["repeat_penalty"] == 1.1 and body["top_k"] == 5
+    for extra in ({"model": "evil"}, {"messages": []}, {"stream": False},
+                  {"stream_options": {}, "model": "x"}):
+        with pytest.raises(BadOption, match="cannot be set with input=") as info:
+            build_body(request(input=extra))
+        assert all(k in str(info.value) for k in extra)
+    with pytest.raises(BadOption, match="messages, model cannot be set"):  # nothing is sent
+        nbchat.chat("hi", model="openai:m", base_url="http://127.0.0.1:9/v1",
+                    input={"messages": [], "model": "evil"})

@@ -186,8 +186,18 @@ def build_body(
         body["logprobs"] = True
         if o.logprobs:
             body["top_logprobs"] = o.logprobs
+    taken = RESERVED_INPUTS.intersection(o.extra)
+    if taken:
+        raise BadOption("input", f"{', '.join(sorted(taken))} cannot be set with input=: nbchat "
+                        "sends the model id (-m / model=), the messages (the prompt and the "
+                        "thread) and streaming itself; remove "
+                        f"{'it' if len(taken) == 1 else 'them'} from input")
     body.update(o.extra)
     return body
+
+
+#: body fields that input= may not replace: without them the request is not the turn asked for
+RESERVED_INPUTS = frozenset({"model", "messages", "stream", "stream_options"})
 
 
 # ---- response -------------------------------------------------------------------------------
