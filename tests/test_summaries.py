@@ -175,3 +175,29 @@ def test_chat_panel_sends_its_context_with_the_first_message_and_after_new_chat(
     assert "### rain: pandas DataFrame" in first and "north" in first and "12.5" in first
     assert "rain" not in second
     assert "### rain: pandas DataFrame" in third
+
+
+def test_an_object_whose_repr_raises_is_summarized_as_such():
+    """A user's object whose __repr__ (or summary) raises does not break --context with an
+    internal traceback: its summary says what failed, and the other names still go in."""
+    from nbchat.core.summaries import summarize_all
+
+    class Broken:
+        def __repr__(self):
+            return str(1 / 0)
+
+    items = summarize_all((("k", Broken()), ("n", [1, 2, 3])), 200)
+    assert items[0].kind == "Broken" and "summary failed (ZeroDivisionError" in items[0].text
+    assert "1, 2, 3" in items[1].text
+
+
+@pytest.mark.parametrize("reply, code", [
+    ("Use this: ```python\nprint('hi')\n``` in a line", None),  # no block: no empty cell
+    ("```\n```\n\n```python\nx = 1\n```", "x = 1"),  # an empty block is passed over
+    ("Text\n\n    indented = True\n", "indented = True"),
+    ("```py\nfirst\n```\n```py\nsecond\n```", "first"),
+])
+def test_code_takes_the_first_block_that_holds_code(reply, code):
+    from nbchat.notebook.magics import first_code_block
+
+    assert first_code_block(reply) == code

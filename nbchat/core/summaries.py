@@ -105,7 +105,12 @@ def named(value: Any) -> tuple[tuple[str, Any], ...]:
 def summarize(name: str, value: Any, budget: int) -> ContextItem:
     """The summary of one named object within `budget` tokens (estimated; see the module)."""
     limit = max(budget, 1) * CHARS_PER_TOKEN
-    kind, forms, images = _forms(value)
+    try:
+        kind, forms, images = _forms(value)
+    except Exception as exc:  # the object's own repr or summary raised: say so, go on
+        kind = type(value).__name__
+        forms, images = [f"a {kind} object whose summary failed ({type(exc).__name__}: "
+                         f"{_short(str(exc), 120)}); nothing more is known about it"], ()
     for text in forms:  # most detailed first
         if len(text) <= limit:
             return ContextItem(name, kind, text, images)

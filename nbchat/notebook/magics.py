@@ -739,12 +739,13 @@ ERROR_PROMPT = ("Explain the error above: what went wrong, in one or two sentenc
 
 
 def first_code_block(text: str) -> str | None:
-    """The first fenced or indented code block of a Markdown reply (CommonMark, markdown-it),
-    without its fence; None when there is none."""
+    """The first fenced or indented code block of a Markdown reply that holds code
+    (CommonMark, markdown-it), without its fence; None when there is none (an empty block is
+    passed over: it would make an empty cell)."""
     from markdown_it import MarkdownIt
 
     for token in MarkdownIt("commonmark").parse(text):
-        if token.type in ("fence", "code_block"):
+        if token.type in ("fence", "code_block") and token.content.strip():
             return token.content.rstrip("\n")
     return None
 def tool_step_bundle(step: Any) -> dict[str, Any]:
