@@ -50,3 +50,30 @@ def test_preview_shows_the_messages_and_sends_nothing(fake):
     lg = nblog.current()
     lg.flush()
     assert len(lg.entries(10)) == 1  # only the real turn was logged
+
+
+def test_estimate_and_preview_include_the_tools_and_schema_sent(fake):
+    """Tool definitions and a response schema go with the messages (servers put them in the
+    prompt), so the estimate counts them and the dry run shows them."""
+    import json
+
+    def lookup(city: str, country: str = "") -> str:
+        """Look up the weather of a city, with a long description that takes tokens.
+
+        Args:
+            city: the city to look up
+            country: its country, when the name is ambiguous
+        """
+        return ""
+
+    schema = {"type": "object", "properties": {"setup": {"type": "string"},
+                                               "punchline": {"type": "string"}}}
+    plain = nbchat.count("Weather?", model="fake:echo")
+    tools = nbchat.count("Weather?", model="fake:echo", tools=[lookup])
+    both = nbchat.count("Weather?", model="fake:echo", tools=[lookup], schema=schema)
+    assert plain < tools < both and "tool definitions and schema" in tools.method
+    p = run_sync(apreview("Weather?", model="fake:echo", tools=[lookup], schema=schema))
+    text = str(p)
+    assert "── tools ──" in text and '"name": "lookup"' in text and "the city to look up" in text
+    assert "── response schema ──" in text and json.dumps(schema) in text
+    assert not fake.requests

@@ -8,6 +8,7 @@ model tokenizes with its chat template), else an estimate, marked as such (`Toke
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from .images import to_image_part
 from .loop import TurnLoop
 from .summaries import CHARS_PER_TOKEN, estimate_tokens
 from .turn import Turn
-from .types import ImagePart, Message
+from .types import ImagePart, Message, Options
 
 #: tokens added per message by chat formats (role markers), in the estimate
 PER_MESSAGE = 4
@@ -43,12 +44,28 @@ class TokenCount(int):
     __str__ = __repr__
 
 
-def estimate(messages: list[Message] | tuple[Message, ...]) -> TokenCount:
+def estimate(messages: list[Message] | tuple[Message, ...],
+             options: Options | None = None) -> TokenCount:
     """Tokens of `messages` estimated: text at `CHARS_PER_TOKEN` characters a token, plus
-    `PER_MESSAGE` a message and `PER_IMAGE` an image."""
+    `PER_MESSAGE` a message and `PER_IMAGE` an image; with `options`, the tool definitions and
+    the JSON schema the request carries, as their JSON text (servers put them in the prompt)."""
     n = sum(estimate_tokens(m.text) + PER_MESSAGE + PER_IMAGE * len(m.images) for m in messages)
+    tools, schema = _sent_with(options)
+    if tools:
+        n += estimate_tokens(json.dumps(tools))
+    if schema is not None:
+        n += estimate_tokens(json.dumps(schema))
+    also = ", tool definitions and schema as JSON" if tools or schema is not None else ""
     return TokenCount(n, estimated=True, method=f"estimate: {CHARS_PER_TOKEN} characters a "
-                      f"token, {PER_MESSAGE} a message, {PER_IMAGE} an image")
+                      f"token, {PER_MESSAGE} a message, {PER_IMAGE} an image{also}")
+
+
+def _sent_with(options: Options | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The tool definitions (OpenAI's form) and the JSON schema a request with `options` sends
+    beside its messages."""
+    if options is None:
+        return [], None
+    return [t.to_openai() for t in options.tools], options.schema
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,10 @@ class Preview:
     messages: tuple[Message, ...]
     tokens: TokenCount
     endpoint: str | None = None
+    #: the tool definitions (OpenAI's `tools` form) and the JSON schema (`schema=`) that go with
+    #: the messages
+    tools: tuple[dict[str, Any], ...] = ()
+    schema: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         lines = [f"dry run: nothing was sent to {self.model}",
@@ -77,6 +98,12 @@ class Preview:
                 else:
                     lines.append(getattr(part, "text", repr(part)))
             lines.append("")
+        if self.tools:
+            lines.append("── tools ──")
+            lines += [json.dumps(t, ensure_ascii=False) for t in self.tools]
+            lines.append("")
+        if self.schema is not None:
+            lines += ["── response schema ──", json.dumps(self.schema, ensure_ascii=False), ""]
         return "\n".join(lines).rstrip() + "\n"
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
@@ -109,6 +136,8 @@ async def apreview_turn(turn: Turn | TurnLoop) -> Preview:
     endpoint = turn.provider.endpoint(turn._base_url, turn._api_key)  # as the turn would
     counted = await turn.provider.count_tokens(request)
     tokens = (TokenCount(counted, estimated=False, method=f"{turn.reply.model}'s own tokenizer")
-              if counted is not None else estimate(request.messages))
+              if counted is not None else estimate(request.messages, request.options))
+    tools, schema = _sent_with(request.options)
     return Preview(turn.reply.model, request.messages, tokens,
-                   endpoint=replay.public_url(endpoint.base_url))
+                   endpoint=replay.public_url(endpoint.base_url), tools=tuple(tools),
+                   schema=schema)
