@@ -238,3 +238,20 @@ def test_finished_table_shows_tool_steps_and_refusals(two):
     assert "Refused: no &lt;img" in page and problems(page) == []
     assert '[tool] lookup({"q": "<img' in bundle["text/plain"]
     assert f"Refused: no {hostile}" in bundle["text/plain"]
+
+
+@pytest.mark.server
+def test_provider_star_lists_the_server_given_by_base_url(llama_server, monkeypatch):
+    """`-m 'openai:*' --base-url URL` (and `compare("openai:*", ..., base_url=URL)`) compares
+    the models that server lists, not those of the provider's default endpoint."""
+    from test_magics import Shell
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    result = compare("openai:*", "Hi", base_url=llama_server, max_tokens=2, temperature=0)
+    assert list(result) == ["openai:smollm2"] and not result.errors
+    shell = Shell()
+    try:
+        shell.ok(f"%%chat -m openai:* --base-url {llama_server} --max-tokens 2 --as r\nHi")
+        assert list(shell.ip.user_ns["r"]) == ["openai:smollm2"]
+    finally:
+        shell.close()

@@ -193,12 +193,14 @@ def _resolve_ids(models: list[Any]) -> list[str]:
     return ids
 
 
-async def expand_models(models: Any) -> list[str]:
-    """Ids from a list of ids / ModelInfo, a comma-separated string, or "provider:*"."""
+async def expand_models(models: Any, *, base_url: str | None = None,
+                        api_key: Any = None) -> list[str]:
+    """Ids from a list of ids / ModelInfo, a comma-separated string, or "provider:*" (every
+    model the provider lists; at `base_url` with `api_key` when given)."""
     items: list[Any] = []
     for m in _split(models):
         if isinstance(m, str) and m.endswith(":*"):
-            items += await amodels(m[:-2])
+            items += await amodels(m[:-2], base_url=base_url, api_key=api_key)
         else:
             items.append(m)
     return _resolve_ids(items)
@@ -223,7 +225,8 @@ class CompareView(anywidget.AnyWidget):
         self.model_ids: list[str] = []
         items = _split(models)
         if any(isinstance(m, str) and m.endswith(":*") for m in items):
-            items = run_sync(expand_models(items))  # needs the providers' live listings
+            items = run_sync(expand_models(  # needs the providers' live listings
+                items, base_url=self.settings.base_url, api_key=self.settings.api_key))
         if items:
             self._set_models(_resolve_ids(items))
 
@@ -244,7 +247,8 @@ class CompareView(anywidget.AnyWidget):
         the others. Raises BadOption when there are no models, UnknownModel for an unknown id.
         """
         if models is not None:
-            self.model_ids = await expand_models(models)
+            self.model_ids = await expand_models(models, base_url=self.settings.base_url,
+                                                 api_key=self.settings.api_key)
         if not self.model_ids:
             raise BadOption("models", "no models to compare: give ids like ['local', 'nvidia:...']")
         self.prompt = prompt if isinstance(prompt, str) else ""
@@ -321,7 +325,8 @@ async def acompare(models: Any, prompt: Any, **options: Any) -> CompareResult:
     """`compare`, for async code: send `prompt` to every model at once; in a notebook, stream
     them side by side. Same arguments, result and errors as `compare`."""
     hide_key(options)
-    view = CompareView(await expand_models(models), **options)
+    view = CompareView(await expand_models(models, base_url=options.get("base_url"),
+                                           api_key=options.get("api_key")), **options)
     handle = _show(view)
     try:
         result = await view.arun(prompt)
@@ -363,7 +368,8 @@ def compare(models: Any, prompt: Any, **options: Any) -> CompareResult:
     hide_key(options)
     if not _in_kernel():
         return run_sync(acompare(models, prompt, **options))
-    view = CompareView(run_sync(expand_models(models)), **options)
+    view = CompareView(run_sync(expand_models(models, base_url=options.get("base_url"),
+                                              api_key=options.get("api_key"))), **options)
     handle = _show(view)
     try:
         result = run_sync(view.arun(prompt))

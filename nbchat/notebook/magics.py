@@ -652,7 +652,8 @@ class ChatMagics(Magics, Configurable):
                 "which this version of nbchat does not have"
             ) from None
         with usage_errors():
-            models = expand_models(model)
+            models = expand_models(model, base_url=options.get("base_url"),
+                                   api_key=options.get("api_key"))
             result = compare(models, prompt, **options)
         self._store(result, as_var, ns)
 
@@ -857,8 +858,10 @@ def image_paths(path: str, n: int) -> list[str]:
     return [f"{stem}_{i}{ext or '.png'}" for i in range(1, n + 1)]
 
 
-def expand_models(spec: str) -> list[str]:
-    """'A,B' -> [A, B]; 'provider:*' -> every model that provider lists."""
+def expand_models(spec: str, *, base_url: str | None = None,
+                  api_key: Any = None) -> list[str]:
+    """'A,B' -> [A, B]; 'provider:*' -> every model that provider lists (at `base_url` with
+    `api_key` when given, as `--base-url` / `--api-key` name them)."""
     out: list[str] = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -866,7 +869,7 @@ def expand_models(spec: str) -> list[str]:
         if item.endswith(":*"):
             from ..core.api import models
 
-            out += [m.id for m in models(item[:-2])]
+            out += [m.id for m in models(item[:-2], base_url=base_url, api_key=api_key)]
         else:
             out.append(item)
     return out
