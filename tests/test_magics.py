@@ -695,3 +695,12 @@ def test_an_emoji_split_across_chunks_reaches_the_cell_and_nbchat_last(sh, fault
     assert nbchat.last.text == "Hi \U0001f600"
     assert visible_text(sh.final_outputs()[0]).strip() == "Hi \U0001f600"
     json.dumps(sh.messages, ensure_ascii=False).encode("utf-8")  # what the kernel would send
+
+
+def test_a_mistyped_flag_gets_a_did_you_mean(sh, fake):
+    """argparse (before Python 3.12) only names the flag it does not know; the error also says
+    which flag was meant, and nothing is sent."""
+    err = sh.error("%%chat -m fake:echo --tempreature 0\nHi")
+    assert "--tempreature" in err and "did you mean --temperature?" in err
+    err = sh.error("%%chat -m fake:echo --max-tokns=5\nHi")
+    assert "did you mean --max-tokens?" in err and not fake.requests

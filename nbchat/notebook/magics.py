@@ -279,7 +279,7 @@ class ChatMagics(Magics, Configurable):
         variable (CEREBRAS_API_KEY, NVIDIA_API_KEY, REPLICATE_API_TOKEN, ANYSCALE_API_KEY,
         OPENAI_API_KEY). `%models` lists the models and says which keys are set.
         """
-        args = _unquoted(parse_argstring(self.chat, line))
+        args = _unquoted(_parse_args(self.chat, line))
         if args.model is not None and not args.model.strip():
             raise UsageError(
                 '-m "": give a model id such as local or cerebras:llama3.1-8b (see %models), or '
@@ -685,7 +685,7 @@ class ChatMagics(Magics, Configurable):
         from ..core import log
         from .log_tables import LogTable
 
-        args = _unquoted(parse_argstring(self.chat_log, line))
+        args = _unquoted(_parse_args(self.chat_log, line))
         if args.n < 1:
             raise UsageError("-n: give a positive number of entries")
         lg = log.current()
@@ -704,7 +704,7 @@ class ChatMagics(Magics, Configurable):
         """Answer requests from the local log: `%chat_replay on|strict|off [--paced]`."""
         from ..core import replay
 
-        args = parse_argstring(self.chat_replay, line)
+        args = _parse_args(self.chat_replay, line)
         with usage_errors():
             if args.mode is not None:
                 replay.set_mode(args.mode, paced=args.paced)
@@ -856,6 +856,30 @@ def image_paths(path: str, n: int) -> list[str]:
 
     stem, ext = os.path.splitext(path)
     return [f"{stem}_{i}{ext or '.png'}" for i in range(1, n + 1)]
+
+
+def _parse_args(magic: Any, line: str) -> Any:
+    """`parse_argstring`, with a "did you mean" for a mistyped flag (`--tempreature`): argparse
+    before Python 3.12 names the flag it does not know and nothing more."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        import difflib
+
+        text = str(exc)
+        if "unrecognized arguments:" not in text:
+            raise
+        flags = [s for a in magic.parser._actions for s in a.option_strings if s.startswith("--")]
+        unknown = [w for w in text.split("unrecognized arguments:", 1)[1].split()
+                   if w.startswith("-")]
+        hints = []
+        for word in unknown:
+            near = difflib.get_close_matches(word.split("=", 1)[0], flags, n=2, cutoff=0.7)
+            if near:
+                hints.append(f"{word}: did you mean {' or '.join(near)}?")
+        if not hints:
+            raise
+        raise UsageError(f"{text}; {'; '.join(hints)}") from None
 
 
 def expand_models(spec: str, *, base_url: str | None = None,
