@@ -92,6 +92,8 @@ def test_gives_up_after_two_retries_with_the_provider_message(sleeps):
     assert info.value.retry_after == 1.0
     assert info.value.status == 429
     assert "Rate limit exceeded" in str(info.value) and "retry in 1 s" in str(info.value)
+    assert str(info.value).endswith("(nbchat tried 3 times)")  # it already did retry
+    assert info.value.full_message.endswith("(nbchat tried 3 times)")
 
 
 def test_long_retry_after_is_reported_not_waited(sleeps):
@@ -99,7 +101,7 @@ def test_long_retry_after_is_reported_not_waited(sleeps):
     with pytest.raises(RateLimited) as info:
         run(send(transport))
     assert len(calls) == 1 and sleeps == []
-    assert info.value.retry_after == 3600
+    assert info.value.retry_after == 3600 and "tried" not in str(info.value)  # once: no note
 
 
 def test_400_is_not_retried(sleeps):

@@ -182,6 +182,11 @@ class NbchatError(Exception):
         """
         return str(self.args[0]) if self.args else ""
 
+    def append(self, note: str) -> None:
+        """Add `note` (e.g. how many times nbchat tried) at the end of the message."""
+        self.full_message = f"{self.full_message} {note}"
+        self.args = (f"{self.message} {note}", *self.args[1:])
+
 
 class UsageError(NbchatError, ValueError):
     """Bad input from the user, found before any I/O (also a ValueError)."""

@@ -658,6 +658,8 @@ async def open_stream(
                 await retry_wait(_retry_reason(provider, status), delay)
                 attempt += 1
                 continue
+        if attempt:  # "retry in 1 s" alone reads as if nobody had
+            error.append(f"(nbchat tried {attempt + 1} times)")
         raise error
 
 
