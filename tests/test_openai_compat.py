@@ -613,3 +613,20 @@ def test_input_cannot_replace_the_model_messages_or_streaming():
     with pytest.raises(BadOption, match="messages, model cannot be set"):  # nothing is sent
         nbchat.chat("hi", model="openai:m", base_url="http://127.0.0.1:9/v1",
                     input={"messages": [], "model": "evil"})
+
+
+@pytest.mark.parametrize("status, base, says", [
+    (502, "http://127.0.0.1:9/v1", "a gateway or proxy could not reach the model server"),
+    (200, "http://127.0.0.1:9/v1", "not as an OpenAI-compatible API; check the host and port"),
+    (200, "http://127.0.0.1:9", "usually ending in /v1"),
+])
+def test_an_html_page_says_what_to_check(status, base, says):
+    """An HTML page where JSON was expected: from a gateway (502/503/504), the model server
+    is down behind it; at an address that already ends in /v1, the host or port is wrong; else
+    the base URL probably lacks /v1. The advice fits the case."""
+    from nbchat.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider()
+    err = provider.html_error(status, b"<html>Bad Gateway</html>", f"{base}/chat/completions")
+    assert isinstance(err, ProtocolError) and says in str(err)
+    assert f"HTTP {status}" in str(err)

@@ -62,10 +62,17 @@ class OpenAICompatProvider(Provider):
         """The error for an HTML page where JSON was expected (a wrong base URL, a proxy's page):
         a ProtocolError saying to check the base URL. `url` is the address that answered.
         """
+        head = f"{self.name} answered with an HTML page instead of JSON (HTTP {status})"
+        if status in (502, 503, 504):  # a gateway or proxy in front of the server
+            return ProtocolError(
+                f"{head}: a gateway or proxy could not reach the model server; check that the "
+                "server is running, or try again in a moment")
+        if "/v1/" in url or url.rstrip("/").endswith("/v1"):
+            return ProtocolError(
+                f"{head}: the address answers, but not as an OpenAI-compatible API; check the "
+                "host and port of the base URL")
         return ProtocolError(
-            f"{self.name} answered with an HTML page instead of JSON (HTTP {status}); "
-            "check the base URL: it should be the API root, usually ending in /v1"
-        )
+            f"{head}; check the base URL: it should be the API root, usually ending in /v1")
 
     def chat_url(self, model: str, base_url: str) -> str:
         """The chat endpoint for `model`: `{base_url}/chat/completions`."""
