@@ -593,3 +593,21 @@ def test_a_slow_tool_says_what_runs_and_for_how_long(fake, monkeypatch):
         assert any("running slow_lookup" in m["data"]["text/html"] for m in status), status
     finally:
         shell.close()
+
+
+def test_reply_json_of_a_refusal_or_a_broken_json_reply_says_what_happened():
+    """`reply.json` where JSON was asked for: a refusal says the model refused (not "ask with
+    json=True", which the user did); JSON mode not kept says so; JSON not asked for says how."""
+    from nbchat.core.errors import ReplyNotJSON
+    from nbchat.core.options import parse_settings
+    from nbchat.core.types import Reply
+
+    refused = Reply(text="", refusal="I can't help with that.", json_mode=True)
+    with pytest.raises(ReplyNotJSON, match="the model refused.*I can't help"):
+        refused.json  # noqa: B018
+    schema = parse_settings({"schema": {"type": "object"}}).options
+    broken = Reply(text="Sure! {", options=schema)
+    with pytest.raises(ReplyNotJSON, match="did not keep to it"):
+        broken.json  # noqa: B018
+    with pytest.raises(ReplyNotJSON, match="ask with json=True or schema="):
+        Reply(text="plain words").json  # noqa: B018

@@ -405,8 +405,17 @@ class Reply:
         try:
             return _json.loads(text)
         except ValueError as exc:
+            if self.refusal:  # asked for JSON, the model declined: asking for JSON is not it
+                raise ReplyNotJSON(
+                    f"the model refused, so there is no JSON: {self.refusal!r:.200} (on "
+                    "reply.refusal); rephrase the request or try another model") from None
+            if self.json_mode or (self.options is not None and self.options.schema is not None):
+                hint = ("the model did not keep to it; try again, or give a schema= (checked, "
+                        "and asked again once when it does not fit)")
+            else:
+                hint = "ask with json=True or schema=..."
             raise ReplyNotJSON(
-                f"the reply is not valid JSON ({exc.args[0]}); ask with json=True or schema=..."
+                f"the reply is not valid JSON ({exc.args[0]}); {hint}"
             ) from None
 
     @property
