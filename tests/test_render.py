@@ -122,3 +122,18 @@ def test_issue_examples_in_a_displayed_reply(marker):
     assert not re.findall(r"<(?:img|script)\b", out), out  # shown as text: &lt;img ...
     assert not any(h.lower().startswith("javascript") for h in hrefs(out))
     assert marker in visible_text(out)
+
+
+def test_footer_says_a_reply_was_cut_and_gives_no_rate_for_a_few_tokens():
+    """A reply that stopped at max_tokens says so under it; a rate from one or two tokens in a
+    few milliseconds (a refusal, a cut stream: 11,993 tok/s) is not shown."""
+    from nbchat.core.render import footer
+    from nbchat.core.types import Reply, Usage
+
+    cut = Reply(text="Once upon a", model="m", finish_reason="length", usage=Usage(5, 3),
+                duration=0.5, time_to_first_token=0.2)
+    assert "cut at the token limit (max_tokens)" in footer(cut) and "10.0 tok/s" in footer(cut)
+    blip = Reply(text="No.", model="m", finish_reason="stop", usage=Usage(5, 2),
+                 duration=0.2002, time_to_first_token=0.2)
+    assert blip.tokens_per_second is None and "tok/s" not in footer(blip)
+    assert "cut at" not in footer(blip)

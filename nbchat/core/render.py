@@ -26,8 +26,8 @@ def _fmt_tokens(n: int | None) -> str:
 def footer(reply: Reply) -> str:
     """The one-line summary of a reply, parts joined by ` · `: model id (with `at host:port`
     when the reply came from an endpoint other than the provider's default), `N in / M out
-    tokens` (`?` for an unknown count), `first token X.XX s`, `X.X tok/s`, `interrupted`,
-    `replayed`; each part only when known or true.
+    tokens` (`?` for an unknown count), `first token X.XX s`, `X.X tok/s`, `interrupted` or
+    `cut at the token limit (max_tokens)`, `replayed`; each part only when known or true.
     """
     bits = [f"{reply.model} at {reply.host}" if reply.host else reply.model]
     u = reply.usage
@@ -40,6 +40,8 @@ def footer(reply: Reply) -> str:
         bits.append(f"{tps:.1f} tok/s")
     if reply.interrupted:
         bits.append("interrupted")
+    elif reply.finish_reason == "length" and (reply.text or reply.tool_calls):
+        bits.append("cut at the token limit (max_tokens)")
     if reply.replayed:
         bits.append("replayed")
     bits += reply.notes

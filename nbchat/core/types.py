@@ -331,6 +331,10 @@ class ModelInfo:
 # ---- the result of a turn ------------------------------------------------------------------
 
 
+#: the fewest output tokens, and seconds of generation, that give a tokens-per-second figure
+MIN_RATE_TOKENS, MIN_RATE_SECONDS = 3, 0.01
+
+
 @dataclass
 class Reply:
     """One assistant turn: text, tool calls, images, usage and timing."""
@@ -446,7 +450,8 @@ class Reply:
         if not n or self.duration is None or self.time_to_first_token is None:
             return None
         gen = self.duration - self.time_to_first_token
-        return n / gen if gen > 0 else None
+        # a couple of tokens over a few milliseconds is no rate (a refusal, a cut stream)
+        return n / gen if n >= MIN_RATE_TOKENS and gen >= MIN_RATE_SECONDS else None
 
     def footer(self) -> str:
         """The one-line summary under a reply: model, tokens in/out, first-token time (s), tok/s."""
