@@ -54,18 +54,23 @@ holds `concurrency` connections; they are closed when the map ends.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from numbers import Number
 from typing import Any
 
+from . import waits
 from .conversation import Conversation
 from .credentials import hide_key
-from .errors import BadOption, NbchatError, RateLimited
+from .errors import BadOption, NbchatError, RateLimited, UnknownOption, close_matches
 from .http import own_pool
-from .options import parse_settings, schema_of
+from .options import OPTION_NAMES, OPTIONS, Settings, parse_settings, schema_of
 from .types import Reply
+from .waits import Timeouts
 
 #: times one row is sent when its answers are 429s (the limiter waits between the tries)
 RATE_LIMIT_TRIES = 8
@@ -73,8 +78,11 @@ RATE_LIMIT_TRIES = 8
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 
-# a field not opened by a doubled brace: `{{name}}` stays as typed, `{"k": {name}}` is filled
-_FIELD = re.compile(r"(?<!\{)\{(?P<name>[A-Za-z_]\w*)(?::(?P<spec>[^{}\s]*))?\}")
+# a braced group not opened by a doubled brace: `{{name}}` stays as typed, `{"k": {name}}` is
+# filled (the outer braces hold braces, so they are no group)
+_BRACED = re.compile(r"(?<!\{)\{([^{}]*)\}")
+# what a field name looks like (a group that does not, e.g. JSON or code, is sent as typed)
+_NAMELIKE = re.compile(r"\w[\w .\-]*")
 
 
 class Interrupted(NbchatError):
@@ -97,16 +105,24 @@ class AdaptiveLimiter:
         self._backoff = FIRST_BACKOFF
         self._changed = asyncio.Condition()
 
-    async def acquire(self) -> None:
-        """Wait for a free slot and for any pause to end."""
+    async def acquire(self, deadline: float | None = None) -> bool:
+        """Wait for a free slot and for any pause to end: True, with the slot taken. False
+        (no slot) when that cannot happen before `deadline` (time.monotonic(); None: wait as
+        long as it takes)."""
         async with self._changed:
             while True:
-                pause = self.resume_at - time.monotonic()
+                now = time.monotonic()
+                pause = self.resume_at - now
                 if pause <= 0 and self.active < self.limit:
                     self.active += 1
-                    return
+                    return True
+                if deadline is not None and (now >= deadline or self.resume_at >= deadline):
+                    return False  # the pause outlasts the caller's time: no use waiting
+                wake = pause if pause > 0 else None
+                if deadline is not None:
+                    wake = deadline - now if wake is None else min(wake, deadline - now)
                 try:
-                    await asyncio.wait_for(self._changed.wait(), pause if pause > 0 else None)
+                    await asyncio.wait_for(self._changed.wait(), wake)
                 except asyncio.TimeoutError:
                     pass
 
@@ -169,8 +185,10 @@ class _State:
     throttles: int = 0
 
 
-def rows_of(rows: Any) -> tuple[list[Mapping[str, Any] | str], str]:
-    """The rows as dicts (or strings) and the kind of table: "pandas", "polars" or "list"."""
+def rows_of(rows: Any) -> tuple[list[Mapping[Any, Any] | str | Number], str]:
+    """The rows, read once, as dicts (or strings / numbers, which fill `{text}`) and the kind
+    of table: "pandas", "polars" or "list" (any other iterable: a list, tuple, generator,
+    iterator or range). Raises BadOption for anything else."""
     module = type(rows).__module__.split(".")[0]
     if module == "pandas" and type(rows).__name__ == "DataFrame":
         return list(rows.to_dict("records")), "pandas"
@@ -179,33 +197,130 @@ def rows_of(rows: Any) -> tuple[list[Mapping[str, Any] | str], str]:
     if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Iterable):
         raise BadOption("rows", "expected a DataFrame (pandas or polars), a list of dicts or a "
                         f"list of strings, got {type(rows).__name__}")
-    items = list(rows)
-    if not all(isinstance(r, (str, Mapping)) for r in items):
-        bad = next(r for r in items if not isinstance(r, (str, Mapping)))
-        raise BadOption("rows", f"expected dicts or strings as rows, got {type(bad).__name__}")
+    items = list(rows)  # the one read: a generator or iterator is used up here
+    for i, r in enumerate(items):
+        if not isinstance(r, (str, Mapping, Number)):
+            raise BadOption("rows", f"row {i} is a {type(r).__name__}; expected dicts, strings "
+                            "or numbers as rows")
     return items, "list"
 
 
-def fill(template: str, row: Mapping[str, Any] | str) -> str:
-    """The template with `{name}` / `{name:spec}` filled from `row` (see the module docstring).
-    Raises BadOption for a field that names no column."""
-    if isinstance(row, str):
-        if not _FIELD.search(template):
-            return f"{template.rstrip()}\n\n{row}"
-        row = {"text": row}
+@dataclass(frozen=True)
+class _Field:
+    """A `{name}` / `{name:spec}` of the template: `key` is the column it names, `raw` as typed."""
 
-    def one(m: re.Match[str]) -> str:
-        name = m.group("name")
-        if name not in row:
-            cols = ", ".join(str(c) for c in row) or "none"
-            raise BadOption("template", f"{{{name}}} names no column (columns: {cols}); "
-                            f"double the braces ({{{{{name}}}}}) to send it as typed")
-        try:
-            return format(row[name], m.group("spec") or "")
-        except (ValueError, TypeError) as exc:
-            raise BadOption("template", f"{m.group(0)}: {exc}") from None
+    key: Any
+    spec: str
+    raw: str
 
-    return _FIELD.sub(one, template)
+
+class Template:
+    """A template read against the rows' columns (see the module docstring).
+
+    A braced group `{...}` (not opened by a doubled brace) is a field when it names a column,
+    whole or before a `:spec` (names with spaces, and int column names as `{0}`, included);
+    when it does not, it is an error if it reads like a name (letters, digits, `_`, spaces,
+    `.`, `-`; a spec without spaces), else text sent as typed (JSON, code). Raises BadOption
+    for a field that names no column."""
+
+    def __init__(self, template: str, columns: Iterable[Any]) -> None:
+        self.template = template
+        by_name: dict[str, Any] = {}
+        for c in columns:
+            by_name.setdefault(str(c), c)
+            if isinstance(c, str):
+                by_name[c] = c  # an exact str name wins over an int that prints the same
+        self.columns = by_name
+        self.parts: list[str | _Field] = []
+        at = 0
+        for m in _BRACED.finditer(template):
+            f = self._field(m.group(1), m.group(0))
+            if f is None:
+                continue
+            self.parts.append(template[at:m.start()])
+            self.parts.append(f)
+            at = m.end()
+        self.parts.append(template[at:])
+        self.fields = [p for p in self.parts if isinstance(p, _Field)]
+
+    def _field(self, inner: str, raw: str) -> _Field | None:
+        cols = self.columns
+        for name, spec in ((inner, ""), *([inner.split(":", 1)] if ":" in inner else [])):
+            for n in (name, name.strip()):
+                if n in cols:
+                    return _Field(cols[n], spec, raw)
+        name, _, spec = inner.partition(":")
+        if not _NAMELIKE.fullmatch(name.strip()) or re.search(r"\s", spec):
+            return None  # JSON, code, prose in braces: sent as typed
+        near = close_matches(name.strip(), list(cols))
+        hint = f"; did you mean {{{near[0]}}}?" if near else ""
+        shown = ", ".join(cols) or "none"
+        raise BadOption("template", f"{raw} names no column (columns: {shown}){hint} Double the "
+                        f"braces ({{{raw}}}) to send it as typed")
+
+    def fill(self, row: Mapping[Any, Any], index: int, missing: set[str]) -> str:
+        """The prompt for one row; a value that is None, NaN or NaT is sent as empty text (its
+        column's name goes into `missing`). Raises BadOption naming the row and the key when
+        the row lacks a column the template names."""
+        out: list[str] = []
+        for p in self.parts:
+            if isinstance(p, str):
+                out.append(p)
+                continue
+            try:
+                value = row[p.key]
+            except KeyError:
+                raise BadOption("rows", f"row {index} has no {p.key!r}, which the template's "
+                                f"{p.raw} needs (other rows have it); give every row that "
+                                "key") from None
+            if _missing(value):
+                missing.add(str(p.key))
+                continue
+            try:
+                out.append(format(value, p.spec))
+            except (ValueError, TypeError) as exc:
+                raise BadOption("template", f"{p.raw}, row {index}: {exc}") from None
+        return "".join(out)
+
+
+def prompts_of(template: str, items: list[Mapping[Any, Any] | str | Number],
+               frame_columns: Iterable[Any] | None = None) -> list[str]:
+    """One prompt per row (see the module docstring); warns once when missing values (None,
+    NaN, NaT) were sent as empty text. Raises BadOption before anything is sent."""
+    if frame_columns is not None:
+        columns: list[Any] = list(frame_columns)
+    else:
+        seen: dict[Any, None] = {}
+        for r in items:
+            for k in (r if isinstance(r, Mapping) else ("text",)):
+                seen.setdefault(k)
+        columns = list(seen)
+    tpl = Template(template, columns)
+    if not tpl.fields and items and all(not isinstance(r, Mapping) for r in items):
+        return [f"{template.rstrip()}\n\n{r}" for r in items]  # no field: the row follows
+    missing: set[str] = set()
+    prompts = [tpl.fill(r if isinstance(r, Mapping) else {"text": r}, i, missing)
+               for i, r in enumerate(items)]
+    if missing:
+        warnings.warn(f"nbchat.map: missing values (None, NaN, NaT) in {', '.join(sorted(missing))}"
+                      " were sent as empty text", stacklevel=3)
+    return prompts
+
+
+def fill(template: str, row: Mapping[Any, Any] | str) -> str:
+    """The template filled from one row (a dict, or a string for `{text}`): `prompts_of` for a
+    single row. Raises BadOption for a field that names no column."""
+    return prompts_of(template, [row])[0]
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NaT or pandas' NA."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    try:
+        return bool(value != value)  # NaN (float, numpy, Decimal), numpy's NaT
+    except (TypeError, ValueError):  # an array, or something without ==
+        return False
 
 
 def parsed(reply: Reply, schema: Any) -> Any:
@@ -219,6 +334,54 @@ def parsed(reply: Reply, schema: Any) -> Any:
     return data
 
 
+#: map's own parameters (an unknown keyword is checked against these and the request options)
+MAP_PARAMETERS = ("concurrency", "schema", "column", "progress", "resume")
+#: seconds between looks at the batch's throttling, for the bar's note
+NOTE_EVERY = 0.25
+
+
+@dataclass
+class _Plan:
+    """A map checked and ready to send: nothing has been sent yet."""
+
+    table: Any  # the DataFrame given (None for other rows)
+    kind: str
+    prompts: list[str]
+    settings: Settings
+    budget: float | None  # timeout=: each row's total time (None: the configured total)
+
+
+def _prepare(template: str, rows: Any, model: str | None, concurrency: int, schema: Any,
+             column: str | None, options: dict[str, Any]) -> _Plan:
+    """Check everything and read the rows (once); raises UsageError before anything is sent."""
+    for name in options:
+        if name not in OPTIONS:
+            raise UnknownOption(name, (*MAP_PARAMETERS, *OPTION_NAMES))
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise BadOption("concurrency", "must be a whole number, at least 1")
+    if column is not None and not isinstance(column, str):
+        raise BadOption("column", "give the new column's name as a string")
+    if schema is not None:
+        schema_of(schema)  # a bad schema fails here
+        options["schema"] = schema
+    settings = parse_settings(options)
+    Conversation(model=model, settings=settings)  # the model, up front
+    items, kind = rows_of(rows)
+    table = rows if kind != "list" else None
+    if column is not None:
+        if table is None:
+            raise BadOption("column", "column= needs a DataFrame (pandas or polars); with a list "
+                            "the replies come back as a list")
+        for name in (column, f"{column}_error"):
+            if name in list(table.columns):
+                raise BadOption("column", f"the frame already has a column {name!r}, which the "
+                                "replies would replace in the result; choose another name for "
+                                "column= (or drop that column first)")
+    prompts = prompts_of(template, items, table.columns if table is not None else None)
+    budget = settings.timeout.total if settings.timeout is not None else None
+    return _Plan(table, kind, prompts, settings, budget)
+
+
 async def amap(
     template: str,
     rows: Any,
@@ -229,61 +392,78 @@ async def amap(
     column: str | None = None,
     progress: bool = True,
     resume: bool = True,
-    _state: _State | None = None,
     **options: Any,
 ) -> Any:
     """Fill `template` from each row and send it to `model`, `concurrency` requests at a time.
 
-    `rows`: a pandas or polars DataFrame, a list of dicts or a list of strings. `schema`: a JSON
-    schema dict, dataclass or pydantic model the replies follow (sent to the provider as the
-    `schema` option; the replies come back parsed). `column`: with a DataFrame, return a new
-    DataFrame with the replies in this column. `options`: the option keywords of
-    `nbchat.chat`. Returns what the module docstring says; raises `UsageError` (a bad option,
-    model, template or rows) before anything is sent. See the module docstring for progress,
-    failures, 429s, interrupts, resuming from the log and driving a cluster through `base_url`.
+    `rows`: a pandas or polars DataFrame, or any iterable (list, tuple, generator, iterator) of
+    dicts, strings or numbers, read once. `schema`: a JSON schema dict, dataclass or pydantic
+    model the replies follow (sent to the provider as the `schema` option; the replies come
+    back parsed). `column`: with a DataFrame, return a new DataFrame with the replies in this
+    column (a name the frame already has is refused). `options`: the option keywords of
+    `nbchat.chat`; `timeout=` (its total) bounds each row's whole time, 429 waits and tries
+    included. Returns what the module docstring says; raises `UsageError` (an unknown keyword,
+    a bad option, model, template or rows) before anything is sent. See the module docstring
+    for progress, failures, 429s, interrupts, resuming from the log and driving a cluster
+    through `base_url`.
     """
     hide_key(options)
-    if concurrency < 1:
-        raise BadOption("concurrency", "must be at least 1")
-    if column is not None and not isinstance(column, str):
-        raise BadOption("column", "give the new column's name as a string")
-    if schema is not None:
-        schema_of(schema)  # a bad schema fails here
-        options["schema"] = schema
-    settings = parse_settings(options)
-    Conversation(model=model, settings=settings)  # the model, up front
-    items, kind = rows_of(rows)
-    if column is not None and kind == "list":
-        raise BadOption("column", "column= needs a DataFrame (pandas or polars); with a list "
-                        "the replies come back as a list")
-    prompts = [fill(template, r) for r in items]
+    plan = _prepare(template, rows, model, concurrency, schema, column, options)
+    return await _run(plan, model, concurrency, schema, column, progress, resume,
+                      _State(len(plan.prompts), [None] * len(plan.prompts), {}))
+
+
+async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
+               column: str | None, progress: bool, resume: bool, state: _State) -> Any:
+    prompts, settings = plan.prompts, plan.settings
     n = len(prompts)
-    state = _state if _state is not None else _State(n, [None] * n, {})
     limiter = AdaptiveLimiter(concurrency)
     bar = _bar(n) if progress else None
-    if bar is not None:
-        bar.set_postfix(failed=0, reused=0, refresh=False)
+    inflight: dict[int, Any] = {}  # row -> its Turn (or TurnLoop) while it is sent
+    shown: tuple[int, int, str] | None = None  # what the bar's postfix says now
 
-    shown = (0, 0)  # (failed, reused) on the bar: set_postfix formats, so only on a change
+    def postfix(note: str = "", refresh: bool = False) -> None:
+        nonlocal shown
+        if bar is None:
+            return
+        now = (len(state.errors), state.reused, note)
+        if now != shown:  # set_postfix formats: only on a change
+            shown = now
+            text = f"failed={now[0]}, reused={now[1]}" + (f", {note}" if note else "")
+            bar.set_postfix_str(text, refresh=refresh)
 
     def tick() -> None:
-        nonlocal shown
         if bar is not None:
-            counts = (len(state.errors), state.reused)
-            if counts != shown:
-                shown = counts
-                bar.set_postfix(failed=counts[0], reused=counts[1], refresh=False)
+            postfix(shown[2] if shown is not None else "")
             bar.update(1)
 
+    async def watch() -> None:  # a throttled batch says so (the bar would look frozen)
+        while True:
+            await asyncio.sleep(NOTE_EVERY)
+            postfix(_throttle_note(limiter, inflight.values()), refresh=True)
+
     async def one(i: int) -> None:
+        deadline: float | None = None  # this row's end (its total time: timeout=)
+        last: tuple[Reply, RateLimited] | None = None
         for attempt in range(RATE_LIMIT_TRIES):
-            await limiter.acquire()
-            turn = Conversation(model=model, settings=settings).turn(prompts[i])
+            if not await limiter.acquire(deadline):
+                assert last is not None  # a deadline is set after a first try
+                return _failed(i, last[0], _gave_up(last[1], plan.budget, attempt))
+            row_settings = settings
+            if deadline is not None:
+                left = max(deadline - time.monotonic(), 0.001)
+                row_settings = replace(settings, timeout=Timeouts(total=left).over(
+                    settings.timeout or Timeouts()))
+            turn = Conversation(model=model, settings=row_settings).turn(prompts[i])
             turn.reuse_logged = resume
+            if deadline is None:
+                deadline = _deadline(plan.budget, turn)
+            inflight[i] = turn
             try:
                 reply = await turn.collect()
             except RateLimited as exc:
                 await limiter.release()
+                last = (turn.reply, exc)
                 if attempt + 1 < RATE_LIMIT_TRIES:
                     await limiter.throttled(exc.retry_after)
                     state.throttles = limiter.throttles
@@ -295,6 +475,8 @@ async def amap(
             except BaseException:
                 await limiter.release()
                 raise
+            finally:
+                inflight.pop(i, None)
             await limiter.release()
             await limiter.succeeded()
             if schema is not None:
@@ -321,15 +503,54 @@ async def amap(
                 await one(i)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, n))]
+    watcher = asyncio.ensure_future(watch()) if bar is not None else None
+    postfix()
     try:
         await asyncio.gather(*tasks)
     finally:
         for t in tasks:
             t.cancel()
+        if watcher is not None:
+            watcher.cancel()
         if bar is not None:
-            bar.set_postfix(failed=len(state.errors), reused=state.reused)
+            postfix(refresh=True)
             bar.close()
-    return result(state, rows, kind, schema, column)
+    return result(state, plan.table, plan.kind, schema, column)
+
+
+def _deadline(budget: float | None, turn: Any) -> float | None:
+    """When a row first sent now must end: `timeout=`'s total, else the configured total for
+    the turn's provider (None: no limit)."""
+    if budget is None:
+        provider = getattr(getattr(turn, "first", turn), "provider", None)
+        budget = waits.configured(provider.name if provider is not None else None).total
+    return None if budget is None else time.monotonic() + budget
+
+
+def _gave_up(last: RateLimited, budget: float | None, tries: int) -> RateLimited:
+    """The row's error when its total time ran out while the batch was rate limited."""
+    allowed = f"timeout={budget:g}" if budget is not None else "the configured total timeout"
+    longer = f"timeout={2 * budget:g}" if budget is not None else "a larger timeout="
+    return RateLimited(
+        f"still rate limited when this row's total time ran out ({allowed}) after {tries} "
+        f"tries; the other rows went on. Allow longer with {longer} or lower concurrency=. "
+        f"Last answer: {last}", retry_after=last.retry_after, status=last.status,
+        provider=last.provider)
+
+
+def _throttle_note(limiter: AdaptiveLimiter, turns: Iterable[Any]) -> str:
+    """"rate limited, retrying in N s" while the batch waits out a 429 (the limiter's pause,
+    or a request's own retry wait in the HTTP layer), else ""."""
+    now = time.monotonic()
+    left = limiter.resume_at - now
+    for turn in turns:
+        w = getattr(getattr(turn, "current", turn), "waits", None)
+        if (w is not None and w.phase == waits.RETRY and "429" in (w.what or "")
+                and w.until is not None):
+            left = max(left, w.until - w.clock())
+    if left <= 0:
+        return ""
+    return f"rate limited, retrying in {max(1, math.ceil(left))} s"
 
 
 def result(state: _State, rows: Any, kind: str, schema: Any, column: str | None,
@@ -355,7 +576,11 @@ def result(state: _State, rows: Any, kind: str, schema: Any, column: str | None,
             return out.assign(**{f"{column}_error": messages}) if errors else out
         import polars as pl
 
-        out = rows.with_columns(pl.Series(column, texts, strict=False))
+        if schema is not None and isinstance(schema, type):  # the parsed objects, as pandas
+            values_col = pl.Series(column, texts, dtype=pl.Object)  # keeps them (not structs)
+        else:
+            values_col = pl.Series(column, texts, strict=False)
+        out = rows.with_columns(values_col)
         if errors:
             out = out.with_columns(pl.Series(f"{column}_error", messages, dtype=pl.String))
         return out
@@ -374,20 +599,20 @@ def _bar(n: int) -> Any:
 def map(template: str, rows: Any, model: str | None = None, *, concurrency: int = 8,
         schema: Any = None, column: str | None = None, progress: bool = True,
         resume: bool = True, **options: Any) -> Any:
-    """`amap`, from synchronous code. Interrupted (Ctrl-C, the notebook's Stop), it cancels the
-    requests in flight and returns what finished, with `interrupted=True` (a DataFrame: the
-    rows not done have None and "interrupted ..." in `<column>_error`)."""
+    """`amap`, from synchronous code (same arguments, rows read once). Interrupted (Ctrl-C,
+    the notebook's Stop), it cancels the requests in flight and returns what finished, with
+    `interrupted=True` (a DataFrame: the rows not done have None and "interrupted ..." in
+    `<column>_error`)."""
     from .bridge import run_sync
 
     hide_key(options)
-    items, kind = rows_of(rows)
-    state = _State(len(items), [None] * len(items), {})
+    plan = _prepare(template, rows, model, concurrency, schema, column, options)
+    n = len(plan.prompts)
+    state = _State(n, [None] * n, {})
     try:
-        return run_sync(amap(template, rows, model, concurrency=concurrency, schema=schema,
-                             column=column, progress=progress, resume=resume, _state=state,
-                             **options))
+        return run_sync(_run(plan, model, concurrency, schema, column, progress, resume, state))
     except KeyboardInterrupt:
         done = sum(r is not None for r in state.replies)
         print(f"nbchat.map interrupted: {done} of {state.n} rows finished and kept; run it "
               "again to send only the rest (finished rows come from the reply log)")
-        return result(state, rows, kind, schema, column, interrupted=True)
+        return result(state, plan.table, plan.kind, schema, column, interrupted=True)
