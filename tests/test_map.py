@@ -184,3 +184,135 @@ def test_an_interrupt_in_a_kernel_keeps_what_finished(fault_server):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+# ---- rows of any kind, read once --------------------------------------------------------
+
+
+def test_a_generator_of_rows_is_read_once_and_every_row_is_sent(fault_server):
+    fault_server.script(sse_head(), text_chunk("ok", finish="stop"), DONE)  # repeats
+    res = nbchat.map("{text}", (x for x in ["h1", "h2", "h3"]), model="openai:m",
+                     base_url=fault_server.base, progress=False, concurrency=2)
+    assert [r.text for r in res] == ["ok", "ok", "ok"] and res.errors == {}
+    sent = sorted(s.json()["messages"][-1]["content"] for s in fault_server.requests)
+    assert sent == ["h1", "h2", "h3"]
+
+
+def test_iterators_tuples_ranges_and_amap_take_any_iterable(picky):
+    import asyncio
+
+    res = nbchat.map("say {text}", iter(["a", "b"]), model="picky:m", progress=False)
+    assert [r.text for r in res] == ["SAY A", "SAY B"]
+    res = nbchat.map("n={text}", range(3), model="picky:m", progress=False)
+    assert [r.text for r in res] == ["N=0", "N=1", "N=2"]  # numbers fill {text}
+    res = nbchat.map("hi {name}", ({"name": n} for n in ("ann", "bo")), model="picky:m",
+                     progress=False)
+    assert [r.text for r in res] == ["HI ANN", "HI BO"]
+    res = asyncio.run(nbchat.amap("x {text}", (s for s in ("p", "q")), model="picky:m",
+                                  progress=False))
+    assert [r.text for r in res] == ["X P", "X Q"]
+    with pytest.raises(BadOption, match="row 1 is a list"):
+        nbchat.map("{text}", ["a", ["b"]], model="picky:m", progress=False)
+
+
+# ---- fields that name real columns ------------------------------------------------------
+
+
+def test_fields_naming_columns_with_spaces_or_int_names_fill(picky):
+    df = pd.DataFrame({"first name": ["Ann", "Bo"], "unit price": [2.25, 3.0]})
+    out = nbchat.map("Hi {first name}, {unit price:.1f} {\"k\": 1}", df, model="picky:m",
+                     column="r", progress=False)
+    assert picky.prompts == ['Hi Ann, 2.2 {"k": 1}', 'Hi Bo, 3.0 {"k": 1}']  # JSON as typed
+    assert list(out["r"]) == ['HI ANN, 2.2 {"K": 1}', 'HI BO, 3.0 {"K": 1}']
+    nbchat.map("{0} {1}", pd.DataFrame({0: ["a"], 1: ["b"]}), model="picky:m", progress=False)
+    assert picky.prompts[-1] == "a b"
+    with pytest.raises(BadOption, match=r"\{first nme\} names no column .*did you mean "
+                                        r"\{first name\}"):
+        nbchat.map("Hi {first nme}", df, model="picky:m", progress=False)
+    with pytest.raises(BadOption, match=r"\{2\} names no column \(columns: 0, 1\)"):
+        nbchat.map("{2}", pd.DataFrame({0: ["a"], 1: ["b"]}), model="picky:m", progress=False)
+    assert len(picky.prompts) == 3  # the bad templates sent nothing
+
+
+def test_a_row_missing_a_key_other_rows_have_is_named(picky):
+    rows = [{"name": "ann"}, {"name": "bo"}, {"nick": "cy"}]
+    with pytest.raises(BadOption, match=r"row 2 has no 'name'") as err:
+        nbchat.map("hi {name}", rows, model="picky:m", progress=False)
+    assert "double" not in str(err.value) and picky.prompts == []
+
+
+def test_missing_values_are_sent_as_empty_text_with_one_warning(picky):
+    df = pd.DataFrame({"w": ["a", None, float("nan")],
+                       "t": pd.to_datetime(["2024-01-02", None, "2024-01-03"])})
+    with pytest.warns(UserWarning, match=r"missing values .* in t, w were sent as empty "
+                                         "text") as seen:
+        nbchat.map("[{w}] [{t:%Y}]", df, model="picky:m", progress=False, concurrency=1)
+    assert picky.prompts == ["[a] [2024]", "[] []", "[] [2024]"]
+    assert len([w for w in seen if "missing values" in str(w.message)]) == 1
+    with pytest.warns(UserWarning, match="missing values"):
+        nbchat.map("[{w}]", pl.DataFrame({"w": ["a", None]}), model="picky:m", progress=False,
+                   concurrency=1)
+    assert picky.prompts[3:] == ["[a]", "[]"]
+
+
+# ---- a batch that is always rate limited --------------------------------------------------
+
+
+def test_always_429_ends_each_row_at_its_timeout_and_the_bar_says_why(fault_server, capsys):
+    from nbchat.core.errors import RateLimited, TimedOut
+    from nbchat.core.mapping import RATE_LIMIT_TRIES
+
+    fault_server.script(json_answer(429, {"error": {"message": "slow down"}},
+                                    Retry_After="0.3"))  # every request, forever
+    res = nbchat.map("{text}", ["a", "b", "c"], model="openai:m", base_url=fault_server.base,
+                     concurrency=2, timeout=1)
+    assert set(res.errors) == {0, 1, 2}
+    assert all(isinstance(e, (RateLimited, TimedOut)) and "timeout" in str(e)
+               for e in res.errors.values())
+    # each row gave up when its second ran out, not after every try (3 HTTP attempts each)
+    assert len(fault_server.requests) < 3 * 3 * RATE_LIMIT_TRIES
+    err = capsys.readouterr().err
+    assert "rate limited, retrying in" in err and "3/3" in err and "failed=3" in err
+
+
+# ---- column=, schemas in polars, unknown keywords ----------------------------------------
+
+
+def test_a_column_the_frame_already_has_is_refused(picky):
+    df = pd.DataFrame({"review": ["good"], "label_error": ["x"]})
+    with pytest.raises(BadOption, match="already has a column 'review'"):
+        nbchat.map("{review}", df, model="picky:m", column="review", progress=False)
+    with pytest.raises(BadOption, match="already has a column 'label_error'"):
+        nbchat.map("{review}", df, model="picky:m", column="label", progress=False)
+    with pytest.raises(BadOption, match="already has a column 'review'"):
+        nbchat.map("{review}", pl.DataFrame({"review": ["good"]}), model="picky:m", column="review",
+                   progress=False)
+    assert picky.prompts == []
+
+
+def test_polars_keeps_the_parsed_objects_of_a_class_schema(fake):
+    from dataclasses import dataclass
+
+    @dataclass
+    class P:
+        x: int
+
+    for frame in (pl.DataFrame({"w": ["a", "b"]}), pd.DataFrame({"w": ["a", "b"]})):
+        fake.enqueue('{"x": 1}')
+        fake.enqueue('{"x": 2}')
+        out = nbchat.map("{w}", frame, model="fake:echo", schema=P, column="p",
+                         concurrency=1, progress=False)
+        values = out["p"].to_list() if isinstance(out, pl.DataFrame) else list(out["p"])
+        assert values == [P(1), P(2)] and all(isinstance(v, P) for v in values)
+
+
+def test_an_unknown_keyword_lists_maps_own_parameters_and_the_close_match(picky):
+    from nbchat.core.errors import UnknownOption
+
+    with pytest.raises(UnknownOption, match="Did you mean 'concurrency'") as err:
+        nbchat.map("{text}", ["a"], model="picky:m", concurency=2)
+    for name in ("column", "progress", "resume", "temperature"):
+        assert name in str(err.value)
+    with pytest.raises(UnknownOption, match="Did you mean 'column'"):
+        nbchat.map("{text}", ["a"], model="picky:m", colum="x")
+    assert picky.prompts == []

@@ -3,17 +3,22 @@
     out = nbchat.map("Classify this review: {review}", df, model="cerebras:llama3.1-8b",
                      concurrency=16, column="label")
 
-Rows are a pandas or polars DataFrame, a list of dicts or a list of strings. `{name}` (or
-`{name:spec}`) in the template is filled from the row's column `name`; a list of strings fills
-`{text}`, or, if the template has no field, each string follows the template after a blank
-line. Other braces (JSON in the template) stay as typed; a field that names
-no column raises `BadOption` before anything is sent. `{{name}}` (a doubled opening brace) is
-sent as typed.
+Rows are a pandas or polars DataFrame, or any iterable (list, tuple, generator, iterator,
+range) of dicts, strings or numbers, read once. `{name}` (or `{name:spec}`) in the template is
+filled from the row's column `name`: any column name, spaces included (`{first name}`), an int
+one as `{0}`; strings or numbers fill `{text}`, or, if the template has no field, each follows
+the template after a blank line. Other braces (JSON or code in the template) stay as typed; a
+braced name that names no column raises `BadOption` (with the closest column) before anything
+is sent, and so does a dict row without a key the template uses (naming the row). `{{name}}`
+(a doubled opening brace) is sent as typed. A missing value (None, NaN, NaT, pandas' NA) is
+sent as empty text, with one warning naming the columns that had one.
 
 What comes back is aligned with the rows:
 - with `column=` and a DataFrame: a new DataFrame (the input is not changed) with the replies'
-  text in `column` (or the parsed objects with `schema=`), None where a row failed, and, when
-  some failed, their errors in `<column>_error`;
+  text in `column` (or the parsed objects with `schema=`: with a dataclass or pydantic class,
+  a polars Object column of them, as pandas keeps them), None where a row failed, and, when
+  some failed, their errors in `<column>_error`; a frame that already has `column` (or
+  `<column>_error`) is refused, so no input column is silently replaced;
 - otherwise a `MapResult`, a list with one entry per row: the `Reply` (its `.error` set when the
   row failed; None for a row an interrupt left unanswered), or with `schema=` the parsed
   object (None when the row failed).
@@ -21,13 +26,19 @@ A `MapResult` also has `errors` ({row index: exception}), `replies`, `reused` an
 `interrupted`.
 
 Progress: a tqdm bar (tqdm.auto: the notebook's widget bar in Jupyter, text elsewhere) with
-done, failed, reused and the ETA; `progress=False` turns it off.
+done, failed, reused and the ETA, and "rate limited, retrying in N s" while the batch waits out
+a 429 (the limiter's pause, or a request's own retry in the HTTP layer); `progress=False` turns
+it off.
 
 Failures: a failing row keeps its error and the others go on. A 429 (`RateLimited`, after the
 HTTP layer's own retries) does not fail the row: the whole batch slows down, through one
 limiter shared by all rows (`AdaptiveLimiter`: every request waits out the server's
 Retry-After, or a backoff doubling from 1 s, and the concurrency halves, then grows back by one
 after each run of successes), and the row is sent again, up to `RATE_LIMIT_TRIES` times.
+`timeout=` (its total) bounds each row's whole time, from when a worker takes it, 429 waits and
+tries included (each request gets what is left as its own total): a row still rate limited
+when it runs out fails with `RateLimited` (or `TimedOut` mid-request) and the others go on.
+Without `timeout=`, the configured total (600 s by default) counts from the row's first send.
 Interrupting (Ctrl-C, the notebook's Stop) cancels the requests in flight and returns what
 finished (`interrupted=True`; the rows not done carry `Interrupted`).
 
@@ -443,12 +454,15 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
             postfix(_throttle_note(limiter, inflight.values()), refresh=True)
 
     async def one(i: int) -> None:
-        deadline: float | None = None  # this row's end (its total time: timeout=)
+        # this row's end: timeout= counts from when a worker takes the row (None: set at
+        # its first send, from the configured total)
+        deadline = None if plan.budget is None else time.monotonic() + plan.budget
         last: tuple[Reply, RateLimited] | None = None
         for attempt in range(RATE_LIMIT_TRIES):
             if not await limiter.acquire(deadline):
-                assert last is not None  # a deadline is set after a first try
-                return _failed(i, last[0], _gave_up(last[1], plan.budget, attempt))
+                reply = last[0] if last is not None else Reply(model=model or "")
+                return _failed(i, reply, _gave_up(last[1] if last else None, plan.budget,
+                                                  attempt))
             row_settings = settings
             if deadline is not None:
                 left = max(deadline - time.monotonic(), 0.001)
@@ -527,15 +541,20 @@ def _deadline(budget: float | None, turn: Any) -> float | None:
     return None if budget is None else time.monotonic() + budget
 
 
-def _gave_up(last: RateLimited, budget: float | None, tries: int) -> RateLimited:
-    """The row's error when its total time ran out while the batch was rate limited."""
+def _gave_up(last: RateLimited | None, budget: float | None, tries: int) -> RateLimited:
+    """The row's error when its total time ran out while the batch was rate limited (`last`:
+    the row's own last 429, None when the batch's pause kept it from being sent at all)."""
     allowed = f"timeout={budget:g}" if budget is not None else "the configured total timeout"
     longer = f"timeout={2 * budget:g}" if budget is not None else "a larger timeout="
+    what = (f"still rate limited when this row's total time ran out ({allowed}) after {tries} "
+            f"{'try' if tries == 1 else 'tries'}" if last is not None else
+            f"the batch was rate limited for the whole of this row's total time ({allowed}), "
+            "so it was not sent")
     return RateLimited(
-        f"still rate limited when this row's total time ran out ({allowed}) after {tries} "
-        f"tries; the other rows went on. Allow longer with {longer} or lower concurrency=. "
-        f"Last answer: {last}", retry_after=last.retry_after, status=last.status,
-        provider=last.provider)
+        f"{what}; the other rows went on. Allow longer with {longer} or lower concurrency="
+        + (f". Last answer: {last}" if last is not None else ""),
+        retry_after=last.retry_after if last is not None else None, status=429,
+        provider=last.provider if last is not None else "")
 
 
 def _throttle_note(limiter: AdaptiveLimiter, turns: Iterable[Any]) -> str:
