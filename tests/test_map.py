@@ -211,6 +211,7 @@ def test_iterators_tuples_ranges_and_amap_take_any_iterable(picky):
     res = asyncio.run(nbchat.amap("x {text}", (s for s in ("p", "q")), model="picky:m",
                                   progress=False))
     assert [r.text for r in res] == ["X P", "X Q"]
+    assert nbchat.map("{text}", iter([]), model="picky:m", progress=False) == []
     with pytest.raises(BadOption, match="row 1 is a list"):
         nbchat.map("{text}", ["a", ["b"]], model="picky:m", progress=False)
 

@@ -298,6 +298,8 @@ def prompts_of(template: str, items: list[Mapping[Any, Any] | str | Number],
                frame_columns: Iterable[Any] | None = None) -> list[str]:
     """One prompt per row (see the module docstring); warns once when missing values (None,
     NaN, NaT) were sent as empty text. Raises BadOption before anything is sent."""
+    if not items and frame_columns is None:
+        return []  # no rows, no columns to check the template against: nothing to send
     if frame_columns is not None:
         columns: list[Any] = list(frame_columns)
     else:
@@ -314,7 +316,7 @@ def prompts_of(template: str, items: list[Mapping[Any, Any] | str | Number],
                for i, r in enumerate(items)]
     if missing:
         warnings.warn(f"nbchat.map: missing values (None, NaN, NaT) in {', '.join(sorted(missing))}"
-                      " were sent as empty text", stacklevel=3)
+                      " were sent as empty text", stacklevel=4)
     return prompts
 
 
