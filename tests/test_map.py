@@ -279,16 +279,19 @@ def test_always_429_ends_each_row_at_its_timeout_and_the_bar_says_why(fault_serv
 # ---- column=, schemas in polars, unknown keywords ----------------------------------------
 
 
-def test_a_column_the_frame_already_has_is_refused(picky):
-    df = pd.DataFrame({"review": ["good"], "label_error": ["x"]})
-    with pytest.raises(BadOption, match="already has a column 'review'"):
-        nbchat.map("{review}", df, model="picky:m", column="review", progress=False)
-    with pytest.raises(BadOption, match="already has a column 'label_error'"):
-        nbchat.map("{review}", df, model="picky:m", column="label", progress=False)
-    with pytest.raises(BadOption, match="already has a column 'review'"):
-        nbchat.map("{review}", pl.DataFrame({"review": ["good"]}), model="picky:m", column="review",
-                   progress=False)
-    assert picky.prompts == []
+def test_a_map_run_again_on_its_own_result_replaces_its_column_with_a_warning(picky):
+    """The notebook habit `df = nbchat.map(..., df, column="label")`, run twice: the second run
+    replaces `label` in its result, says so, and drops the first run's `label_error` when no
+    row failed; the frame passed in is not changed."""
+    df = pd.DataFrame({"review": ["good", "fine"], "label": ["old", "old"],
+                       "label_error": ["stale", None]})
+    with pytest.warns(UserWarning, match="already has a column 'label'"):
+        out = nbchat.map("{review}", df, model="picky:m", column="label", progress=False)
+    assert list(out["label"]) == ["GOOD", "FINE"] and "label_error" not in out.columns
+    assert list(df["label"]) == ["old", "old"] and "label_error" in df.columns  # untouched
+    frame = pl.DataFrame({"review": ["good"], "label_error": ["stale"]})
+    out = nbchat.map("{review}", frame, model="picky:m", column="label", progress=False)
+    assert out["label"].to_list() == ["GOOD"] and "label_error" not in out.columns
 
 
 def test_polars_keeps_the_parsed_objects_of_a_class_schema(fake):

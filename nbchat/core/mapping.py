@@ -17,8 +17,9 @@ What comes back is aligned with the rows:
 - with `column=` and a DataFrame: a new DataFrame (the input is not changed) with the replies'
   text in `column` (or the parsed objects with `schema=`: with a dataclass or pydantic class,
   a polars Object column of them, as pandas keeps them), None where a row failed, and, when
-  some failed, their errors in `<column>_error`; a frame that already has `column` (or
-  `<column>_error`) is refused, so no input column is silently replaced;
+  some failed, their errors in `<column>_error`; a frame that already has `column` (a map run
+  again on its own result) gets it replaced in the result, with a warning, and an earlier
+  `<column>_error` goes when no row failed this time; the frame passed in is never changed;
 - otherwise a `MapResult`, a list with one entry per row: the `Reply` (its `.error` set when the
   row failed; None for a row an interrupt left unanswered), or with `schema=` the parsed
   object (None when the row failed).
@@ -385,11 +386,11 @@ def _prepare(template: str, rows: Any, model: str | None, concurrency: int, sche
         if table is None:
             raise BadOption("column", "column= needs a DataFrame (pandas or polars); with a list "
                             "the replies come back as a list")
-        for name in (column, f"{column}_error"):
-            if name in list(table.columns):
-                raise BadOption("column", f"the frame already has a column {name!r}, which the "
-                                "replies would replace in the result; choose another name for "
-                                "column= (or drop that column first)")
+        if column in list(table.columns):  # e.g. the cell `df = nbchat.map(..., df, column=c)`
+            warnings.warn(  # run again: the earlier replies are replaced, the input kept as is
+                f"nbchat.map: the frame already has a column {column!r}; in the result it holds "
+                "this map's replies (the frame you passed is not changed). Give column= another "
+                "name to keep both", UserWarning, stacklevel=3)
     prompts = prompts_of(template, items, table.columns if table is not None else None)
     budget = settings.timeout.total if settings.timeout is not None else None
     return _Plan(table, kind, prompts, settings, budget)
@@ -413,7 +414,8 @@ async def amap(
     dicts, strings or numbers, read once. `schema`: a JSON schema dict, dataclass or pydantic
     model the replies follow (sent to the provider as the `schema` option; the replies come
     back parsed). `column`: with a DataFrame, return a new DataFrame with the replies in this
-    column (a name the frame already has is refused). `options`: the option keywords of
+    column (a name the frame already has is replaced in the result, with a warning).
+    `options`: the option keywords of
     `nbchat.chat`; `timeout=` (its total) bounds each row's whole time, 429 waits and tries
     included. Returns what the module docstring says; raises `UsageError` (an unknown keyword,
     a bad option, model, template or rows) before anything is sent. See the module docstring
@@ -594,7 +596,10 @@ def result(state: _State, rows: Any, kind: str, schema: Any, column: str | None,
         messages = [str(errors[i]) if i in errors else None for i in range(state.n)]
         if kind == "pandas":
             out = rows.assign(**{column: texts})
-            return out.assign(**{f"{column}_error": messages}) if errors else out
+            if errors:
+                return out.assign(**{f"{column}_error": messages})
+            # an earlier run's errors would read as this run's
+            return out.drop(columns=[f"{column}_error"], errors="ignore")
         import polars as pl
 
         if schema is not None and isinstance(schema, type):  # the parsed objects, as pandas
@@ -604,6 +609,8 @@ def result(state: _State, rows: Any, kind: str, schema: Any, column: str | None,
         out = rows.with_columns(values_col)
         if errors:
             out = out.with_columns(pl.Series(f"{column}_error", messages, dtype=pl.String))
+        elif f"{column}_error" in out.columns:  # an earlier run's errors
+            out = out.drop(f"{column}_error")
         return out
     res = MapResult(values)
     res.replies, res.errors, res.reused = list(state.replies), errors, state.reused
