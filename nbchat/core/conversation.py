@@ -107,21 +107,29 @@ NOT_ANSWERED = "not run: the conversation went on without this call's result"
 
 def answer_pending(messages: list[Message]) -> list[Message]:
     """`messages` with a `tool` message (`NOT_ANSWERED`) for every call of an assistant message
-    that no tool message answers before the next user or assistant message: servers refuse a
-    history with unanswered calls (HTTP 400), which a reply that was only a tool call leaves.
-    Calls in the last message stay as they are."""
+    that no tool message answers before the next user or assistant message, or before the end
+    when tool messages answer some of its calls: servers refuse a history with unanswered
+    calls (HTTP 400), which a reply that was only a tool call leaves, as does answering one of
+    several parallel calls by hand. Calls in the last message, with no tool message after it,
+    stay as they are (the next messages may answer them)."""
     out: list[Message] = []
     waiting: list[str] = []
+
+    def fill() -> None:
+        out.extend(Message("tool", (TextPart(NOT_ANSWERED),), tool_call_id=cid)
+                   for cid in waiting)
+        waiting.clear()
+
     for m in messages:
         if m.role != "tool" and waiting:
-            out += [Message("tool", (TextPart(NOT_ANSWERED),), tool_call_id=cid)
-                    for cid in waiting]
-            waiting = []
+            fill()
         if m.role == "assistant" and m.tool_calls:
-            waiting = [c.id or f"call_{k}" for k, c in enumerate(m.tool_calls)]
+            waiting[:] = [c.id or f"call_{k}" for k, c in enumerate(m.tool_calls)]
         elif m.role == "tool" and m.tool_call_id in waiting:
             waiting.remove(m.tool_call_id)
         out.append(m)
+    if waiting and out and out[-1].role == "tool":
+        fill()
     return out
 
 
@@ -270,8 +278,8 @@ class Conversation:
         at = self._span_of(key)
         base = self.history if at is None else self.history[:self._spans[at][1]]
         before = answer_pending(base)  # a call left last stays: `new` may answer it
-        new = answer_pending([*base, *bind_tool_results(base, to_messages(prompt))])
-        new = new[len(before):]  # with a NOT_ANSWERED result first for a call left unanswered
+        new = answer_pending([*before, *bind_tool_results(before, to_messages(prompt))])
+        new = new[len(before):]  # with NOT_ANSWERED for each call its messages leave open
         images = settings.images
         # context goes with the turn that names it, or with a conversation's first turn
         pairs = settings.context if options.get("context") is not None or not before else ()
@@ -346,6 +354,7 @@ class Conversation:
             self.history += sent(loop.first) + loop.added
             if not failed or reply.tool_calls:
                 self.history.append(reply.to_message())
+                self.history += loop.answered  # an interrupted round: what ran, what did not
             self.replies.append(reply)
 
         return TurnLoop(start(request, images), start, settings, record_loop)

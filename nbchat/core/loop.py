@@ -13,7 +13,12 @@
 A call to a tool without a function (a schema dict) ends the loop: the reply carries the calls
 for the caller to answer, as a plain turn does. A call to a name that no tool has is answered
 with an error result naming the tools there are (`tools.unknown_tool`), and the loop goes on:
-it counts as a step. Every request is a `Turn` of its own (logged,
+it counts as a step. The approval hook is asked for each call before any runs (no "running"
+status then: the hook may be waiting for the user); async functions run on the loop, plain
+ones in a worker thread, one at a time (`nbchat.core.tools`). Cancelled (an interrupt, a closed
+consumer), the turn's reply is marked interrupted (`finish_reason` "interrupted"); cut in a
+round of calls, the steps that finished are kept and the history says which calls ran
+(`answered`). Every request is a `Turn` of its own (logged,
 replayed, counted against `max_cost` like any other); the front ends iterate `events()` as
 they do a Turn's, with a `ToolResultEvent` after each call ran. `reply` is the last request's
 reply, with every step in `reply.steps`.
@@ -50,7 +55,8 @@ from .types import (
 
 async def _while_running(job: Coroutine[Any, Any, list[ToolStep]], calls: list[ToolCall],
                          out: list[list[ToolStep]]) -> AsyncIterator[Status]:
-    """Run the tool calls (`job`); after `waits.STATUS_AFTER` s, and then every
+    """Run the approved tool calls (`job`, the run phase only: approval is a wait for the
+    user, which the approval hook reports itself); after `waits.STATUS_AFTER` s, and then every
     `STATUS_EVERY` s, a `Status` naming them with the time they have taken, and `Status("")`
     once they are done. Their steps go to `out`; cancelling the consumer cancels them."""
     task = asyncio.ensure_future(job)
@@ -99,6 +105,10 @@ class TurnLoop:
         self.steps: list[Any] = []
         #: the messages added after the first request's: assistant tool calls and tool results
         self.added: list[Message] = []
+        #: after an interrupt in a round of tool calls: a `tool` message per call of the
+        #: current reply (the result of each that finished, `tools.NOT_FINISHED` for the rest)
+        self.answered: list[Message] = []
+        self._batch: tools.Batch | None = None  # the round of calls being approved or run
         self.finished = False
         self._quiet = False  # collect(): each request runs to its end without handing events on
 
@@ -171,20 +181,24 @@ class TurnLoop:
                             "are on reply.tool_calls, those that ran on reply.steps; raise "
                             "max_tool_steps or answer them yourself")
                     rounds += 1
-                    job = tools.run_calls(reply.tool_calls, opts.tools, settings.approve)
-                    if self._quiet:
-                        steps = await job
+                    # ids first: a step, the history and the wire all name the same call
+                    calls = [replace(c, id=c.id or f"call_{rounds}_{i}")
+                             for i, c in enumerate(reply.tool_calls)]
+                    reply.tool_calls = calls
+                    self._batch = batch = tools.Batch(calls, opts.tools)
+                    await batch.approve(settings.approve)  # may wait for the user: no timer
+                    if self._quiet or not batch.approved:
+                        steps = await batch.run()
                     else:  # a slow tool is not a silent cell: say what runs, and for how long
                         ran: list[list[ToolStep]] = []
-                        async for status in _while_running(job, reply.tool_calls, ran):
+                        async for status in _while_running(batch.run(), batch.to_run, ran):
                             yield status
                         [steps] = ran
+                    self._batch = None
                     for step in steps:
                         yield ToolResultEvent(step)
                     self.steps += steps
-                    calls = [replace(c, id=c.id or f"call_{rounds}_{i}")
-                             for i, c in enumerate(reply.tool_calls)]
-                    new = [replace(reply.to_message(), tool_calls=tuple(calls))]
+                    new = [reply.to_message()]
                     new += [Message("tool", (TextPart(s.result),), tool_call_id=c.id)
                             for s, c in zip(steps, calls, strict=True)]
                     self.added += new
@@ -211,6 +225,9 @@ class TurnLoop:
                     reply.notes.append(f"asked again {retries}x: the first reply did not fit "
                                        "the schema")
                 return
+        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
+            self._interrupted()
+            raise
         except NbchatError as exc:
             reply = self.current.reply
             if reply.error is None:  # raised by the loop itself, not by a request
@@ -224,6 +241,25 @@ class TurnLoop:
             raise
         finally:
             self._finish()
+
+    def _interrupted(self) -> None:
+        """Cancelled (an interrupt, a closed consumer): the current reply is marked interrupted
+        (a stream cut off marked it already). Cut in a round of tool calls, the steps that
+        finished are kept, and `answered` holds their results and `tools.NOT_FINISHED` for the
+        others, for the history: the model hears what ran."""
+        reply = self.current.reply
+        batch, self._batch = self._batch, None
+        reply.interrupted = True
+        if batch is None:
+            if reply.finish_reason is None:
+                reply.finish_reason = "interrupted"
+            return
+        reply.finish_reason = "interrupted"  # the calls it asked for did not all run
+        self.steps += batch.finished()
+        self.answered = [
+            Message("tool", (TextPart(s.result if s is not None else tools.NOT_FINISHED),),
+                    tool_call_id=c.id)
+            for s, c in zip(batch.steps, batch.calls, strict=True)]
 
     def _finish(self) -> None:
         if self.finished:

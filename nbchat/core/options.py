@@ -541,6 +541,9 @@ def _tool_from_function(fn: Callable[..., Any]) -> Tool:
                  if a.annotation is not inspect.Parameter.empty}
     summary, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
     fields: dict[str, Any] = {}
+    # `**kwargs` takes the arguments no other parameter does, as the model sent them (the
+    # schema says so with additionalProperties: true); without it, unknown keys are dropped
+    extra = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     for i, (pname, param) in enumerate(sig.parameters.items()):
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
@@ -551,7 +554,9 @@ def _tool_from_function(fn: Callable[..., Any]) -> Tool:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = pydantic.create_model(f"{name}_arguments", **fields)
+            model = pydantic.create_model(
+                f"{name}_arguments", __config__=pydantic.ConfigDict(extra="allow") if extra
+                else None, **fields)
             params = model.model_json_schema()
     except Exception as exc:
         raise BadOption("tools", f"{name}: pydantic cannot describe its parameters ({exc}); "

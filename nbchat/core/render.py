@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .markdown import clean, render_html, text_html
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .types import Reply, ToolStep
+    from .types import Reply, ToolCall, ToolStep
 
 
 def _fmt_tokens(n: int | None) -> str:
@@ -53,25 +53,44 @@ def footer_html(text: str) -> str:
     return clean(f'<p class="nbchat-footer"><sub>{html.escape(text)}</sub></p>')
 
 
+#: at most this many characters of a tool call's arguments, and of its result, are displayed
+#: (cell, panel, compare); `reply.steps` and the messages sent to the model keep them whole
+DISPLAY_CHARS = 2000
+
+
+def clip(text: str, limit: int = DISPLAY_CHARS) -> str:
+    """`text` cut to `limit` characters for display, saying how many were left out
+    (`... (N more characters)`): a tool's 3 MB argument would otherwise go into the notebook."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def call_text(call: ToolCall) -> str:
+    """A tool call as displayed: `name(arguments as JSON)`, the arguments clipped (`clip`)."""
+    return f"{call.name}({clip(call.arguments_json)})"
+
+
 def tool_calls_html(reply: Reply) -> str:
-    """The reply's tool calls as a list; names and arguments come from the model: untrusted."""
+    """The reply's tool calls as a list (`call_text`); names and arguments come from the
+    model: untrusted."""
     items = "".join(
-        f"<li><code>{html.escape(f'{t.name}({t.arguments_json})')}</code></li>"
-        for t in reply.tool_calls
+        f"<li><code>{html.escape(call_text(t))}</code></li>" for t in reply.tool_calls
     )
     return clean(f'<div class="nbchat-tool-calls"><p><strong>Tool calls</strong></p>'
                  f"<ul>{items}</ul></div>")
 
 
 def tool_step_text(step: ToolStep) -> tuple[str, str]:
-    """(summary, result) of a tool call that ran: `name(arguments)` with `denied`/`error`
-    marked, and the text sent back to the model."""
-    head = f"{step.call.name}({step.call.arguments_json})"
+    """(summary, result) of a tool call that ran, as displayed: `name(arguments)` with
+    `denied`/`error` marked, and the text sent back to the model; the arguments and the result
+    each clipped to `DISPLAY_CHARS` (`clip`; the step itself keeps them whole)."""
+    head = call_text(step.call)
     if step.denied:
         head += " · denied"
     elif step.error is not None:
         head += " · error"
-    return head, step.result
+    return head, clip(step.result)
 
 
 def tool_step_html(step: ToolStep) -> str:

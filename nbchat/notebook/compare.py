@@ -23,7 +23,7 @@ from ..core.credentials import hide_key
 from ..core.errors import BadOption
 from ..core.markdown import clean, render_html, text_html
 from ..core.options import parse_settings
-from ..core.render import refusal_html, tool_calls_html, tool_step_html
+from ..core.render import refusal_html, tool_calls_html, tool_step_html, tool_step_text
 from ..core.types import ModelInfo, Reply, Status, TextDelta
 from . import last_result
 from .widgets import STATIC, Batcher, image_data_url, short_error
@@ -128,8 +128,7 @@ class CompareResult(dict[str, Reply]):
     def _text(self) -> str:
         out = [f"Prompt: {self.prompt}"] if self.prompt else []
         for k, r in self.items():
-            steps = "".join(f"[tool] {s.call.name}({s.call.arguments_json}) -> {s.result}\n"
-                            for s in r.steps)
+            steps = "".join("[tool] {} -> {}\n".format(*tool_step_text(s)) for s in r.steps)
             body = steps + r.text
             if r.refusal:
                 body += f"\nRefused: {r.refusal}"

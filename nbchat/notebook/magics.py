@@ -450,6 +450,7 @@ class ChatMagics(Magics, Configurable):
         out = streamed()
         live = self.stream and not args.no_stream
         events = iterate_sync(turn.events())
+        shown_steps = 0  # tool steps shown as they came (an interrupt keeps more on the reply)
         try:
             for ev in events:
                 if isinstance(ev, Status):
@@ -474,6 +475,7 @@ class ChatMagics(Magics, Configurable):
                                  "text/html": text_html(note, "nbchat-retry")}, None, False)
                     else:
                         publish(tool_step_bundle(ev.step), None, False)
+                        shown_steps += 1
                     continue
                 if not live:
                     continue
@@ -503,15 +505,17 @@ class ChatMagics(Magics, Configurable):
         else:
             # may clear the cell (blocks, an emptied status line) to leave the reply as one output
             out.close(others=status.created)
+        for step in reply.steps[shown_steps:]:  # calls that finished before an interrupt
+            publish(tool_step_bundle(step), None, False)
         if reply.reasoning:  # after the reply (collapsed), so that clearing cannot drop it
             publish(reasoning_bundle(reply.reasoning), None, False)
         if reply.refusal:
             publish({"text/html": refusal_html(reply.refusal),
                      "text/plain": f"Refused: {reply.refusal}"}, None, False)
         if reply.tool_calls:
-            from ..core.render import tool_calls_html
+            from ..core.render import call_text, tool_calls_html
 
-            calls = "\n".join(f"{t.name}({t.arguments_json})" for t in reply.tool_calls)
+            calls = "\n".join(call_text(t) for t in reply.tool_calls)
             publish({"text/html": tool_calls_html(reply), "text/plain": f"Tool calls:\n{calls}"},
                     None, False)
         if reply.empty_reason:

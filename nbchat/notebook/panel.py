@@ -35,6 +35,7 @@ from ..core.images import png_bytes
 from ..core.markdown import clean, markdown_embedding, render_html, text_html
 from ..core.options import OPTIONS, control_spec, parse_settings
 from ..core.render import (
+    call_text,
     footer,
     footer_html,
     reasoning_html,
@@ -504,7 +505,7 @@ class ChatPanel(anywidget.AnyWidget):
         """The approval hook of `approve=True`: show the call with Run and Deny, wait for one."""
         key = uuid.uuid4().hex
         fut = self._approvals[key] = asyncio.get_running_loop().create_future()
-        self.send({"type": "approve", "id": key, "call": f"{call.name}({call.arguments_json})"})
+        self.send({"type": "approve", "id": key, "call": call_text(call)})
         self.status = f"waiting for you to run or deny {call.name}"
         try:
             return await fut
