@@ -12,18 +12,23 @@ import asyncio
 import dataclasses
 import json
 import pathlib
+import signal
+import threading
+import time
 
 import httpx
 import pytest
 from faultserver import DONE, sse_head, text_chunk
+from IPython.core.error import UsageError
 from test_magics import Shell
 
 import nbchat
 from nbchat.core import registry
 from nbchat.core.conversation import NOT_ANSWERED
 from nbchat.core.errors import BadOption, SchemaMismatch, ToolStepLimit
-from nbchat.core.options import parse_settings, schema_of
-from nbchat.core.tools import DENIED
+from nbchat.core.options import parse_settings, schema_of, tool_of
+from nbchat.core.render import reply_html, tool_calls_html, tool_step_html, tool_step_text
+from nbchat.core.tools import DENIED, NOT_FINISHED
 from nbchat.core.types import ToolCall, ToolResultEvent
 from nbchat.notebook.panel import ChatPanel
 from nbchat.providers.openai import OpenAIProvider
@@ -611,3 +616,285 @@ def test_reply_json_of_a_refusal_or_a_broken_json_reply_says_what_happened():
         broken.json  # noqa: B018
     with pytest.raises(ReplyNotJSON, match="ask with json=True or schema="):
         Reply(text="plain words").json  # noqa: B018
+
+
+# ---- where tools run, approval, interrupts, display size, partial answers ------------------
+
+
+def _fast_status(monkeypatch):
+    from nbchat.core import loop, waits
+
+    monkeypatch.setattr(waits, "STATUS_AFTER", 0.05)
+    monkeypatch.setattr(loop, "STATUS_EVERY", 0.05)
+
+
+def test_a_plain_tool_runs_off_the_loop_so_the_status_ticks(fake, monkeypatch):
+    """`def f(): time.sleep(...)` used to run on nbchat's loop: no status, no interrupt, a
+    frozen panel kernel. It runs in a worker thread, and the status line says it runs."""
+    from nbchat.core.conversation import Conversation
+    from nbchat.core.types import Status
+
+    _fast_status(monkeypatch)
+    threads: list[threading.Thread] = []
+
+    def slow_lookup(q: str) -> str:
+        """Look something up slowly."""
+        threads.append(threading.current_thread())
+        time.sleep(0.4)
+        return "found"
+
+    fake.enqueue(tool_calls=[ToolCall("slow_lookup", {"q": "x"}, "c1")],
+                 finish_reason="tool_calls")
+    fake.enqueue("Done.")
+
+    async def main():
+        conv = Conversation(model="fake:echo", tools=[slow_lookup])
+        return [ev async for ev in conv.turn("go").events()], threading.current_thread()
+
+    events, loop_thread = asyncio.run(main())
+    assert threads and threads[0] is not loop_thread
+    statuses = [e.message for e in events if isinstance(e, Status)]
+    assert any(m.startswith("running slow_lookup (the model's tool call), ") for m in statuses)
+    [result] = [e for e in events if isinstance(e, ToolResultEvent)]
+    assert result.step.result == "found" and result.step.duration >= 0.4
+
+
+def test_plain_tools_run_one_at_a_time_while_async_ones_run_alongside(fake):
+    plain_started, async_done = threading.Event(), threading.Event()
+    active, most, order = [0], [0], []
+    guard = threading.Lock()
+
+    def count(n: int) -> int:
+        """Count (not thread-safe, like much user code)."""
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        plain_started.set()
+        ok = async_done.wait(3) if n == 1 else True  # only if the loop is free meanwhile
+        time.sleep(0.05)
+        order.append(n)
+        with guard:
+            active[0] -= 1
+        if not ok:
+            raise RuntimeError("the async tool did not run while this one ran")
+        return n
+
+    async def watch() -> str:
+        """Wait for a plain tool to start."""
+        for _ in range(300):
+            if plain_started.is_set():
+                async_done.set()
+                return "saw it"
+            await asyncio.sleep(0.01)
+        return "never saw it"
+
+    fake.enqueue(tool_calls=[ToolCall("count", {"n": 1}, "1"), ToolCall("count", {"n": 2}, "2"),
+                             ToolCall("watch", {}, "3")], finish_reason="tool_calls")
+    fake.enqueue("ok")
+    reply = nbchat.chat("go", model="fake:echo", tools=[count, watch])
+    assert [s.result for s in reply.steps] == ["1", "2", "saw it"]
+    assert most == [1] and order == [1, 2]
+
+
+def test_a_plain_tool_may_call_nbchat_itself_inside_a_running_loop(fake):
+    """In a notebook the sync call runs on nbchat's loop thread; a tool that called
+    nbchat.chat there failed ("would wait for itself")."""
+    def ask(q: str) -> str:
+        """Ask the model."""
+        return nbchat.chat(q, model="fake:echo").text
+
+    fake.enqueue(tool_calls=[ToolCall("ask", {"q": "inner?"}, "c1")], finish_reason="tool_calls")
+    fake.enqueue("inner answer")
+    fake.enqueue("outer answer")
+
+    async def kernel():  # a sync call inside a running loop, as in a kernel's cell
+        return nbchat.chat("go", model="fake:echo", tools=[ask])
+
+    reply = asyncio.run(kernel())
+    [step] = reply.steps
+    assert step.error is None and step.result == "inner answer"
+    assert reply.text == "outer answer"
+
+
+def test_the_approval_wait_is_not_reported_as_running(fake, weather, monkeypatch):
+    """The panel's Run/Deny says "waiting for you ..."; the loop's timer used to overwrite it
+    with "running get_weather" while nothing ran. The timer covers the run phase only."""
+    _fast_status(monkeypatch)
+    panel = ChatPanel("fake:echo", tools=[weather], approve=True)
+    sent: list[dict] = []
+    panel.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    statuses: list[str] = []
+    panel.observe(lambda change: statuses.append(change["new"]), names="status")
+    fake.enqueue(tool_calls=[ToolCall("get_weather", {"city": "Oslo"}, "c1")],
+                 finish_reason="tool_calls")
+    fake.enqueue("Sunny in Oslo.")
+
+    async def main():
+        task = panel.submit("Weather in Oslo?")
+        while not any(m["type"] == "approve" for m in sent):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # the user takes a while; several status periods go by
+        waiting = panel.status
+        [ask] = [m for m in sent if m["type"] == "approve"]
+        panel._on_front_end_msg(panel, {"type": "approval", "id": ask["id"], "ok": True}, [])
+        return waiting, await task
+
+    waiting, reply = asyncio.run(main())
+    assert waiting == "waiting for you to run or deny get_weather"
+    assert not any(s.startswith("running") for s in statuses), statuses
+    assert weather.calls == ["Oslo"] and reply.text == "Sunny in Oslo."
+
+
+def test_an_interrupt_while_tools_run_in_a_cell_keeps_what_ran(fake):
+    """Interrupting %%chat while its tools ran showed no "interrupted", left nbchat.last
+    without steps, and told the model next turn that calls which ran were "not run"."""
+    release = threading.Event()
+
+    def quick(n: int) -> str:
+        """Quick."""
+        return f"quick {n}"
+
+    def stuck(n: int) -> str:
+        """Stuck until released."""
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # a kernel interrupt
+        release.wait(5)
+        return "late"
+
+    calls = [ToolCall("quick", {"n": 1}, "c1"), ToolCall("stuck", {"n": 2}, "c2"),
+             ToolCall("quick", {"n": 3}, "c3")]
+    fake.enqueue("Let me look.", tool_calls=calls, finish_reason="tool_calls")
+    shell = Shell()
+    shell.ip.user_ns.update(quick=quick, stuck=stuck)
+    try:
+        result = shell.run("%%chat -m fake:echo --new --thread intr --tools quick,stuck\ngo")
+        release.set()
+        assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+        assert "interrupted" in str(result.error_in_exec)
+        reply = nbchat.last
+        assert reply.interrupted and reply.finish_reason == "interrupted"
+        assert [(s.call.id, s.result) for s in reply.steps] == [("c1", "quick 1")]
+        outputs = shell.final_outputs()
+        assert any("quick 1" in o for o in outputs)  # the call that ran is shown
+        assert "interrupted" in outputs[-1]  # the footer says so
+        history = shell.thread("intr").history
+        assert [(m.role, m.tool_call_id, m.text) for m in history[-3:]] == [
+            ("tool", "c1", "quick 1"), ("tool", "c2", NOT_FINISHED), ("tool", "c3", NOT_FINISHED)]
+        fake.enqueue("ok")
+        shell.ok("%%chat -m fake:echo --thread intr\nnext")
+        tool_msgs = [(m.tool_call_id, m.text) for m in fake.requests[-1].messages
+                     if m.role == "tool"]
+        assert tool_msgs == [("c1", "quick 1"), ("c2", NOT_FINISHED), ("c3", NOT_FINISHED)]
+    finally:
+        release.set()
+        shell.close()
+
+
+def test_a_stopped_panel_keeps_the_steps_that_finished(fake):
+    stuck_started = asyncio.Event()
+
+    async def quick(n: int) -> str:
+        """Quick."""
+        return f"quick {n}"
+
+    async def stuck(n: int) -> str:
+        """Never ends."""
+        stuck_started.set()
+        await asyncio.sleep(60)
+        return "late"
+
+    fake.enqueue(tool_calls=[ToolCall("quick", {"n": 1}, "c1"), ToolCall("stuck", {"n": 2}, "c2")],
+                 finish_reason="tool_calls")
+    panel = ChatPanel("fake:echo", tools=[quick, stuck])
+    panel.send = lambda content, buffers=None: None  # type: ignore[method-assign]
+
+    async def main():
+        task = panel.submit("go")
+        await asyncio.wait_for(stuck_started.wait(), 5)
+        await asyncio.sleep(0.01)
+        panel.stop()
+        return await task
+
+    reply = asyncio.run(main())
+    assert reply.interrupted and [s.result for s in reply.steps] == ["quick 1"]
+    entry = panel.transcript[-1]
+    assert entry["interrupted"] and entry["steps"] == [
+        {"call": 'quick({"n": 1})', "result": "quick 1"}]
+    assert [m.text for m in panel.conversation.history if m.role == "tool"] == [
+        "quick 1", NOT_FINISHED]
+
+
+def test_huge_tool_arguments_and_results_are_clipped_where_shown_only(fake):
+    """A 3 MB argument and a 2 MB result went into the cell whole (a 10 MB notebook)."""
+    big = "x" * 3_000_000
+
+    def echo(text: str) -> str:
+        """Echo a lot."""
+        return "y" * 2_000_000
+
+    fake.enqueue(tool_calls=[ToolCall("echo", {"text": big}, "c1")], finish_reason="tool_calls")
+    fake.enqueue("done")
+    shell = Shell()
+    shell.ip.user_ns["echo"] = echo
+    try:
+        shell.ok("%%chat -m fake:echo --new --tools echo --as r\ngo")
+        shown = "".join(shell.html()) + "".join(m["data"].get("text/plain", "")
+                                                for m in shell.messages)
+        reply = shell.ip.user_ns["r"]
+    finally:
+        shell.close()
+    assert len(shown) < 30_000 and "… (2,998,012 more characters)" in shown  # {"text": ...}
+    assert "… (1,998,000 more characters)" in shown
+    # the reply and the model get them whole
+    [step] = reply.steps
+    assert step.call.arguments["text"] == big and len(step.result) == 2_000_000
+    second = fake.requests[1].messages
+    assert second[-2].tool_calls[0].arguments["text"] == big and len(second[-1].text) == 2_000_000
+    # the panel's entries and compare use the same clipped texts; un-run calls too
+    head, result = tool_step_text(step)
+    assert len(head) < 2100 and len(result) < 2100
+    assert len(tool_step_html(step)) < 5000
+    fake.enqueue(tool_calls=[ToolCall("lookup", {"q": big}, "c9")], finish_reason="tool_calls")
+    only_call = nbchat.chat("hi", model="fake:echo", tools=[{"name": "lookup"}])
+    assert len(tool_calls_html(only_call)) < 5000 and len(reply_html(only_call)) < 10_000
+
+
+def test_answering_one_of_parallel_calls_by_hand_answers_the_others_as_not_run(fake):
+    """OpenAI refuses (HTTP 400) a history where some calls of a message have no result."""
+    conv = nbchat.Conversation(model="fake:echo", tools=[{"name": "a"}])
+    fake.enqueue(tool_calls=[ToolCall("a", {}, f"id{i}") for i in (1, 2, 3)],
+                 finish_reason="tool_calls")
+    conv.send("go")
+    fake.enqueue("done")
+    conv.send(("tool", "only one answer"))
+    expected = [("id1", "only one answer"), ("id2", NOT_ANSWERED), ("id3", NOT_ANSWERED)]
+    tool_msgs = [(m.tool_call_id, m.text) for m in fake.requests[-1].messages if m.role == "tool"]
+    assert tool_msgs == expected
+    fake.enqueue("more")
+    conv.send("and then?")  # the history keeps the filled answers
+    tool_msgs = [(m.tool_call_id, m.text) for m in fake.requests[-1].messages if m.role == "tool"]
+    assert tool_msgs == expected
+
+
+def test_a_tool_taking_kwargs_gets_the_arguments_no_parameter_takes(fake):
+    got: list = []
+
+    def search(**filters) -> str:
+        """Search with any filters."""
+        got.append(filters)
+        return "3 hits"
+
+    def near(city: str, **extra) -> str:
+        """Places near a city."""
+        got.append((city, extra))
+        return "2 places"
+
+    fake.enqueue(tool_calls=[ToolCall("search", {"color": "red", "size": 2}, "1"),
+                             ToolCall("near", {"city": "Oslo", "radius": 5}, "2")],
+                 finish_reason="tool_calls")
+    fake.enqueue("ok")
+    reply = nbchat.chat("find", model="fake:echo", tools=[search, near])
+    assert [s.result for s in reply.steps] == ["3 hits", "2 places"]
+    assert got == [{"color": "red", "size": 2}, ("Oslo", {"radius": 5})]
+    sent = {t.name: t.parameters for t in fake.requests[0].options.tools}
+    assert sent["search"]["additionalProperties"] is True  # the model is told it may
+    assert "additionalProperties" not in tool_of(get_weather).parameters

@@ -70,8 +70,8 @@ def is_async(fn: Any) -> bool:
     """Whether calling `fn` gives a coroutine to await on the loop (`async def`, a partial of
     one, or an object whose `__call__` is one): such a function runs on the event loop, any
     other in a worker thread."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None))
+    call = None if inspect.isroutine(fn) else inspect.getattr_static(type(fn), "__call__", None)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 async def _approved(call: ToolCall, approve: Callable[[ToolCall], Any] | None) -> bool:
