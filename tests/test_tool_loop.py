@@ -9,6 +9,7 @@ for what only a cloud host sends (a refusal) or reads (`strict`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -898,3 +899,23 @@ def test_a_tool_taking_kwargs_gets_the_arguments_no_parameter_takes(fake):
     sent = {t.name: t.parameters for t in fake.requests[0].options.tools}
     assert sent["search"]["additionalProperties"] is True  # the model is told it may
     assert "additionalProperties" not in tool_of(get_weather).parameters
+
+
+def test_a_consumer_that_stops_at_a_tool_result_keeps_every_call_that_ran(fake, weather):
+    fake.enqueue(tool_calls=[ToolCall("get_weather", {"city": "Oslo"}, "a"),
+                             ToolCall("get_weather", {"city": "Rome"}, "b")],
+                 finish_reason="tool_calls")
+    conv = nbchat.Conversation(model="fake:echo", tools=[weather])
+
+    async def main():
+        turn = conv.turn("w?")
+        async with contextlib.aclosing(turn.events()) as events:
+            async for ev in events:
+                if isinstance(ev, ToolResultEvent):
+                    break  # the consumer stops after the first result it is handed
+        return turn.reply
+
+    reply = asyncio.run(main())
+    assert reply.interrupted and [s.call.id for s in reply.steps] == ["a", "b"]
+    assert [(m.tool_call_id, m.text) for m in conv.history if m.role == "tool"] == [
+        ("a", "sunny, 23 C"), ("b", "sunny, 23 C")]

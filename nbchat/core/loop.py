@@ -194,10 +194,10 @@ class TurnLoop:
                         async for status in _while_running(batch.run(), batch.to_run, ran):
                             yield status
                         [steps] = ran
-                    self._batch = None
-                    for step in steps:
+                    for step in steps:  # closed at one of these: `_interrupted` keeps them all
                         yield ToolResultEvent(step)
                     self.steps += steps
+                    self._batch = None
                     new = [reply.to_message()]
                     new += [Message("tool", (TextPart(s.result),), tool_call_id=c.id)
                             for s, c in zip(steps, calls, strict=True)]
