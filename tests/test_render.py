@@ -125,8 +125,8 @@ def test_issue_examples_in_a_displayed_reply(marker):
 
 
 def test_footer_says_a_reply_was_cut_and_gives_no_rate_for_a_few_tokens():
-    """A reply that stopped at max_tokens says so under it; a rate from one or two tokens in a
-    few milliseconds (a refusal, a cut stream: 11,993 tok/s) is not shown."""
+    """A reply that stopped at max_tokens says so under it; a rate from one or two tokens (a
+    refusal, a cut stream: 11,993 tok/s) is not shown."""
     from nbchat.core.render import footer
     from nbchat.core.types import Reply, Usage
 

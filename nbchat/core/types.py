@@ -331,8 +331,8 @@ class ModelInfo:
 # ---- the result of a turn ------------------------------------------------------------------
 
 
-#: the fewest output tokens, and seconds of generation, that give a tokens-per-second figure
-MIN_RATE_TOKENS, MIN_RATE_SECONDS = 3, 0.01
+#: the fewest output tokens that give a tokens-per-second figure
+MIN_RATE_TOKENS = 3
 
 
 @dataclass
@@ -450,8 +450,9 @@ class Reply:
         if not n or self.duration is None or self.time_to_first_token is None:
             return None
         gen = self.duration - self.time_to_first_token
-        # a couple of tokens over a few milliseconds is no rate (a refusal, a cut stream)
-        return n / gen if n >= MIN_RATE_TOKENS and gen >= MIN_RATE_SECONDS else None
+        # a token or two is no rate (a refusal, a cut stream: "11,993 tok/s"); not a time
+        # threshold: whether a footer shows a rate would then depend on the machine's speed
+        return n / gen if n >= MIN_RATE_TOKENS and gen > 0 else None
 
     def footer(self) -> str:
         """The one-line summary under a reply: model, tokens in/out, first-token time (s), tok/s."""
