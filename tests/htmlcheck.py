@@ -80,7 +80,10 @@ class _Collector(HTMLParser):
                 self.found.append(f"attribute {name} on <{tag}>")
             if REMOTE_HOST in plain and name != "href":
                 self.found.append(f"remote host in {name}")
-            if "url(" in plain.lower():
+            # CSS's url() loads a resource from a style; in a link's href it is only text of
+            # the address the reader chose to follow (hypothesis joined "<http://" "url(" "> "
+            # into the autolink <a href="http://url(">), as a remote host there is
+            if "url(" in plain.lower() and name != "href":
                 self.found.append(f"url() in {name}")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
