@@ -4,8 +4,10 @@ other provider). Also a realistic Markdown reply to stream (tests and benchmarks
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 from nbchat.core.credentials import Endpoint
@@ -116,3 +118,38 @@ def realistic_reply(tokens: int = 2000, seed: int = 3) -> list[str]:
             parts.append("```python\ndef f():\n" + "".join(lines) + "```\n\n")
     text = "".join(parts)
     return [text[i:i + 4] for i in range(0, len(text), 4)][:tokens]
+
+
+@contextlib.contextmanager
+def recorded_openai_style(model: str, monkeypatch, base: str,
+                          sse: bytes) -> Iterator[list[dict]]:
+    """The built-in OpenAI-style provider of `model` (openai, cerebras, nvidia, anyscale) over
+    an `httpx.MockTransport` that answers every POST with `sse` (recorded wire data), keys and
+    base URLs set so any of them can be asked; yields the request bodies sent, as dicts, and
+    puts the provider back afterwards."""
+    import httpx
+
+    from nbchat.core import registry
+    from nbchat.providers.anyscale import AnyscaleProvider
+    from nbchat.providers.cerebras import CerebrasProvider
+    from nbchat.providers.nvidia import NvidiaProvider
+    from nbchat.providers.openai import OpenAIProvider
+
+    bodies: list[dict] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(req.content))
+        return httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+
+    name = model.split(":")[0]
+    cls = {"openai": OpenAIProvider, "cerebras": CerebrasProvider,
+           "anyscale": AnyscaleProvider, "nvidia": NvidiaProvider}[name]
+    registry.register(cls(transport=httpx.MockTransport(handler)))
+    for env in ("CEREBRAS_API_KEY", "NVIDIA_API_KEY"):
+        monkeypatch.setenv(env, "zz-test-key-123456")
+    monkeypatch.setenv("OPENAI_BASE_URL", base)
+    monkeypatch.setenv("ANYSCALE_BASE_URL", base)
+    try:
+        yield bodies
+    finally:
+        registry.unregister(name)

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from fakes import recorded_openai_style
 
 import nbchat
 from nbchat.core import http, registry
@@ -540,33 +541,13 @@ def test_images_from_path_url_bytes_and_pil(model, string_form, image_url, tmp_p
 
     from PIL import Image
 
-    from nbchat.providers.anyscale import AnyscaleProvider
-    from nbchat.providers.cerebras import CerebrasProvider
-    from nbchat.providers.nvidia import NvidiaProvider
-
     url, jpeg = image_url
-    bodies: list[dict] = []
-
-    def handler(req: httpx.Request) -> httpx.Response:
-        bodies.append(json.loads(req.content))
-        return httpx.Response(200, content=wire("openai_text_usage.sse"),
-                              headers={"content-type": "text/event-stream"})
-
-    name = model.split(":")[0]
-    cls = {"openai": OpenAIProvider, "cerebras": CerebrasProvider,
-           "anyscale": AnyscaleProvider, "nvidia": NvidiaProvider}[name]
-    registry.register(cls(transport=httpx.MockTransport(handler)))
-    for env in ("CEREBRAS_API_KEY", "NVIDIA_API_KEY"):
-        monkeypatch.setenv(env, "zz-test-key-123456")
-    monkeypatch.setenv("OPENAI_BASE_URL", BASE)
-    monkeypatch.setenv("ANYSCALE_BASE_URL", BASE)
     path = tmp_path / "cat.png"
     Image.new("RGB", (3, 3), "blue").save(path)
     pil = Image.new("RGBA", (2, 2), (0, 255, 0, 128))
-    try:
+    with recorded_openai_style(model, monkeypatch, BASE,
+                               wire("openai_text_usage.sse")) as bodies:
         nbchat.chat("what is this?", model=model, images=[str(path), url, PNG, pil])
-    finally:
-        registry.unregister(name)
     parts = bodies[0]["messages"][-1]["content"]
     assert parts[0] == {"type": "text", "text": "what is this?"}
     uris = [p["image_url"] if string_form else p["image_url"]["url"] for p in parts[1:]]

@@ -19,6 +19,7 @@ import time
 
 import httpx
 import pytest
+from fakes import recorded_openai_style
 from faultserver import DONE, sse_head, text_chunk
 from IPython.core.error import UsageError
 from test_magics import Shell
@@ -351,29 +352,9 @@ HISTORY = [("user", "w?"),
                                    "nvidia:meta/llama-3.1-8b-instruct",
                                    "anyscale:meta-llama/Meta-Llama-3-8B-Instruct"])
 def test_histories_with_tool_calls_round_trip_on_every_openai_style_host(model, monkeypatch):
-    from nbchat.providers.anyscale import AnyscaleProvider
-    from nbchat.providers.cerebras import CerebrasProvider
-    from nbchat.providers.nvidia import NvidiaProvider
-
-    bodies: list[dict] = []
-
-    def handler(req: httpx.Request) -> httpx.Response:
-        bodies.append(json.loads(req.content))
-        return httpx.Response(200, content=(WIRE / "openai_text_usage.sse").read_bytes(),
-                              headers={"content-type": "text/event-stream"})
-
-    name = model.split(":")[0]
-    cls = {"openai": OpenAIProvider, "cerebras": CerebrasProvider,
-           "anyscale": AnyscaleProvider, "nvidia": NvidiaProvider}[name]
-    registry.register(cls(transport=httpx.MockTransport(handler)))
-    for env in ("CEREBRAS_API_KEY", "NVIDIA_API_KEY"):
-        monkeypatch.setenv(env, "zz-test-key-123456")
-    monkeypatch.setenv("OPENAI_BASE_URL", BASE)
-    monkeypatch.setenv("ANYSCALE_BASE_URL", BASE)
-    try:
+    sse = (WIRE / "openai_text_usage.sse").read_bytes()
+    with recorded_openai_style(model, monkeypatch, BASE, sse) as bodies:
         nbchat.chat(HISTORY, model=model)
-    finally:
-        registry.unregister(name)
     msgs = bodies[0]["messages"]
     assert msgs[1] == {"role": "assistant", "content": "", "tool_calls": [
         {"id": "c1", "type": "function",
@@ -389,13 +370,19 @@ def test_local_model_takes_a_history_with_tool_calls():
 # ---- structured output ----------------------------------------------------------------------
 
 
-def test_schema_mismatch_is_retried_with_the_error_then_parsed(fake):
+@pytest.fixture
+def Joke():  # noqa: N802 (a class, named as the tests use it)
+    """A pydantic model with two string fields, for `schema=`."""
     pydantic = pytest.importorskip("pydantic")
 
     class Joke(pydantic.BaseModel):
         setup: str
         punchline: str
 
+    return Joke
+
+
+def test_schema_mismatch_is_retried_with_the_error_then_parsed(fake, Joke):  # noqa: N803
     fake.enqueue('{"setup": 1}')
     fake.enqueue('{"setup": "Why?", "punchline": "Because."}')
     reply = nbchat.chat("a joke", model="fake:echo", schema=Joke)
@@ -405,13 +392,8 @@ def test_schema_mismatch_is_retried_with_the_error_then_parsed(fake):
     assert "punchline" in retry[-1].text and "does not fit" in retry[-1].text
 
 
-def test_a_schema_retry_in_a_cell_labels_the_rejected_attempt_before_the_answer(fake):
-    pydantic = pytest.importorskip("pydantic")
-
-    class Joke(pydantic.BaseModel):
-        setup: str
-        punchline: str
-
+def test_a_schema_retry_in_a_cell_labels_the_rejected_attempt_before_the_answer(
+        fake, Joke):  # noqa: N803
     fake.enqueue('{"setup": 1}')
     fake.enqueue('{"setup": "Why?", "punchline": "Because."}')
     shell = Shell()
