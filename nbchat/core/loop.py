@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -53,20 +53,20 @@ from .types import (
 )
 
 
-async def _while_running(job: Coroutine[Any, Any, list[ToolStep]], calls: list[ToolCall],
-                         out: list[list[ToolStep]]) -> AsyncIterator[Status]:
-    """Run the approved tool calls (`job`, the run phase only: approval is a wait for the
-    user, which the approval hook reports itself); after `waits.STATUS_AFTER` s, and then every
-    `STATUS_EVERY` s, a `Status` naming them with the time they have taken, and `Status("")`
-    once they are done. Their steps go to `out`; cancelling the consumer cancels them."""
-    task = asyncio.ensure_future(job)
+async def _while_running(job: asyncio.Future[list[ToolStep]],
+                         calls: list[ToolCall]) -> AsyncGenerator[Status, None]:
+    """Until the approved tool calls (`job`, the run phase only: approval is a wait for the
+    user, which the approval hook reports itself) are done: after `waits.STATUS_AFTER` s, and
+    then every `STATUS_EVERY` s, a `Status` naming them with the time they have taken, and
+    `Status("")` once they are done. Closing this iterator (the consumer stopped) cancels
+    `job`."""
     names = ", ".join(dict.fromkeys(c.name for c in calls))
     start = time.monotonic()
     shown = ""  # the status line on screen
     try:
         wait = waits.STATUS_AFTER
         while True:
-            done, _ = await asyncio.wait({task}, timeout=wait)
+            done, _ = await asyncio.wait({job}, timeout=wait)
             if done:
                 break
             wait = STATUS_EVERY
@@ -76,12 +76,11 @@ async def _while_running(job: Coroutine[Any, Any, list[ToolStep]], calls: list[T
             if message != shown:
                 shown = message
                 yield Status(message, elapsed)
-        out.append(task.result())
         if shown:
             yield Status("", time.monotonic() - start)
     finally:
-        if not task.done():
-            task.cancel()
+        if not job.done():
+            job.cancel()
 
 
 #: next_turn(request) -> a Turn for it (same provider, endpoint and limits as the first)
@@ -190,10 +189,11 @@ class TurnLoop:
                     if self._quiet or not batch.approved:
                         steps = await batch.run()
                     else:  # a slow tool is not a silent cell: say what runs, and for how long
-                        ran: list[list[ToolStep]] = []
-                        async for status in _while_running(batch.run(), batch.to_run, ran):
-                            yield status
-                        [steps] = ran
+                        job = asyncio.ensure_future(batch.run())
+                        async with aclosing(_while_running(job, batch.to_run)) as statuses:
+                            async for status in statuses:
+                                yield status
+                        steps = job.result()
                     for step in steps:  # closed at one of these: `_interrupted` keeps them all
                         yield ToolResultEvent(step)
                     self.steps += steps
