@@ -57,10 +57,9 @@ class Settings:
 
     def __repr__(self) -> str:
         # a base URL may carry a key as its user or password (http://user:key@host): shown
-        # without them, and any key-shaped text redacted, as in `Reply.endpoint`
-        from urllib.parse import urlsplit
-
-        from .errors import redact
+        # as `Reply.endpoint` shows it (`replay.public_url`: no user, password or fragment,
+        # key-shaped text redacted)
+        from .replay import public_url
 
         shown = []
         for f in dataclasses.fields(self):
@@ -69,14 +68,9 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "base_url" and value:
                 try:
-                    parts = urlsplit(value)
-                    if parts.username or parts.password:
-                        host = parts.hostname or ""
-                        value = parts._replace(
-                            netloc=f"{host}:{parts.port}" if parts.port else host).geturl()
+                    value = public_url(value)
                 except ValueError:
                     value = "<a URL that cannot be parsed>"
-                value = redact(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
