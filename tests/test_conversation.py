@@ -210,3 +210,30 @@ def test_a_keyed_turn_replaces_the_turn_with_that_key_and_forks_there(fake):
     assert reply.notes == ["replaced its earlier run; dropped the 2 later turns"]
     run_sync(conv.turn("one, again", key="a").collect())
     assert [m.text for m in conv.history] == ["one, again"] * 2
+
+
+def test_collect_runs_the_stream_in_the_callers_task_and_events_in_a_pump(fake, monkeypatch):
+    # collect() (nbchat.chat, nbchat.map's rows) shows no status, so the provider's stream runs
+    # in the caller's own task: no pump task and no hand-over (three fewer passes through the
+    # event loop a request). events() keeps its pump, which is what lets it speak while waiting.
+    tasks: list[asyncio.Task | None] = []
+    stream = type(fake).stream
+
+    async def traced(self, request, endpoint):
+        tasks.append(asyncio.current_task())
+        async for ev in stream(self, request, endpoint):
+            yield ev
+
+    monkeypatch.setattr(type(fake), "stream", traced)
+    conv = nbchat.Conversation("fake:echo")
+
+    async def both():
+        fake.enqueue("one")
+        await conv.turn("a").collect()
+        fake.enqueue("two")
+        async for _ in conv.turn("b").events():
+            pass
+        return asyncio.current_task()
+
+    caller = asyncio.run(both())
+    assert tasks[0] is caller and tasks[1] is not caller

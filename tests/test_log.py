@@ -99,10 +99,10 @@ def test_written_by_the_writer_thread_after_the_reply_not_during_it(fake, monkey
     release = threading.Event()
     insert = nblog.Log._insert
 
-    def slow_insert(self, conn, record):
+    def slow_insert(self, conn, records):
         written.append(threading.current_thread().name)
         release.wait(10)  # the chat must not wait for this
-        insert(self, conn, record)
+        insert(self, conn, records)
 
     monkeypatch.setattr(nblog.Log, "_insert", slow_insert)
     fake.enqueue(*[f"t{i} " for i in range(500)])
@@ -120,10 +120,10 @@ def test_a_lookup_waits_for_the_writer_only_for_its_own_request(fake, monkeypatc
     entered, release = threading.Event(), threading.Event()
     insert = nblog.Log._insert
 
-    def stuck_insert(self, conn, record):
+    def stuck_insert(self, conn, records):
         entered.set()
         release.wait(10)
-        insert(self, conn, record)
+        insert(self, conn, records)
 
     monkeypatch.setattr(nblog.Log, "_insert", stuck_insert)
     reply = nbchat.chat("being written", model="fake:echo")
@@ -147,10 +147,10 @@ def test_replies_queued_while_the_writer_is_busy_are_written_in_one_transaction(
     batches: list[int] = []
     insert, write = nblog.Log._insert, nblog.Log._write
 
-    def stuck_insert(self, conn, record):
+    def stuck_insert(self, conn, records):
         entered.set()
         release.wait(10)
-        insert(self, conn, record)
+        insert(self, conn, records)
 
     def counted_write(self, items):
         batches.append(len(items))
@@ -253,21 +253,23 @@ def test_migrations_are_versioned_and_run_once(fake, monkeypatch):
     conn.close()
 
 
-def _insert_without_reasoning(self, conn, record):
+def _insert_without_reasoning(self, conn, records):
     """What nbchat wrote at schema version 1."""
-    record.reply.reasoning = ""
+    for record in records:
+        record.reply.reasoning = ""
     real = conn.execute
+    width = len(nblog._COLUMNS) + 1  # the values of one reply, reasoning last
 
     class NoReasoning:
         def execute(self, sql, params=()):
             if sql.startswith("INSERT INTO replies"):
-                params = params[:-1]
+                params = [v for i, v in enumerate(params) if i % width != width - 1]
             return real(sql, params)
 
         def executemany(self, *args):
             return conn.executemany(*args)
 
-    _real_insert(self, NoReasoning(), record)
+    _real_insert(self, NoReasoning(), records)
 
 
 def test_a_database_from_a_newer_nbchat_is_left_alone(fake):

@@ -111,6 +111,30 @@ def test_rows_with_a_logged_reply_are_not_sent_again(picky):
     assert len(picky.prompts) == 9  # resume=False sends every row
 
 
+def test_the_log_is_read_once_and_looked_up_only_for_rows_it_answers(picky, monkeypatch):
+    from nbchat.core import log as nblog
+
+    looked: list[str] = []
+    find = nblog.Log.find
+
+    def counted(self, request_hash):
+        looked.append(request_hash)
+        return find(self, request_hash)
+
+    monkeypatch.setattr(nblog.Log, "find", counted)
+    rows = [{"w": w} for w in ("one", "two", "one", "three")]
+    first = nbchat.map("{w}", rows, model="picky:m", concurrency=1, progress=False)
+    # nothing logged yet: no row is looked up, but the repeated row comes from the log (the
+    # first "one" finished before it was sent)
+    assert picky.prompts == ["one", "two", "three"] and first.reused == 1
+    assert looked == [first[0].request_hash]
+    looked.clear()
+    rows.append({"w": "four"})
+    second = nbchat.map("{w}", rows, model="picky:m", concurrency=2, progress=False)
+    assert picky.prompts[3:] == ["four"] and second.reused == 4
+    assert sorted(looked) == sorted(r.request_hash for r in second[:4])  # not the new row
+
+
 def test_429s_slow_the_whole_batch_instead_of_failing_rows(fault_server):
     limited = json_answer(429, {"error": {"message": "slow down"}}, Retry_After="0.3")
     for _ in range(9):  # three requests' worth of 429s (each retried twice by the HTTP layer)

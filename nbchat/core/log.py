@@ -33,6 +33,7 @@ import queue
 import random
 import sys
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
@@ -61,7 +62,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .types import Reply
 
 #: at most this many queued replies are written in one transaction
-BATCH = 64
+BATCH = 256
+#: seconds the writer waits for more replies once one is queued, so that replies finishing
+#: close together (`nbchat.map`'s rows) share a transaction and an INSERT; `flush()` and the
+#: reads that flush wait at most this much longer
+LINGER = 0.05
+#: replies in one INSERT statement (27 columns each: well under SQLite's 32,766 variables)
+ROWS_PER_INSERT = 64
 #: `NBCHAT_LOG` values that turn the log off
 OFF = ("off", "0", "false", "no", "none")
 #: seconds a write waits for another process's lock before giving up (and warning)
@@ -414,8 +421,14 @@ class Log:
     def _write_loop(self) -> None:
         while True:
             items = [self._queue.get()]
+            if items[-1] is not None:
+                # what else comes within LINGER goes into the same transaction and INSERT:
+                # each statement hands the interpreter lock to this thread and back, and
+                # each wake-up too, so it sleeps rather than waking per reply (one transaction
+                # per reply slowed `nbchat.map` by about a tenth)
+                time.sleep(LINGER)
             while len(items) < BATCH and items[-1] is not None:
-                try:  # what else is queued goes into the same transaction
+                try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
@@ -443,10 +456,11 @@ class Log:
             with self._lock:
                 conn.execute("BEGIN")
                 try:
+                    records = [item for item in items if isinstance(item, Record)]
+                    for at in range(0, len(records), ROWS_PER_INSERT):
+                        self._insert(conn, records[at:at + ROWS_PER_INSERT])
                     for item in items:
-                        if isinstance(item, Record):
-                            self._insert(conn, item)
-                        else:
+                        if not isinstance(item, Record):
                             self._insert_listing(conn, *item[1])
                     conn.execute("COMMIT")
                 except BaseException:
@@ -459,7 +473,8 @@ class Log:
             else:
                 self._fail(exc)
 
-    def _insert(self, conn: sqlite3.Connection, r: Record) -> None:
+    def _insert(self, conn: sqlite3.Connection, records: list[Record]) -> None:
+        """Insert replies with one statement (and their images, new ones only)."""
         blobs: dict[str, tuple[str, bytes]] = {}
 
         def keep(part: ImagePart) -> str:
@@ -467,6 +482,19 @@ class Log:
             blobs.setdefault(h, (part.mime, part.data))
             return h
 
+        values: list[Any] = []
+        for r in records:
+            values += self._row(r, keep)
+        if blobs:
+            conn.executemany("INSERT OR IGNORE INTO blobs (sha256, mime, data) VALUES (?, ?, ?)",
+                             [(h, mime, data) for h, (mime, data) in blobs.items()])
+        row = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+        conn.execute(f"INSERT INTO replies ({', '.join(_COLUMNS)}) VALUES "
+                     + ", ".join([row] * len(records)), values)
+
+    @staticmethod
+    def _row(r: Record, keep: Callable[[ImagePart], str]) -> tuple[Any, ...]:
+        """One reply's values for `_COLUMNS` (its images handed to `keep`, which names them)."""
         messages = []
         for m in r.request.messages:
             for p in m.images:
@@ -482,25 +510,19 @@ class Log:
                 logprobs[i] = list(lp)
         reply = r.reply
         err = reply.error
-        conn.executemany("INSERT OR IGNORE INTO blobs (sha256, mime, data) VALUES (?, ?, ?)",
-                         [(h, mime, data) for h, (mime, data) in blobs.items()])
-        conn.execute(
-            f"INSERT INTO replies ({', '.join(_COLUMNS)})"
-            f" VALUES ({', '.join('?' * len(_COLUMNS))})",
-            (
-                r.id, r.created, SESSION, r.provider, r.model, r.endpoint, r.request_hash,
-                dumps(messages), dumps(r.options), reply.text,
-                dumps([tool_call_json(t) for t in reply.tool_calls])
-                if reply.tool_calls else None,
-                reply.finish_reason, reply.usage.input_tokens, reply.usage.output_tokens,
-                reply.time_to_first_token, reply.duration, int(reply.interrupted),
-                type(err).__name__ if err is not None else None,
-                redact(str(err)) if err is not None else None,
-                dumps(error_attrs(err)) if err is not None else None,
-                dumps(events), _le(chunks), _le(stamps),
-                dumps(logprobs) if logprobs is not None else None,
-                r.notebook, r.cell, reply.reasoning or None,
-            ),
+        return (
+            r.id, r.created, SESSION, r.provider, r.model, r.endpoint, r.request_hash,
+            dumps(messages), dumps(r.options), reply.text,
+            dumps([tool_call_json(t) for t in reply.tool_calls])
+            if reply.tool_calls else None,
+            reply.finish_reason, reply.usage.input_tokens, reply.usage.output_tokens,
+            reply.time_to_first_token, reply.duration, int(reply.interrupted),
+            type(err).__name__ if err is not None else None,
+            redact(str(err)) if err is not None else None,
+            dumps(error_attrs(err)) if err is not None else None,
+            dumps(events), _le(chunks), _le(stamps),
+            dumps(logprobs) if logprobs is not None else None,
+            r.notebook, r.cell, reply.reasoning or None,
         )
 
     def _insert_listing(self, conn: sqlite3.Connection, provider: str, endpoint: str,
@@ -587,6 +609,14 @@ class Log:
             )
             for r in rows
         ]
+
+    def answered(self, model: str) -> set[str]:
+        """The request hashes that have a finished reply (no error, not interrupted) from
+        `model` (`provider:model`), after pending writes: `nbchat.map` reads them once and
+        looks up only its rows whose hash is among them. Raises LogUnusable."""
+        rows = self._read("SELECT DISTINCT request_hash FROM replies WHERE model = ?"
+                          " AND error_type IS NULL AND interrupted = 0", (model,))
+        return {r[0] for r in rows}
 
     def blob(self, digest: str) -> ImagePart:
         """The image stored under a SHA-256 `digest`; raises LogUnusable when the log lacks it."""

@@ -75,11 +75,13 @@ from dataclasses import dataclass, field, replace
 from numbers import Number
 from typing import Any
 
+from . import log as _log
 from . import waits
 from .conversation import Conversation
 from .credentials import hide_key
 from .errors import BadOption, NbchatError, RateLimited, UnknownOption, close_matches
 from .http import own_pool
+from .loop import TurnLoop
 from .options import OPTION_NAMES, OPTIONS, Settings, parse_settings, schema_of
 from .types import Reply
 from .waits import Timeouts
@@ -435,6 +437,7 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
     limiter = AdaptiveLimiter(concurrency)
     bar = _bar(n) if progress else None
     inflight: dict[int, Any] = {}  # row -> its Turn (or TurnLoop) while it is sent
+    answered = _answered(model, settings) if resume else None
     shown: tuple[int, int, str] | None = None  # what the bar's postfix says now
 
     def postfix(note: str = "", refresh: bool = False) -> None:
@@ -474,6 +477,7 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
                     settings.timeout or Timeouts()))
             turn = Conversation(model=model, settings=row_settings).turn(prompts[i])
             turn.reuse_logged = resume
+            (turn.first if isinstance(turn, TurnLoop) else turn).logged_hashes = answered
             if deadline is None:
                 deadline = _deadline(plan.budget, turn)
             inflight[i] = turn
@@ -504,6 +508,8 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
                     return _failed(i, reply, exc)
             state.replies[i] = reply
             state.reused += reply.replayed
+            if answered is not None and reply.request_hash is not None:
+                answered.add(reply.request_hash)  # a later row asking the same: from the log
             tick()
             return None
 
@@ -534,6 +540,19 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
             postfix(refresh=True)
             bar.close()
     return result(state, plan.table, plan.kind, schema, column)
+
+
+def _answered(model: str | None, settings: Settings) -> set[str] | None:
+    """The request hashes with a finished reply in the log from this map's model, read once
+    (each row then looks in the log only when its hash is among them); None when there is no
+    log or it cannot be read (each row looks, and the log warns)."""
+    lg = _log.current()
+    if lg is None:
+        return None
+    try:
+        return lg.answered(Conversation(model=model, settings=settings).model_id)
+    except _log.LogUnusable:
+        return None
 
 
 def _deadline(budget: float | None, turn: Any) -> float | None:

@@ -29,7 +29,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -172,10 +172,12 @@ def prompt_head(request: Request, width: int = 60) -> str:
 
 
 def find(model: str, endpoint: str | None, request: Request, key: str, *,
-         reuse: bool = False) -> _log.Logged | None:
+         reuse: bool = False, answered: Container[str] | None = None) -> _log.Logged | None:
     """The logged reply that answers this request (`key`: its hash) under the current mode, or
     None to go to the provider. `reuse`: in mode off, answer as mode on does (`nbchat.map`
     resumes this way: a row whose request has a logged reply is not sent again).
+    `answered`: the hashes known to have a finished reply (`Log.answered`); outside strict
+    mode a key not among them is a miss without a look in the log (a map's rows).
 
     In strict mode, a request only ever logged failing gets its newest failure (its events end
     by raising the recorded error); one never logged raises ReplayMiss, as does a log that
@@ -186,6 +188,8 @@ def find(model: str, endpoint: str | None, request: Request, key: str, *,
     if current == "off":
         return None
     strict = current == "strict"
+    if not strict and answered is not None and key not in answered:
+        return None
     lg = _log.current()
     if lg is None:
         if strict:

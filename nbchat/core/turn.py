@@ -19,7 +19,7 @@ import asyncio
 import collections
 import time
 import traceback
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Container
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -61,6 +61,7 @@ class _Failed:
 
 
 _END = object()
+_TICK = object()  # a wait for the next event ended without one
 
 
 class Turn:
@@ -117,6 +118,9 @@ class Turn:
         #: answer from the log when this request has a logged reply, even with replay off
         #: (`nbchat.map` resumes this way)
         self.reuse_logged = False
+        #: the request hashes known to have a logged reply (`Log.answered`), or None: a map
+        #: reads them once, so its rows that have none are sent without a look in the log
+        self.logged_hashes: Container[str] | None = None
 
     @property
     def text(self) -> str:
@@ -158,7 +162,8 @@ class Turn:
             self.reply.host = _host(endpoint)
         key = self.reply.request_hash = replay.request_hash(model, endpoint, request)
         self.reply.options = request.options
-        found = replay.find(model, endpoint, request, key, reuse=self.reuse_logged)
+        found = replay.find(model, endpoint, request, key, reuse=self.reuse_logged,
+                            answered=self.logged_hashes)
         if found is not None:
             self._replayed = found
             self._stamps = None
@@ -208,12 +213,14 @@ class Turn:
                 except Exception:  # closing a broken stream must not hide the real error
                     pass
 
-    async def events(self, *, errors_as_events: bool = False) -> AsyncGenerator[Event, None]:
-        """Stream events; on error either raise (default) or yield one ErrorEvent and stop."""
-        reply = self.reply
-        self.started = time.perf_counter()
-        clock = time.perf_counter
-        tracker = self.waits = waits.Waits(self.provider.name, self._limits())
+    def events(self, *, errors_as_events: bool = False) -> AsyncGenerator[Event, None]:
+        """Stream events; on error either raise (default) or yield one ErrorEvent and stop.
+        After a second without an event, `Status` events say what the turn waits for."""
+        return self._events(errors_as_events, inline=False)
+
+    async def _queued(self, tracker: waits.Waits) -> AsyncGenerator[Any, None]:
+        """The provider's events from the pump task; `_TICK` whenever a wait for the next one
+        ended without it (after `_timeout`, or a change of the tracker's phase)."""
         loop = asyncio.get_running_loop()
         queue: collections.deque[Any] = collections.deque()
         wake: list[asyncio.Future[None] | None] = [None]
@@ -225,31 +232,101 @@ class Turn:
 
         tracker.on_change = notify
         pump = loop.create_task(self._pump(tracker, queue, notify))
+        try:
+            while True:
+                if not queue:
+                    await _wait(loop, wake, _timeout(tracker))
+                    if not queue:
+                        yield _TICK
+                        continue
+                ev = queue.popleft()
+                if ev is _END:
+                    return
+                if isinstance(ev, _Failed):
+                    raise ev.exc
+                yield ev
+        finally:
+            if not pump.done():
+                pump.cancel()
+            try:
+                await pump
+            except BaseException:  # cancelled, or failed after the consumer stopped listening
+                pass
+
+    async def _inline(self, tracker: waits.Waits) -> AsyncGenerator[Any, None]:
+        """The provider's events, run in the consumer's own task (for `collect()`, which shows
+        no status): no pump task and no hand-over, so three fewer passes through the event loop
+        a request, which `nbchat.map`'s rows feel. The idle and total limits are kept by a
+        timer that cancels this task when one has run out (the error then raised instead); a
+        cancellation from anyone else (a Stop) stays a cancellation."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        late: list[NbchatError] = []
+        timer: list[asyncio.TimerHandle] = []
+
+        def check() -> None:
+            error = tracker.overdue()
+            if error is not None:
+                late.append(error)
+                task.cancel()
+            else:
+                timer[0] = loop.call_later(max(_timeout(tracker), 0.01), check)
+
+        token = waits.activate(tracker)
+        timer.append(loop.call_later(max(_timeout(tracker), 0.01), check))
+        agen: AsyncIterator[Event] | None = None
+        try:
+            request = await self._prepared()
+            agen = await self._open(request)
+            async for ev in agen:
+                yield ev
+        except asyncio.CancelledError:
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if late and (uncancel is None or uncancel() == 0):
+                raise late[0] from None
+            raise
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            # as in the pump: the provider's frames lose their locals (see `_pump`)
+            traceback.clear_frames(exc.__traceback__)
+            raise
+        finally:
+            timer[0].cancel()
+            waits.deactivate(token)
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # closing a broken stream must not hide the real error
+                    pass
+
+    async def _events(self, errors_as_events: bool, *, inline: bool
+                      ) -> AsyncGenerator[Event, None]:
+        reply = self.reply
+        self.started = time.perf_counter()
+        clock = time.perf_counter
+        tracker = self.waits = waits.Waits(self.provider.name, self._limits())
+        source = self._inline(tracker) if inline else self._queued(tracker)
         chunks, reasoning, marks = self._chunks, self._reasoning, self._marks
         joiner, reasoning_joiner = SurrogateJoiner(), SurrogateJoiner()
         scrub, reasoning_scrub = KeyScrubber(), KeyScrubber()  # a key echoed back: ***
         shown = ""  # the status line on screen
         said = 0.0  # when it was last sent
         try:
-            while True:
-                if not queue:
-                    await _wait(loop, wake, _timeout(tracker))
-                    if not queue:
-                        late = tracker.overdue()
-                        if late is not None:
-                            raise late
-                        if (tracker.quiet_for() >= waits.STATUS_AFTER
-                                or tracker.phase == waits.RETRY):
-                            message = tracker.status()
-                            if message != shown:
-                                shown, said = message, time.monotonic()
-                                yield Status(message, clock() - self.started)
-                        continue
-                ev = queue.popleft()
-                if ev is _END:
-                    break
-                if isinstance(ev, _Failed):
-                    raise ev.exc
+            async for ev in source:
+                if ev is _TICK:
+                    late = tracker.overdue()
+                    if late is not None:
+                        raise late
+                    if (tracker.quiet_for() >= waits.STATUS_AFTER
+                            or tracker.phase == waits.RETRY):
+                        message = tracker.status()
+                        if message != shown:
+                            shown, said = message, time.monotonic()
+                            yield Status(message, clock() - self.started)
+                    continue
                 stamps = self._stamps  # None when not logging (or replaying)
                 if isinstance(ev, TextDelta):
                     text = scrub.feed(joiner.feed(ev.text))
@@ -331,12 +408,7 @@ class Turn:
             self._failed(exc)
             raise
         finally:
-            if not pump.done():
-                pump.cancel()
-            try:
-                await pump
-            except BaseException:  # cancelled, or failed after the consumer stopped listening
-                pass
+            await source.aclose()
             self._finish()
 
     def _failed(self, exc: BaseException) -> None:
@@ -399,8 +471,9 @@ class Turn:
                 reply.log_id = None  # the database could not be opened: nothing was logged
 
     async def collect(self) -> Reply:
-        """Run the turn to the end and return its `Reply`; raises what `events()` raises."""
-        async with aclosing(self.events()) as events:
+        """Run the turn to the end and return its `Reply`; raises what `events()` raises.
+        The provider's stream runs in the caller's task (no status is shown)."""
+        async with aclosing(self._events(False, inline=True)) as events:
             async for _ in events:
                 pass
         return self.reply

@@ -295,6 +295,14 @@ def activate(waits: Waits) -> contextvars.Token[Waits | None]:
     return _current.set(waits)
 
 
+def deactivate(token: contextvars.Token[Waits | None]) -> None:
+    """Undo `activate` (its token) in the context that made it."""
+    try:
+        _current.reset(token)
+    except ValueError:  # another context (a generator closed elsewhere): just let go of it
+        _current.set(None)
+
+
 def waiting(what: str = "") -> None:
     """A request was sent; its answer has not begun."""
     w = _current.get()
