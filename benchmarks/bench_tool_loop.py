@@ -24,8 +24,9 @@ Two servers, two figures, in one run:
    cost as the baseline.
 
 Both sides run in the same event loop, in alternating blocks (by hand, loop, turns; then loop,
-turns, by hand; ...) so they see the same machine load; the ratio is the median of the per-pair ratios. The local log
-is off (it has its own benchmark, bench_log_overhead.py). Target (issue 12): loop/by hand <= 1.05.
+turns, by hand; ...) so they see the same machine load; the ratio is the median of the
+per-pair ratios. The local log is off (it has its own benchmark, bench_log_overhead.py).
+Target (issue 12): loop/by hand <= 1.05.
 
     .venv/bin/python benchmarks/bench_tool_loop.py [--pace both|local|none] [--blocks 15]
         [--per-block 10] [--answer 300]

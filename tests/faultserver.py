@@ -4,6 +4,7 @@
     server.script(sse_head(), record({...}), 0.5, CLOSE)
     server.base                                  # "http://127.0.0.1:PORT/v1"
     server.requests                              # what arrived, in order
+    server.most_at_once                          # the most requests answered at one time
     server.close()
 
 Each connection takes the next script; the last one repeats. A step is bytes to send, a
@@ -95,6 +96,8 @@ class FaultServer:
         self.sock.listen(16)
         self.scripts: list[tuple[Any, ...]] = []
         self.requests: list[Seen] = []
+        self.answering = 0  # requests taken and not yet fully answered
+        self.most_at_once = 0  # the most there were
         self.closing = threading.Event()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
@@ -164,17 +167,14 @@ class FaultServer:
             if seen is None:
                 return
             self.requests.append(seen)
-            for step in steps:
-                if isinstance(step, bytes):
-                    conn.sendall(step)
-                elif isinstance(step, (int, float)):
-                    if self.closing.wait(step):
-                        return
-                elif step in (HOLD, STALL):
-                    self.closing.wait()
-                    return
-                elif step == CLOSE:
-                    return
+            with self._lock:
+                self.answering += 1
+                self.most_at_once = max(self.most_at_once, self.answering)
+            try:
+                self._answer(conn, steps)
+            finally:
+                with self._lock:
+                    self.answering -= 1
         except OSError:  # the client went away: nothing to do
             pass
         finally:
@@ -183,6 +183,19 @@ class FaultServer:
             except OSError:
                 pass
             conn.close()
+
+    def _answer(self, conn: socket.socket, steps: tuple[Any, ...]) -> None:
+        for step in steps:
+            if isinstance(step, bytes):
+                conn.sendall(step)
+            elif isinstance(step, (int, float)):
+                if self.closing.wait(step):
+                    return
+            elif step in (HOLD, STALL):
+                self.closing.wait()
+                return
+            elif step == CLOSE:
+                return
 
     def close(self) -> None:
         """Stop accepting, drop every connection, and wait for the server's threads to end."""

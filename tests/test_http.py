@@ -316,3 +316,56 @@ def test_409_after_retries_says_the_server_is_busy():
     err = http.error_from_response(409, b'{"detail":"Already running a prediction"}', {},
                                    provider="cog")
     assert "Already running a prediction" in str(err) and "busy" in str(err)
+
+
+def test_a_gated_request_holds_its_slot_on_the_wire_only():
+    # nbchat.map's rows (`http.gated`): a streamed response gives the slot back when it is
+    # closed, a request_json exchange (create, then poll) keeps it, a failed send gives it back
+    events: list[str] = []
+
+    class Gate:
+        held = False
+
+        async def enter(self) -> None:
+            if not self.held:
+                self.held = True
+                events.append("enter")
+
+        async def leave(self) -> None:
+            if self.held:
+                self.held = False
+                events.append("leave")
+
+    async def body():
+        yield b"data: 1\n\n"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/down":
+            raise httpx.ConnectError("refused")
+        if request.url.path == "/a":
+            return httpx.Response(200, content=body())  # streamed: read after the send
+        return httpx.Response(200, json={"ok": 1})
+
+    async def scenario() -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        with http.gated(Gate()):
+            response = await http.open_stream(client, "GET", "http://x.test/a", provider="t")
+            events.append("sent")
+            await response.aread()
+            events.append("read")
+            await response.aclose()
+            await http.request_json(client, "POST", "http://x.test/b", provider="t")
+            await http.request_json(client, "GET", "http://x.test/c", provider="t")
+            events.append("polled")
+            response = await http.open_stream(client, "GET", "http://x.test/d", provider="t")
+            await response.aclose()
+            with pytest.raises(ConnectionFailed):
+                await http.open_stream(client, "GET", "http://x.test/down", provider="t",
+                                       policy=http.RetryPolicy(max_retries=0))
+        await client.aclose()
+
+    asyncio.run(scenario())
+    # (/d's answer is whole before the send returns, so its slot goes back at once)
+    # (reading a body to its end closes it: the slot goes back before `aread` returns)
+    assert events == ["enter", "sent", "leave", "read", "enter", "polled", "leave", "enter",
+                      "leave"]

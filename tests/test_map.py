@@ -136,8 +136,13 @@ def test_the_log_is_read_once_and_looked_up_only_for_rows_it_answers(picky, monk
 
 
 def test_429s_slow_the_whole_batch_instead_of_failing_rows(fault_server):
+    from nbchat.core.mapping import _spare
+
     limited = json_answer(429, {"error": {"message": "slow down"}}, Retry_After="0.3")
-    for _ in range(9):  # three requests' worth of 429s (each retried twice by the HTTP layer)
+    # a 429 for each of the first three requests of every row the map works on at once (the
+    # HTTP layer retries each request twice): each of those rows ends up RateLimited once
+    workers = 4 + _spare(4)
+    for _ in range(3 * workers):
         fault_server.script(limited)
     fault_server.script(sse_head(), text_chunk("ok", finish="stop"), DONE)
     res = nbchat.map("row {text}", [str(i) for i in range(6)], model="openai:m",
@@ -145,7 +150,45 @@ def test_429s_slow_the_whole_batch_instead_of_failing_rows(fault_server):
     assert res.errors == {} and [r.text for r in res] == ["ok"] * 6
     assert res.throttles >= 1
     seen = fault_server.requests
-    assert len(seen) == 9 + 6  # every row was answered, none given up
+    assert len(seen) == 3 * workers + 6  # every row was answered, none given up
+
+
+def test_concurrency_bounds_the_requests_on_the_wire(fault_server):
+    # the map has more workers than slots (`_spare`): they build and finish rows outside the
+    # slots, but no more than `concurrency` requests are ever answered at once
+    fault_server.only(sse_head(), 0.2, text_chunk("ok", finish="stop"), DONE)
+    res = nbchat.map("{text}", [f"r{i}" for i in range(24)], model="openai:m",
+                     base_url=fault_server.base, concurrency=8, progress=False)
+    assert res.errors == {} and len(fault_server.requests) == 24
+    assert fault_server.most_at_once == 8
+
+
+def test_a_waiting_row_is_served_first_once_it_has_waited_starve_seconds(monkeypatch):
+    import asyncio
+
+    from nbchat.core import mapping
+
+    monkeypatch.setattr(mapping, "STARVE", 0.3)
+
+    async def scenario() -> tuple[int, float]:
+        limiter = mapping.AdaptiveLimiter(1)
+        assert await limiter.acquire()  # a busy worker holds the one slot
+        waiting = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0.01)
+        started, taken_back = time.monotonic(), 0
+        while time.monotonic() - started < 3:
+            # the busy worker gives the slot back and asks again at once: it is served first
+            # (a freed slot goes to whoever asks), until the other has waited STARVE
+            await limiter.release()
+            if not await limiter.acquire(time.monotonic() + 0.05):
+                break
+            taken_back += 1
+            await asyncio.sleep(0.02)  # its request; the other wakes and finds no slot
+        assert waiting.done() and waiting.result()
+        return taken_back, time.monotonic() - started
+
+    taken_back, waited = asyncio.run(scenario())
+    assert taken_back >= 5 and 0.25 <= waited <= 1.0
 
 
 def test_schema_rows_come_back_parsed_with_the_local_model():

@@ -32,9 +32,9 @@ import ssl
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -204,6 +204,57 @@ async def own_pool() -> AsyncIterator[None]:
         _own.reset(token)
         for client in own.values():
             await client.aclose()
+
+
+class Gate(Protocol):
+    """The slot one caller's requests take while they are on the wire (`gated()`): `enter()`
+    waits for it (a no-op while the caller holds it; it may raise, e.g. when a row's time ran
+    out), `leave()` gives it back."""
+
+    async def enter(self) -> None:
+        """Wait for the slot (at once when the caller holds it already)."""
+
+    async def leave(self) -> None:
+        """Give the slot back (nothing when the caller holds none)."""
+
+
+# the gate of the `gated()` block the running task is in (None: requests go when sent)
+_gate: contextvars.ContextVar[Gate | None] = contextvars.ContextVar("nbchat_gate", default=None)
+
+
+@contextlib.contextmanager
+def gated(gate: Gate) -> Iterator[None]:
+    """In the block, a request takes the slot of `gate` just before it is sent: a streamed
+    response (`open_stream`'s) gives it back when it is closed, as does a failed send; a
+    `request_json` exchange (a prediction created, then polled) keeps it for what follows.
+    So the slots bound the exchanges on the wire, not the work around them: `nbchat.map`
+    gives each row a gate on its limiter, and builds the next rows' requests, and handles the
+    finished replies, while other rows hold the slots."""
+    token = _gate.set(gate)
+    try:
+        yield
+    finally:
+        _gate.reset(token)
+
+
+class _Leaving(httpx.AsyncByteStream):
+    """A response body that gives its request's slot back when it is closed."""
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, gate: Gate) -> None:
+        assert isinstance(stream, httpx.AsyncByteStream)
+        self._stream, self._gate, self._left = stream, gate, False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if not self._left:
+                self._left = True
+                await self._gate.leave()
 
 
 def _new_client(transport: httpx.AsyncBaseTransport | None,
@@ -605,6 +656,7 @@ async def open_stream(
     policy: RetryPolicy | None = None,
     html_error: Callable[[int, bytes], NbchatError] | None = None,
     accept_status: Callable[[int], bool] | None = None,
+    keep_slot: bool = False,
 ) -> httpx.Response:
     """Send and return the response (body unread); the caller must `aclose()` it.
 
@@ -614,6 +666,8 @@ async def open_stream(
     raises `ProviderError` and its subclasses for an HTTP error (`error_from_response`),
     `ConnectionFailed` for a transport failure (`TimedOut` when a limit ran out).
     `accept_status` lets a caller take a non-2xx status itself (e.g. NVIDIA's 202).
+    Inside `gated()`, the request waits for the gate's slot; closing the response gives it
+    back unless `keep_slot` (see `gated`).
     """
     policy = policy or retry_policy()
     limits = waits.limits(provider)
@@ -621,18 +675,31 @@ async def open_stream(
         content = json.dumps(json_body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
     attempt = 0
+    gate = _gate.get()
     while True:
         try:
             request = client.build_request(method, _url(url), content=content,
                                            headers=headers, timeout=httpx_timeout(limits))
+            if gate is not None:
+                await gate.enter()
             waits.waiting()
-            first_byte = limits.first_byte
-            if first_byte is None:
-                response = await client.send(request, stream=True, auth=auth)
-            else:
-                response = await within(client.send(request, stream=True, auth=auth), first_byte,
-                                        functools.partial(first_byte_error, url, provider,
-                                                          first_byte))
+            try:
+                first_byte = limits.first_byte
+                if first_byte is None:
+                    response = await client.send(request, stream=True, auth=auth)
+                else:
+                    response = await within(client.send(request, stream=True, auth=auth),
+                                            first_byte, functools.partial(
+                                                first_byte_error, url, provider, first_byte))
+            except BaseException:
+                if gate is not None:
+                    await gate.leave()
+                raise
+            if gate is not None and not keep_slot:
+                if response.is_closed:  # read whole already (a mock transport's answer)
+                    await gate.leave()
+                else:
+                    response.stream = _Leaving(response.stream, gate)
         except _RETRIED_TRANSPORT as exc:
             delay = retry_delay(attempt, {}, policy)
             if attempt < policy.max_retries and fits_budget(delay):
@@ -709,7 +776,7 @@ async def request_json(
 ) -> Any:
     """A small JSON request/response (model listing, asset creation), with the same retries."""
     html_error = kw.get("html_error")
-    response = await open_stream(client, method, url, provider=provider, **kw)
+    response = await open_stream(client, method, url, provider=provider, keep_slot=True, **kw)
     try:
         body = await response.aread()
     except httpx.HTTPError as exc:

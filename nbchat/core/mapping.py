@@ -58,14 +58,23 @@ router; NVIDIA NIM (vLLM or TensorRT-LLM inside), the same per replica; Ray Serv
 deployment's `max_ongoing_requests` times its replicas. Beyond that, requests only wait in
 the server's queue; a 429 from its gateway slows the batch as above.
 
+Slots and workers: `concurrency` bounds the requests on the wire. A row takes one of the
+`AdaptiveLimiter`'s slots when its request is sent and gives it back when its streamed answer
+has been read (`nbchat.core.http.gated`; a provider whose requests do not all go through
+`nbchat.core.http`, e.g. the local model, holds it for the whole turn), and `concurrency // 4`
+workers more than slots build the next rows' requests and handle finished replies meanwhile,
+so the slots stay busy. A freed slot goes to whichever worker asks first; one that has waited
+`STARVE` seconds goes before the others.
+
 Connections: each worker sends its rows through a connection pool of its own
 (`nbchat.core.http.own_pool`), so its connection stays open from one row to the next and a map
-holds `concurrency` connections; they are closed when the map ends.
+holds `concurrency + concurrency // 4` connections; they are closed when the map ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import re
 import time
@@ -80,7 +89,7 @@ from . import waits
 from .conversation import Conversation
 from .credentials import hide_key
 from .errors import BadOption, NbchatError, RateLimited, UnknownOption, close_matches
-from .http import own_pool
+from .http import gated, own_pool
 from .loop import TurnLoop
 from .options import OPTION_NAMES, OPTIONS, Settings, parse_settings, schema_of
 from .types import Reply
@@ -88,6 +97,8 @@ from .waits import Timeouts
 
 #: times one row is sent when its answers are 429s (the limiter waits between the tries)
 RATE_LIMIT_TRIES = 8
+#: seconds a row may wait for a slot while others take the freed ones before it goes first
+STARVE = 1.0
 #: the first backoff (seconds) after a 429 without Retry-After; it doubles up to MAX_BACKOFF
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
@@ -108,7 +119,12 @@ class AdaptiveLimiter:
 
     `throttled(retry_after)` after a 429 halves the limit and makes every new request wait
     until the pause is over (Retry-After seconds, else a doubling backoff); `succeeded()` grows
-    the limit back by one after `limit` successes in a row."""
+    the limit back by one after `limit` successes in a row.
+
+    A free slot goes to whoever asks first, not to the longest waiting caller: handing it to a
+    caller that is asleep keeps it idle until the event loop gets round to that caller, which
+    cost a map a fifth of its speed (more workers than slots, see `_spare`). So that no caller
+    waits for ever, one that has waited `STARVE` seconds is served before anyone else."""
 
     def __init__(self, maximum: int) -> None:
         self.maximum = self.limit = maximum
@@ -118,27 +134,51 @@ class AdaptiveLimiter:
         self._streak = 0
         self._backoff = FIRST_BACKOFF
         self._changed = asyncio.Condition()
+        self._waiting: collections.deque[_Waiter] = collections.deque()  # oldest first
 
     async def acquire(self, deadline: float | None = None) -> bool:
         """Wait for a free slot and for any pause to end: True, with the slot taken. False
         (no slot) when that cannot happen before `deadline` (time.monotonic(); None: wait as
         long as it takes)."""
         async with self._changed:
-            while True:
-                now = time.monotonic()
-                pause = self.resume_at - now
-                if pause <= 0 and self.active < self.limit:
-                    self.active += 1
-                    return True
-                if deadline is not None and (now >= deadline or self.resume_at >= deadline):
-                    return False  # the pause outlasts the caller's time: no use waiting
-                wake = pause if pause > 0 else None
-                if deadline is not None:
-                    wake = deadline - now if wake is None else min(wake, deadline - now)
-                try:
-                    await asyncio.wait_for(self._changed.wait(), wake)
-                except asyncio.TimeoutError:
-                    pass
+            me = _Waiter(time.monotonic())
+            self._waiting.append(me)
+            try:
+                while True:
+                    now = time.monotonic()
+                    pause = self.resume_at - now
+                    oldest = self._waiting[0]
+                    turn = oldest is me or now - oldest.since < STARVE  # nobody starving first
+                    if pause <= 0 and self.active < self.limit and turn:
+                        self.active += 1
+                        return True
+                    if deadline is not None and (now >= deadline or self.resume_at >= deadline):
+                        return False  # the pause outlasts the caller's time: no use waiting
+                    wake = pause if pause > 0 else None
+                    if deadline is not None:
+                        wake = deadline - now if wake is None else min(wake, deadline - now)
+                    if oldest is me and now - me.since < STARVE:  # look again once starving
+                        left = STARVE - (now - me.since)
+                        wake = left if wake is None else min(wake, left)
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), wake)
+                    except asyncio.TimeoutError:
+                        pass
+            finally:
+                self._waiting.remove(me)
+                if self._waiting and oldest is me:
+                    self._changed.notify_all()  # the next oldest may be starving already
+
+    async def wait_pause(self, deadline: float | None = None) -> bool:
+        """Wait for any pause to end, taking no slot: True; False when it outlasts `deadline`
+        (time.monotonic(); None: wait as long as it takes)."""
+        while True:
+            pause = self.resume_at - time.monotonic()
+            if pause <= 0:
+                return True
+            if deadline is not None and self.resume_at >= deadline:
+                return False
+            await asyncio.sleep(pause)
 
     async def release(self) -> None:
         """Give the slot back (the request ended, whatever its outcome)."""
@@ -167,6 +207,15 @@ class AdaptiveLimiter:
             self._backoff = min(self._backoff * 2, MAX_BACKOFF)
             self.resume_at = max(self.resume_at, time.monotonic() + wait)
             self._changed.notify_all()
+
+
+class _Waiter:
+    """A caller waiting for a slot (compared by identity)."""
+
+    __slots__ = ("since",)
+
+    def __init__(self, since: float) -> None:
+        self.since = since
 
 
 class MapResult(list):
@@ -466,7 +515,7 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
         deadline = None if plan.budget is None else time.monotonic() + plan.budget
         last: tuple[Reply, RateLimited] | None = None
         for attempt in range(RATE_LIMIT_TRIES):
-            if not await limiter.acquire(deadline):
+            if not await limiter.wait_pause(deadline):
                 reply = last[0] if last is not None else Reply(model=model or "")
                 return _failed(i, reply, _gave_up(last[1] if last else None, plan.budget,
                                                   attempt))
@@ -480,11 +529,19 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
             (turn.first if isinstance(turn, TurnLoop) else turn).logged_hashes = answered
             if deadline is None:
                 deadline = _deadline(plan.budget, turn)
+            gate = _RowGate(limiter, deadline)
             inflight[i] = turn
             try:
-                reply = await turn.collect()
+                if (turn.first if isinstance(turn, TurnLoop) else turn).provider.wire_gated:
+                    with gated(gate):  # the slot is taken on the wire (see http.gated)
+                        reply = await turn.collect()
+                else:  # a local model, a plugin's stream: the slot for the whole turn
+                    await gate.enter()
+                    reply = await turn.collect()
+            except _NoSlot:
+                return _failed(i, turn.reply, _gave_up(last[1] if last else None, plan.budget,
+                                                       attempt))
             except RateLimited as exc:
-                await limiter.release()
                 last = (turn.reply, exc)
                 if attempt + 1 < RATE_LIMIT_TRIES:
                     await limiter.throttled(exc.retry_after)
@@ -492,14 +549,10 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
                     continue
                 return _failed(i, turn.reply, exc)
             except Exception as exc:  # the row's failure, whatever it is: the others go on
-                await limiter.release()
                 return _failed(i, turn.reply, exc)
-            except BaseException:
-                await limiter.release()
-                raise
             finally:
                 inflight.pop(i, None)
-            await limiter.release()
+                await gate.close()
             await limiter.succeeded()
             if schema is not None:
                 try:
@@ -526,7 +579,10 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
             for i in pending:
                 await one(i)
 
-    tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, n))]
+    # more workers than slots: a row's request is built, and its reply handled, while other
+    # rows' requests hold the slots (the slots, taken only on the wire, bound concurrency)
+    workers = min(concurrency + _spare(concurrency), n)
+    tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
     watcher = asyncio.ensure_future(watch()) if bar is not None else None
     postfix()
     try:
@@ -540,6 +596,41 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
             postfix(refresh=True)
             bar.close()
     return result(state, plan.table, plan.kind, schema, column)
+
+
+class _NoSlot(NbchatError):
+    """A row's time ran out while it waited for a slot (the batch was rate limited)."""
+
+
+class _RowGate:
+    """One row's slot of the map's limiter (`nbchat.core.http.Gate`): taken when the row's
+    request goes on the wire, given back when its streamed response is closed (or at the end
+    of the row). Raises `_NoSlot` when the row's deadline passes first."""
+
+    def __init__(self, limiter: AdaptiveLimiter, deadline: float | None) -> None:
+        self.limiter, self.deadline, self.held = limiter, deadline, False
+
+    async def enter(self) -> None:
+        if self.held:
+            return
+        if not await self.limiter.acquire(self.deadline):
+            raise _NoSlot("the batch was rate limited for the rest of this row's time")
+        self.held = True
+
+    async def leave(self) -> None:
+        if self.held:
+            self.held = False
+            await self.limiter.release()
+
+    async def close(self) -> None:
+        """Give the slot back if the row still holds it (its last exchange kept it)."""
+        await self.leave()
+
+
+def _spare(concurrency: int) -> int:
+    """Workers beyond `concurrency`, ready with their next request when a slot frees (none
+    below 4: a small map sends its rows in order)."""
+    return concurrency // 4
 
 
 def _answered(model: str | None, settings: Settings) -> set[str] | None:

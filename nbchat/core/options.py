@@ -363,6 +363,8 @@ def parse_settings(kwargs: Mapping[str, Any], base: Settings | None = None) -> S
             continue
         for key, field_value in spec.check(value, base).items():
             (top if spec.input or key in _SETTINGS_ONLY else opts)[key] = field_value
+    if not opts and not top:
+        return base  # nothing given (Settings are frozen): a map builds one per row
     options = replace(base.options, **opts)
     _check_tool_choice(options)
     return replace(base, options=options, **top)

@@ -45,6 +45,11 @@ class Provider:
     #: further environment variables for the base URL, read after `base_url_env`
     base_url_env_aliases: ClassVar[tuple[str, ...]] = ()
     default_base_url: ClassVar[str | None] = None
+    #: True when every request goes through `nbchat.core.http` (`open_stream`,
+    #: `request_json`), which takes a slot of a `gated()` block's gate itself, just before the
+    #: request goes on the wire: `nbchat.map` then builds the next row's request and handles a
+    #: finished reply outside the slots. False: a map row holds its slot for the whole turn
+    wire_gated: ClassVar[bool] = False
 
     # ---- configuration ----------------------------------------------------------------
 

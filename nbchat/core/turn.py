@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Container
@@ -506,6 +507,7 @@ async def _fetched(request: Request) -> Request:
     return replace(request, messages=tuple(msgs))
 
 
+@functools.lru_cache(maxsize=64)
 def _host(url: str) -> str:
     """`host[:port]` of a URL (never its user, password, path or query), for the footer."""
     from urllib.parse import urlsplit

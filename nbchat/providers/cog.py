@@ -72,6 +72,8 @@ class CogProvider(Provider):
     SSE events, health-check statuses).
     """
 
+    wire_gated = True  # every request goes through nbchat.core.http
+
     name = "cog"
     key_env = None
     base_url_env = "COG_BASE_URL"

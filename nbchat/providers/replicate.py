@@ -151,6 +151,8 @@ class ReplicateProvider(Provider):
     https://replicate.com/docs/streaming (SSE), as recorded in tests/wire/replicate_*.
     """
 
+    wire_gated = True  # every request goes through nbchat.core.http
+
     name = "replicate"
     key_env = "REPLICATE_API_TOKEN"
     base_url_env = "REPLICATE_BASE_URL"

@@ -8,6 +8,7 @@ it and set a few class attributes and capability tables.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -39,6 +40,8 @@ class OpenAICompatProvider(Provider):
     `table` (the capability table for an endpoint) and `live_entry` (a listed model the table
     does not know).
     """
+
+    wire_gated = True  # every request goes through nbchat.core.http
 
     caps: ClassVar[Caps] = Caps()
     #: whether a list_models() failure should fall back to the table silently
@@ -308,6 +311,7 @@ def merge_models(
     return [by_name[m] if m in by_name else entry(m) for m in dict.fromkeys(live)]
 
 
+@functools.lru_cache(maxsize=256)
 def host_of(url: str) -> str:
     """The lower-cased host name of a URL; "" when it has none or cannot be parsed."""
     try:
