@@ -35,7 +35,7 @@ TARGET = 1.2
 def raw_httpx(base_url: str, *, shared: bool) -> float:
     """Seconds for the same requests through httpx alone (the peer): `CONCURRENCY` workers,
     each with a client of its own (`shared`: all through one client with nbchat's shared
-    limits), the best of 3."""
+    limits), the best of `RUNS`."""
     import asyncio
 
     import httpx
