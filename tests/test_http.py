@@ -369,3 +369,38 @@ def test_a_gated_request_holds_its_slot_on_the_wire_only():
     # (reading a body to its end closes it: the slot goes back before `aread` returns)
     assert events == ["enter", "sent", "leave", "read", "enter", "polled", "leave", "enter",
                       "leave"]
+
+
+def test_the_gate_and_an_own_pool_stay_with_their_task_and_loop():
+    # a map row's tool runs in another task, or a plain tool in a worker thread with a loop of
+    # its own, and sees the row's context: its requests neither take the row's slot nor use
+    # the worker's connections (bound to the other loop)
+    entered: list[str] = []
+
+    class Gate:
+        async def enter(self) -> None:
+            entered.append(asyncio.current_task().get_name())
+
+        async def leave(self) -> None:
+            pass
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+
+    async def send() -> httpx.AsyncClient:
+        client = http.get_client(transport)
+        response = await http.open_stream(client, "GET", "http://x.test/", provider="t")
+        await response.aclose()
+        return client
+
+    async def scenario() -> None:
+        async with http.own_pool():
+            with http.gated(Gate()):
+                own = await send()
+                assert entered == [asyncio.current_task().get_name()]
+                other = await asyncio.create_task(send(), name="a tool's task")
+                assert other is own  # same loop: the worker's pool serves its tasks
+                threaded = await asyncio.to_thread(lambda: asyncio.run(send()))
+                assert threaded is not own
+        assert len(entered) == 1  # only the row's own request took the slot
+
+    asyncio.run(scenario())

@@ -146,8 +146,42 @@ def with_locals(exc: BaseException) -> str:
     return "".join(out)
 
 
+def deep_locals(exc: BaseException) -> str:
+    """Every local of every frame in the tracebacks of `exc` and the errors it was raised from
+    or during, library frames included (httpcore's hold the request it sent), and one level
+    into each local's attributes (httpcore's `Request.headers` is a list of byte pairs): what a
+    debugger or a locals-walking tool can reach. The test's own frames are left out."""
+    out: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        for frame, _ in traceback.walk_tb(e.__traceback__):
+            if frame.f_code.co_filename == __file__:
+                continue
+            for name, value in list(frame.f_locals.items()):
+                where = f"{frame.f_code.co_filename}:{frame.f_code.co_name}.{name}"
+                out.append(f"{where}={_safe_repr(value)}")
+                try:
+                    out += [f"{where}.{k}={_safe_repr(v)}" for k, v in vars(value).items()]
+                except TypeError:  # no __dict__
+                    pass
+        todo += [e.__cause__, e.__context__]
+    return "\n".join(out)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails shows nothing
+        return ""
+
+
 def everything_about(exc: BaseException) -> str:
-    parts = [str(exc), repr(exc), with_locals(exc)]
+    parts = [str(exc), repr(exc), with_locals(exc), deep_locals(exc)]
     parts += [repr(v) for v in vars(exc).values()]
     reply = getattr(exc, "reply", None)
     if reply is not None:

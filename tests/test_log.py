@@ -10,6 +10,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -393,3 +394,22 @@ def test_chat_log_magic_when_the_log_is_off(shell, monkeypatch):
     monkeypatch.setenv("NBCHAT_LOG", "off")
     ip.run_cell("%chat_log")
     assert "NBCHAT_LOG=off" in shown[-1]["data"]["text/plain"]
+
+
+def test_a_reply_after_a_quiet_spell_is_written_at_once(fake, monkeypatch):
+    # the writer lingers for more replies only while they come fast (nbchat.map): a lone
+    # reply is on disk at once, so a process killed right after it keeps it
+    monkeypatch.setattr(nblog, "LINGER", 30.0)
+    reply = nbchat.chat("alone", model="fake:echo")
+    deadline = time.monotonic() + 5
+    found: list = []
+    while not found and time.monotonic() < deadline:
+        conn = sqlite3.connect(db_path())
+        try:
+            found = conn.execute("SELECT id FROM replies").fetchall()
+        except sqlite3.OperationalError:  # not created yet
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.02)
+    assert found == [(reply.log_id,)]

@@ -163,6 +163,54 @@ def test_concurrency_bounds_the_requests_on_the_wire(fault_server):
     assert fault_server.most_at_once == 8
 
 
+def test_a_row_waiting_for_a_slot_is_not_idle(fault_server):
+    # the spare workers wait for a slot inside their turn: the idle limit is for a silent
+    # server, not for other rows' requests (each reply streams for 0.5 s, never silent 0.3 s)
+    steps = [sse_head()]
+    for _ in range(5):
+        steps += [text_chunk("a"), 0.1]
+    fault_server.only(*steps, text_chunk(finish="stop"), DONE)
+    res = nbchat.map("{text}", [f"r{i}" for i in range(10)], model="openai:m",
+                     base_url=fault_server.base, concurrency=4, progress=False,
+                     timeout={"idle": 0.3})
+    assert res.errors == {} and [r.text for r in res] == ["aaaaa"] * 10
+    assert len(fault_server.requests) == 10
+
+
+def test_an_interrupted_result_says_which_rows_were_not_sent():
+    from nbchat.core.mapping import MapResult, _State, result
+    from nbchat.core.types import Reply
+
+    state = _State(4, [Reply(model="m", text="a"), Reply(model="m"), None, None], {})
+    state.errors[1] = ProviderError("refused", status=400)
+    res = result(state, None, "list", None, None, interrupted=True)
+    assert isinstance(res, MapResult)
+    assert repr(res).splitlines()[0] == (
+        "MapResult(1 done, 1 failed, 0 reused, 2 not sent (interrupted))")
+
+
+def test_a_plain_tool_may_call_nbchat_chat_inside_a_map(fault_server):
+    # the tool runs in a worker thread with its own event loop, and sees the row's context:
+    # neither the worker's connection pool nor the row's slot may be used from there
+    call = {"index": 0, "id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "oslo"}'}}
+    for _ in range(2):  # per row: the tool call, the tool's own chat, the answer
+        fault_server.script(sse_head(), text_chunk(None, tool_calls=[call], finish="tool_calls"),
+                            DONE)
+        fault_server.script(sse_head(), text_chunk("sunny", finish="stop"), DONE)
+        fault_server.script(sse_head(), text_chunk("done", finish="stop"), DONE)
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return nbchat.chat(f"weather in {city}?", model="openai:m",
+                           base_url=fault_server.base).text
+
+    res = nbchat.map("{text}", ["r0", "r1"], model="openai:m", base_url=fault_server.base,
+                     tools=[get_weather], concurrency=1, progress=False)
+    assert res.errors == {} and [r.text for r in res] == ["done", "done"]
+    assert [step.result for step in res[0].steps] == ["sunny"]
+
+
 def test_a_waiting_row_is_served_first_once_it_has_waited_starve_seconds(monkeypatch):
     import asyncio
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import traceback
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -359,3 +360,19 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]
     if not found:
         found = [c for c in cands if word.lower() in c.lower()][:n]
     return found
+
+
+def forget_locals(exc: BaseException) -> None:
+    """Clear the locals of the finished frames in `exc`'s traceback and in those of the
+    exceptions it was raised from or during (`__cause__`, `__context__`: an httpx error kept
+    under a `raise ... from None` still holds httpcore's frames, whose `request` carries the
+    Authorization header). Frames still running keep theirs."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo += [e.__cause__, e.__context__]

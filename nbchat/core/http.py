@@ -49,6 +49,7 @@ from .errors import (
     ProviderError,
     RateLimited,
     TimedOut,
+    forget_locals,
     redact,
     shorten,
 )
@@ -160,9 +161,10 @@ _Clients = dict[httpx.AsyncBaseTransport | None, httpx.AsyncClient]
 # loop -> {transport: client}; a closed loop's clients go with it. Limits are set per request.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = \
     weakref.WeakKeyDictionary()
-# the clients of the `own_pool()` block the running task is in (None: outside any)
-_own: contextvars.ContextVar[_Clients | None] = contextvars.ContextVar("nbchat_own_pool",
-                                                                       default=None)
+# the loop and clients of the `own_pool()` block the running task is in (None: outside any);
+# another loop (a plain tool's `nbchat.chat` in a worker thread sees this context) uses its own
+_own: contextvars.ContextVar[tuple[asyncio.AbstractEventLoop, _Clients] | None] = \
+    contextvars.ContextVar("nbchat_own_pool", default=None)
 
 
 def get_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
@@ -170,12 +172,13 @@ def get_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Async
 
     Inside `own_pool()`, the block's own client for that transport instead."""
     own = _own.get()
-    if own is not None:
-        client = own.get(transport)
-        if client is None or client.is_closed:
-            client = own[transport] = _new_client(transport, OWN_LIMITS)
-        return client
     loop = asyncio.get_running_loop()
+    if own is not None and own[0] is loop:
+        clients = own[1]
+        client = clients.get(transport)
+        if client is None or client.is_closed:
+            client = clients[transport] = _new_client(transport, OWN_LIMITS)
+        return client
     per_loop = _clients.setdefault(loop, {})
     client = per_loop.get(transport)
     if client is None or client.is_closed:
@@ -197,7 +200,7 @@ async def own_pool() -> AsyncIterator[None]:
     worker keeps its connection alive across the worker's requests and stays small.
     """
     own: _Clients = {}
-    token = _own.set(own)
+    token = _own.set((asyncio.get_running_loop(), own))
     try:
         yield
     finally:
@@ -218,19 +221,24 @@ class Gate(Protocol):
         """Give the slot back (nothing when the caller holds none)."""
 
 
-# the gate of the `gated()` block the running task is in (None: requests go when sent)
-_gate: contextvars.ContextVar[Gate | None] = contextvars.ContextVar("nbchat_gate", default=None)
+# the task of the `gated()` block and its gate (None: requests go when sent). Only that task's
+# requests take the slot: a tool's own `nbchat.chat` (another task, or a worker thread's loop)
+# sees this context too, and is not one of the row's requests
+_gate: contextvars.ContextVar[tuple[asyncio.Task[Any], Gate] | None] = \
+    contextvars.ContextVar("nbchat_gate", default=None)
 
 
 @contextlib.contextmanager
 def gated(gate: Gate) -> Iterator[None]:
-    """In the block, a request takes the slot of `gate` just before it is sent: a streamed
-    response (`open_stream`'s) gives it back when it is closed, as does a failed send; a
-    `request_json` exchange (a prediction created, then polled) keeps it for what follows.
+    """In the block, a request of this task takes the slot of `gate` just before it is sent:
+    a streamed response (`open_stream`'s) gives it back when it is closed, as does a failed
+    send; a `request_json` exchange (a prediction created, then polled) keeps it for what follows.
     So the slots bound the exchanges on the wire, not the work around them: `nbchat.map`
     gives each row a gate on its limiter, and builds the next rows' requests, and handles the
     finished replies, while other rows hold the slots."""
-    token = _gate.set(gate)
+    task = asyncio.current_task()
+    assert task is not None, "gated() is for a running task"
+    token = _gate.set((task, gate))
     try:
         yield
     finally:
@@ -675,12 +683,14 @@ async def open_stream(
         content = json.dumps(json_body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
     attempt = 0
-    gate = _gate.get()
+    held = _gate.get()
+    gate = held[1] if held is not None and held[0] is asyncio.current_task() else None
     while True:
         try:
             request = client.build_request(method, _url(url), content=content,
                                            headers=headers, timeout=httpx_timeout(limits))
             if gate is not None:
+                waits.waiting("a free slot")  # no idle limit while others' requests run
                 await gate.enter()
             waits.waiting()
             try:
@@ -706,21 +716,25 @@ async def open_stream(
                 await retry_wait(f"{provider}: {_short_transport(exc)}", delay)
                 attempt += 1
                 continue
+            forget_locals(exc)  # httpcore's frames hold the request, Authorization included
             raise transport_error(exc, url, provider, attempts=attempt + 1,
                                   limits=limits) from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. a bad URL: not retried
+            forget_locals(exc)
             raise transport_error(exc, url, provider, limits=limits) from None
         status = response.status_code
         if status < 300 or (accept_status is not None and accept_status(status)):
             waits.receiving()
             return response
-        # built by a helper, so no local here holds the body (a server may echo the key in
-        # it, and tools that print a traceback's locals would show it)
+        # built by a helper, and the response let go of, so no local here holds the body (a
+        # server may echo the key in it, and tools that print a traceback's locals show it)
         error = await _error_of(response, provider, key_env, html_error)
-        after = parse_retry_after(response.headers)
+        answered = response.headers
+        del response
+        after = parse_retry_after(answered)
         if (status in policy.statuses and attempt < policy.max_retries
                 and (after is None or after <= policy.max_retry_after)):
-            delay = retry_delay(attempt, response.headers, policy)
+            delay = retry_delay(attempt, answered, policy)
             if fits_budget(delay):
                 await retry_wait(_retry_reason(provider, status), delay)
                 attempt += 1
@@ -780,6 +794,7 @@ async def request_json(
     try:
         body = await response.aread()
     except httpx.HTTPError as exc:
+        forget_locals(exc)
         raise transport_error(exc, url, provider) from None
     finally:
         await response.aclose()

@@ -63,9 +63,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: at most this many queued replies are written in one transaction
 BATCH = 256
-#: seconds the writer waits for more replies once one is queued, so that replies finishing
-#: close together (`nbchat.map`'s rows) share a transaction and an INSERT; `flush()` and the
-#: reads that flush wait at most this much longer
+#: seconds the writer waits for more replies when one is queued within this time of its last
+#: write, so that replies finishing close together (`nbchat.map`'s rows) share a transaction
+#: and an INSERT; a reply after a quiet spell is written at once
 LINGER = 0.05
 #: replies in one INSERT statement (27 columns each: well under SQLite's 32,766 variables)
 ROWS_PER_INSERT = 64
@@ -419,13 +419,15 @@ class Log:
                     self._writer.start()
 
     def _write_loop(self) -> None:
+        wrote = -LINGER  # when the last write ended (time.monotonic())
         while True:
             items = [self._queue.get()]
-            if items[-1] is not None:
-                # what else comes within LINGER goes into the same transaction and INSERT:
-                # each statement hands the interpreter lock to this thread and back, and
-                # each wake-up too, so it sleeps rather than waking per reply (one transaction
-                # per reply slowed `nbchat.map` by about a tenth)
+            if items[-1] is not None and time.monotonic() - wrote < LINGER:
+                # replies are coming fast (`nbchat.map`): what else comes within LINGER goes
+                # into the same transaction and INSERT. Each statement hands the interpreter
+                # lock to this thread and back, and each wake-up too, so it sleeps rather than
+                # waking per reply (one transaction per reply slowed a map by about a tenth).
+                # A reply after a quiet spell is written at once.
                 time.sleep(LINGER)
             while len(items) < BATCH and items[-1] is not None:
                 try:
@@ -443,6 +445,7 @@ class Log:
                                 del self._pending[item.request_hash]
                 for _ in items:
                     self._queue.task_done()
+            wrote = time.monotonic()
             if items[-1] is None:
                 return
 

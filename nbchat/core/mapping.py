@@ -230,9 +230,11 @@ class MapResult(list):
     throttles: int
 
     def __repr__(self) -> str:
+        unsent = sum(isinstance(e, Interrupted) for e in self.errors.values())
+        failed = len(self.errors) - unsent
         done = len(self) - len(self.errors)
-        extra = ", interrupted" if self.interrupted else ""
-        return (f"MapResult({done} done, {len(self.errors)} failed, {self.reused} reused{extra})"
+        extra = f", {unsent} not sent (interrupted)" if self.interrupted else ""
+        return (f"MapResult({done} done, {failed} failed, {self.reused} reused{extra})"
                 f"\n{list.__repr__(self)}")
 
 

@@ -19,7 +19,6 @@ import asyncio
 import collections
 import functools
 import time
-import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Container
 from contextlib import aclosing
 from dataclasses import replace
@@ -28,7 +27,7 @@ from typing import Any
 from . import costs, replay, waits
 from . import log as _log
 from .credentials import Endpoint, Secret
-from .errors import KeyScrubber, NbchatError
+from .errors import KeyScrubber, NbchatError, forget_locals
 from .images import fetch_image, resolve_images, to_image_part
 from .options import Settings
 from .provider import Provider
@@ -203,7 +202,7 @@ class Turn:
             # the provider's frames keep their place in the stack but lose their locals: they
             # may hold what a server sent (which can echo a key), and tools that print a
             # traceback's locals (%xmode Verbose, pytest -l, rich) would show them
-            traceback.clear_frames(exc.__traceback__)
+            forget_locals(exc)
             queue.append(_Failed(exc))
         finally:
             notify()
@@ -282,7 +281,8 @@ class Turn:
             agen = await self._open(request)
             async for ev in agen:
                 yield ev
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            forget_locals(exc)  # a Stop's traceback goes through httpcore too
             uncancel = getattr(task, "uncancel", None)  # Python 3.11+
             if late and (uncancel is None or uncancel() == 0):
                 raise late[0] from None
@@ -291,7 +291,7 @@ class Turn:
             raise
         except BaseException as exc:
             # as in the pump: the provider's frames lose their locals (see `_pump`)
-            traceback.clear_frames(exc.__traceback__)
+            forget_locals(exc)
             raise
         finally:
             timer[0].cancel()
