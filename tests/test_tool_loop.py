@@ -533,12 +533,10 @@ def test_a_slow_tool_says_what_runs_and_for_how_long(fake, monkeypatch):
     `STATUS_EVERY` (the cell's status line, the panel's status), and empties the line once they
     are done; the same as a wait for the provider. `collect()` (the Python API) has no one to
     tell and runs them without a timer."""
-    from nbchat.core import loop, waits
     from nbchat.core.conversation import Conversation
     from nbchat.core.types import Status
 
-    monkeypatch.setattr(waits, "STATUS_AFTER", 0.05)
-    monkeypatch.setattr(loop, "STATUS_EVERY", 0.05)
+    _fast_status(monkeypatch)
 
     async def slow_lookup(q: str) -> str:
         """Look something up slowly.

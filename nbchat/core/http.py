@@ -729,12 +729,12 @@ async def open_stream(
         # built by a helper, and the response let go of, so no local here holds the body (a
         # server may echo the key in it, and tools that print a traceback's locals show it)
         error = await _error_of(response, provider, key_env, html_error)
-        answered = response.headers
+        answer_headers = response.headers
         del response
-        after = parse_retry_after(answered)
+        after = parse_retry_after(answer_headers)
         if (status in policy.statuses and attempt < policy.max_retries
                 and (after is None or after <= policy.max_retry_after)):
-            delay = retry_delay(attempt, answered, policy)
+            delay = retry_delay(attempt, answer_headers, policy)
             if fits_budget(delay):
                 await retry_wait(_retry_reason(provider, status), delay)
                 attempt += 1

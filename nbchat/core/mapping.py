@@ -416,6 +416,7 @@ class _Plan:
     prompts: list[str]
     settings: Settings
     budget: float | None  # timeout=: each row's total time (None: the configured total)
+    model_id: str  # `provider:model`, aliases resolved
 
 
 def _prepare(template: str, rows: Any, model: str | None, concurrency: int, schema: Any,
@@ -432,7 +433,7 @@ def _prepare(template: str, rows: Any, model: str | None, concurrency: int, sche
         schema_of(schema)  # a bad schema fails here
         options["schema"] = schema
     settings = parse_settings(options)
-    Conversation(model=model, settings=settings)  # the model, up front
+    model_id = Conversation(model=model, settings=settings).model_id  # the model, up front
     items, kind = rows_of(rows)
     table = rows if kind != "list" else None
     if column is not None:
@@ -446,7 +447,7 @@ def _prepare(template: str, rows: Any, model: str | None, concurrency: int, sche
                 "name to keep both", UserWarning, stacklevel=3)
     prompts = prompts_of(template, items, table.columns if table is not None else None)
     budget = settings.timeout.total if settings.timeout is not None else None
-    return _Plan(table, kind, prompts, settings, budget)
+    return _Plan(table, kind, prompts, settings, budget, model_id)
 
 
 async def amap(
@@ -488,7 +489,7 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
     limiter = AdaptiveLimiter(concurrency)
     bar = _bar(n) if progress else None
     inflight: dict[int, Any] = {}  # row -> its Turn (or TurnLoop) while it is sent
-    answered = _answered(model, settings) if resume else None
+    answered = _answered(plan.model_id) if resume else None
     shown: tuple[int, int, str] | None = None  # what the bar's postfix says now
 
     def postfix(note: str = "", refresh: bool = False) -> None:
@@ -528,13 +529,14 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
                     settings.timeout or Timeouts()))
             turn = Conversation(model=model, settings=row_settings).turn(prompts[i])
             turn.reuse_logged = resume
-            (turn.first if isinstance(turn, TurnLoop) else turn).logged_hashes = answered
+            first = turn.first if isinstance(turn, TurnLoop) else turn  # its first request
+            first.logged_hashes = answered
             if deadline is None:
-                deadline = _deadline(plan.budget, turn)
+                deadline = _deadline(plan.budget, first.provider.name)
             gate = _RowGate(limiter, deadline)
             inflight[i] = turn
             try:
-                if (turn.first if isinstance(turn, TurnLoop) else turn).provider.wire_gated:
+                if first.provider.wire_gated:
                     with gated(gate):  # the slot is taken on the wire (see http.gated)
                         reply = await turn.collect()
                 else:  # a local model, a plugin's stream: the slot for the whole turn
@@ -554,7 +556,7 @@ async def _run(plan: _Plan, model: str | None, concurrency: int, schema: Any,
                 return _failed(i, turn.reply, exc)
             finally:
                 inflight.pop(i, None)
-                await gate.close()
+                await gate.leave()  # if the row's last exchange kept its slot
             await limiter.succeeded()
             if schema is not None:
                 try:
@@ -624,10 +626,6 @@ class _RowGate:
             self.held = False
             await self.limiter.release()
 
-    async def close(self) -> None:
-        """Give the slot back if the row still holds it (its last exchange kept it)."""
-        await self.leave()
-
 
 def _spare(concurrency: int) -> int:
     """Workers beyond `concurrency`, ready with their next request when a slot frees (none
@@ -635,7 +633,7 @@ def _spare(concurrency: int) -> int:
     return concurrency // 4
 
 
-def _answered(model: str | None, settings: Settings) -> set[str] | None:
+def _answered(model_id: str) -> set[str] | None:
     """The request hashes with a finished reply in the log from this map's model, read once
     (each row then looks in the log only when its hash is among them); None when there is no
     log or it cannot be read (each row looks, and the log warns)."""
@@ -643,17 +641,16 @@ def _answered(model: str | None, settings: Settings) -> set[str] | None:
     if lg is None:
         return None
     try:
-        return lg.answered(Conversation(model=model, settings=settings).model_id)
+        return lg.answered(model_id)
     except _log.LogUnusable:
         return None
 
 
-def _deadline(budget: float | None, turn: Any) -> float | None:
+def _deadline(budget: float | None, provider: str) -> float | None:
     """When a row first sent now must end: `timeout=`'s total, else the configured total for
-    the turn's provider (None: no limit)."""
+    the row's provider (None: no limit)."""
     if budget is None:
-        provider = getattr(getattr(turn, "first", turn), "provider", None)
-        budget = waits.configured(provider.name if provider is not None else None).total
+        budget = waits.configured(provider).total
     return None if budget is None else time.monotonic() + budget
 
 

@@ -180,6 +180,11 @@ class Turn:
         self.reply.log_id = self.log_id
         return self.provider.stream(request, self.endpoint)
 
+    async def _opened(self) -> AsyncIterator[Event]:
+        """The request prepared and opened: the provider's stream, or the log's under replay
+        (what the pump, or `collect()` inline, iterates)."""
+        return await self._open(await self._prepared())
+
     def _limits(self) -> waits.Timeouts:
         configured = waits.configured(self.provider.name)
         return self.timeouts.over(configured) if self.timeouts is not None else configured
@@ -190,8 +195,7 @@ class Turn:
         waits.activate(tracker)  # this task's own context: the consumer's is untouched
         agen: AsyncIterator[Event] | None = None
         try:
-            request = await self._prepared()
-            agen = await self._open(request)
+            agen = await self._opened()
             async for ev in agen:
                 queue.append(ev)
                 notify()
@@ -206,12 +210,7 @@ class Turn:
             queue.append(_Failed(exc))
         finally:
             notify()
-            aclose = getattr(agen, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:  # closing a broken stream must not hide the real error
-                    pass
+            await _close_quietly(agen)
 
     def events(self, *, errors_as_events: bool = False) -> AsyncGenerator[Event, None]:
         """Stream events; on error either raise (default) or yield one ErrorEvent and stop.
@@ -277,8 +276,7 @@ class Turn:
         timer.append(loop.call_later(max(_timeout(tracker), 0.01), check))
         agen: AsyncIterator[Event] | None = None
         try:
-            request = await self._prepared()
-            agen = await self._open(request)
+            agen = await self._opened()
             async for ev in agen:
                 yield ev
         except asyncio.CancelledError as exc:
@@ -296,12 +294,7 @@ class Turn:
         finally:
             timer[0].cancel()
             waits.deactivate(token)
-            aclose = getattr(agen, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:  # closing a broken stream must not hide the real error
-                    pass
+            await _close_quietly(agen)
 
     async def _events(self, errors_as_events: bool, *, inline: bool
                       ) -> AsyncGenerator[Event, None]:
@@ -488,6 +481,17 @@ class Turn:
             async for ev in events:
                 if isinstance(ev, TextDelta):
                     yield ev.text
+
+
+async def _close_quietly(agen: AsyncIterator[Event] | None) -> None:
+    """Close a stream (None: never opened); closing a broken one must not hide the real
+    error."""
+    aclose = getattr(agen, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _has_url_images(request: Request) -> bool:
